@@ -1,0 +1,11 @@
+export { DopsError, ensureDopsError, fromWorkerError } from './dops-error';
+export type { DopsErrorOptions, FieldViolation, WorkerErrorData } from './dops-error';
+export {
+  ERROR_CODES,
+  RETRYABLE_BY_DEFAULT,
+  fromProtoErrorCode,
+  isErrorCodeName,
+  toProtoErrorCode,
+} from './error-code';
+export type { ErrorCodeName } from './error-code';
+export { ERROR_DOMAIN, fromGrpcError, grpcCodeOf, toGrpcStatus } from './grpc-status';

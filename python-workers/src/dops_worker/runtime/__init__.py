@@ -1,0 +1,1 @@
+"""The worker process: stdio guard, logging, server loop, cancellation, lifecycle, methods."""

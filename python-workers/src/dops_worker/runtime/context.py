@@ -1,0 +1,32 @@
+"""What a handler gets besides its params: its token, progress, the session, worker status."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dops_worker.protocol.messages import RequestId
+from dops_worker.runtime.cancellation import CancelToken
+
+if TYPE_CHECKING:
+    from dops_worker.runtime.session import Session
+
+
+@dataclass
+class RequestContext:
+    request_id: RequestId
+    method: str
+    token: CancelToken
+    session: "Session"
+    notify: Callable[[str, Any], None]
+    status: Callable[[], dict[str, Any]]
+    # Set by a handler (worker.shutdown) to make the worker exit with this code after the reply.
+    exit_after_reply: int | None = field(default=None)
+
+    def progress(self, step: int, total: int, preview: dict[str, Any] | None = None) -> None:
+        """Sends ``$/progress {id, step, total, preview?}``; never raises on a closed pipe."""
+        params: dict[str, Any] = {"id": self.request_id, "step": step, "total": total}
+        if preview is not None:
+            params["preview"] = preview
+        self.notify("$/progress", params)
