@@ -1,0 +1,25 @@
+# Linux image for the node-local services (device, memory, ...) and their Python workers.
+# TORCH_LANE=cpu|cuda: which torch build the workers get (CUDA from PyPI is several GB).
+FROM node:20-bookworm-slim
+ARG TORCH_LANE=cpu
+RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/dops
+COPY package.json package-lock.json nx.json tsconfig.base.json tsconfig.json ./
+COPY apps apps
+COPY libs libs
+COPY proto proto
+COPY python-workers python-workers
+COPY tools tools
+RUN npm ci --no-audit --no-fund && npx nx run proto:generate
+RUN python3 -m venv .venv \
+    && if [ "$TORCH_LANE" = cpu ]; then .venv/bin/pip install --no-cache-dir torch==2.11.0 --index-url https://download.pytorch.org/whl/cpu; \
+       else .venv/bin/pip install --no-cache-dir -r python-workers/requirements/torch.txt; fi \
+    && .venv/bin/pip install --no-cache-dir -r python-workers/requirements/cpu.txt \
+    && .venv/bin/pip install --no-cache-dir --no-deps -e python-workers
+ENV DOPS_PYTHON=/opt/dops/.venv/bin/python NODE_ENV=production
+ARG SERVICE=device
+ENV DOPS_SERVICE=${SERVICE}
+EXPOSE 50051
+# tini-free: node forwards SIGTERM to the service, which stops its workers' process groups.
+CMD ["sh", "-c", "exec npx tsx apps/${DOPS_SERVICE}/src/main.ts"]
