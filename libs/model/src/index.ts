@@ -1,0 +1,47 @@
+export {
+  type ModelBase,
+  type ModelFormat,
+  type ModelType,
+  type ModelVariant,
+  type Identification,
+  MODEL_BASES,
+  MODEL_TYPES,
+} from './model-kind';
+export {
+  MAX_HEADER_BYTES,
+  type SafetensorsHeader,
+  type SafetensorsInvalidReason,
+  type TensorInfo,
+  parseSafetensorsHeader,
+  readSafetensorsHeader,
+  safetensorsInvalidReason,
+} from './safetensors-header';
+export { identifyTensors, loraBaseFromMetadata, type TensorShapes } from './identify';
+export { DIFFUSERS_INDEX, identifyDiffusersFolder } from './identify-diffusers';
+export { DEFAULT_TRIGGER_TAGS, extractTriggerWords } from './trigger-words';
+export {
+  autoV2,
+  type FileHasher,
+  type FileHashes,
+  HashCache,
+  type HashCacheEntry,
+  type HashJob,
+  type HashOptions,
+  HashQueue,
+  type HashQueueOptions,
+  hashFile,
+} from './hashing';
+export { type ConfinedPath, PathGuard } from './path-guard';
+export { type ModelCandidate, PICKLE_EXTENSIONS, SAFETENSORS_EXTENSIONS, scanRoots } from './scan-roots';
+export { type ModelEntry, type ModelStatus, modelId } from './model-entry';
+export {
+  type ListFilter,
+  ModelRegistry,
+  type ModelRegistryEvents,
+  type ModelRegistryOptions,
+  type ModelPage,
+  type PageRequest,
+  type RegistryState,
+  type ScanSummary,
+  type VerifyResult,
+} from './registry';
