@@ -1,0 +1,55 @@
+import { z } from 'zod';
+
+/** Log levels pino knows, plus `silent`. */
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** The compute backends of DESIGN §4; `auto` lets the worker pick the best one present. */
+export const BACKENDS = ['auto', 'cuda', 'rocm', 'directml', 'cpu'] as const;
+export type BackendName = (typeof BACKENDS)[number];
+
+const ms = (fallback: number) => z.int().min(0).default(fallback);
+
+/**
+ * Settings every dops service has. Extend it: `baseServiceConfig.extend({ device: z.object({...}) })`.
+ * Environment names follow the rule in env-name.ts (DOPS_GRPC_PORT, DOPS_WORKER_HANDSHAKE_TIMEOUT_MS),
+ * except the backend, which is DOPS_BACKEND as DESIGN §4 names it.
+ */
+export const baseServiceConfig = z.object({
+  grpc: z.object({
+    /** Interface to bind. Default `0.0.0.0`. */
+    host: z.string().min(1).default('0.0.0.0'),
+    /** TCP port; 0 asks the OS for a free one (tests). Default 50051. */
+    port: z.int().min(0).max(65535).default(50051),
+  }),
+  /** How long a graceful shutdown waits for in-flight calls before cancelling them. Default 10 s. */
+  shutdownGraceMs: ms(10_000),
+  /** Default `info`. */
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+  telemetry: z.object({
+    /** OTLP gRPC endpoint (e.g. `http://otel-collector:4317`); unset = spans are not exported. */
+    otlpEndpoint: z.url().optional(),
+    /** `service.name` of spans and logs; each service sets its own default through defineConfig's `defaults`. */
+    serviceName: z.string().min(1),
+  }),
+  worker: z.object({
+    /** Python interpreter that runs `python -m dops_worker`. Default `python3`. */
+    python: z.string().min(1).default('python3'),
+    /** Default `auto`. */
+    backend: z.enum(BACKENDS).default('auto').meta({ env: 'DOPS_BACKEND' }),
+    /** Bound on spawn → `initialize` reply. Default 60 s (first CUDA init is slow). */
+    handshakeTimeoutMs: ms(60_000),
+    /** Heartbeat period. Default 5 s. */
+    heartbeatIntervalMs: ms(5_000),
+    /** A worker silent for this long is restarted. Default 20 s. */
+    heartbeatTimeoutMs: ms(20_000),
+    /** Restarts allowed within `restartWindowMs` before the worker counts as crash-looping. Default 5. */
+    maxRestarts: z.int().min(0).default(5),
+    /** Default 60 s. */
+    restartWindowMs: ms(60_000),
+    /** Graceful stop (`worker.shutdown` → SIGTERM) before SIGKILL. Default 10 s. */
+    stopTimeoutMs: ms(10_000),
+  }),
+});
+
+export type BaseServiceConfig = z.output<typeof baseServiceConfig>;

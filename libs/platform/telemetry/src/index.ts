@@ -1,0 +1,5 @@
+export { createLogger } from './logger';
+export type { Logger, LoggerOptions } from './logger';
+export { startTelemetry } from './start-telemetry';
+export type { Telemetry, TelemetryOptions } from './start-telemetry';
+export { contextFromTraceparent, currentTraceparent, withSpan } from './trace-context';

@@ -1,0 +1,4 @@
+export { startTestServer } from './test-server';
+export type { TestServer } from './test-server';
+export { collect, sleep, waitFor } from './async-helpers';
+export type { WaitForOptions } from './async-helpers';
