@@ -35,10 +35,12 @@ export function fromProtoErrorCode(code: commonV1.ErrorCode): ErrorCodeName {
   return isErrorCodeName(name) ? name : 'INTERNAL';
 }
 
-/** Codes a caller may retry by default (the error's own flag wins where it says otherwise). */
+/**
+ * Codes a caller may retry by default (the error's own flag wins where it says otherwise).
+ * DEADLINE_EXCEEDED is not among them: the caller's time is spent (the worker agrees).
+ */
 export const RETRYABLE_BY_DEFAULT: ReadonlySet<ErrorCodeName> = new Set([
   'OUT_OF_MEMORY',
   'RESOURCE_EXHAUSTED',
   'UNAVAILABLE',
-  'DEADLINE_EXCEEDED',
 ]);
