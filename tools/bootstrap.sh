@@ -32,7 +32,10 @@ if ! stamp_ok .venv/.dops-stamp "$py_hash"; then
   done
   if [ -n "$local_torch" ]; then
     log "torch from the local wheel $local_torch"
-    .venv/bin/pip install --quiet "$local_torch"
+    local_tv=$(ls "$(dirname "$local_torch")"/torchvision-*.whl 2>/dev/null | head -n1 || true)
+    .venv/bin/pip install --quiet "$local_torch" ${local_tv:+"$local_tv"}
+    # torchvision (spandrel needs it) must not drag the CUDA torch back in
+    [ -n "$local_tv" ] || .venv/bin/pip install --quiet --no-deps "$(grep '^torchvision' python-workers/requirements/torch.txt)"
   else
     log "torch from PyPI ($(cat python-workers/requirements/torch.txt | grep -v '^#'))"
     .venv/bin/pip install --quiet -r python-workers/requirements/torch.txt

@@ -33,8 +33,8 @@ export const baseServiceConfig = z.object({
     serviceName: z.string().min(1),
   }),
   worker: z.object({
-    /** Python interpreter that runs `python -m dops_worker`. Default `python3`. */
-    python: z.string().min(1).default('python3'),
+    /** Python interpreter that runs `python -m dops_worker`. Default: DOPS_PYTHON, then the repository's .venv, then python3. */
+    python: z.string().min(1).optional(),
     /** Default `auto`. */
     backend: z.enum(BACKENDS).default('auto').meta({ env: 'DOPS_BACKEND' }),
     /** Bound on spawn → `initialize` reply. Default 60 s (first CUDA init is slow). */

@@ -1,4 +1,5 @@
 export { defineConfig } from './define-config';
+export { loadConfigOrExit } from './load-or-exit';
 export type { ConfigDefinition, DeepPartial, DefineConfigOptions, LoadConfigOptions } from './define-config';
 export { ConfigError, formatIssue } from './config-error';
 export type { ConfigIssue, ConfigSource } from './config-error';

@@ -18,7 +18,7 @@ class RequestContext:
     request_id: RequestId
     method: str
     token: CancelToken
-    session: "Session"
+    session: Session
     notify: Callable[[str, Any], None]
     status: Callable[[], dict[str, Any]]
     # Set by a handler (worker.shutdown) to make the worker exit with this code after the reply.

@@ -15,25 +15,29 @@ Handler = Callable[[Any, "RequestContext"], Any]
 @dataclass(frozen=True)
 class MethodSpec:
     """``inline`` handlers run on the reader (control) thread and must be quick and GPU-free;
-    ``requires_init`` ones are refused with FAILED_PRECONDITION before ``initialize`` succeeded."""
+    ``requires_init`` ones are refused with FAILED_PRECONDITION before ``initialize`` succeeded;
+    accepting a ``drains`` request (worker.shutdown) refuses every later one with UNAVAILABLE."""
 
     name: str
     handler: Handler
     inline: bool = False
     requires_init: bool = True
+    drains: bool = False
 
 
 class MethodRegistry:
     def __init__(self) -> None:
         self._methods: dict[str, MethodSpec] = {}
 
-    def method(self, name: str, *, inline: bool = False, requires_init: bool = True) -> Callable[[Handler], Handler]:
+    def method(
+        self, name: str, *, inline: bool = False, requires_init: bool = True, drains: bool = False
+    ) -> Callable[[Handler], Handler]:
         """Decorator; raises ValueError when ``name`` is already registered."""
 
         def register(handler: Handler) -> Handler:
             if name in self._methods:
                 raise ValueError(f"method {name!r} is already registered")
-            self._methods[name] = MethodSpec(name, handler, inline, requires_init)
+            self._methods[name] = MethodSpec(name, handler, inline, requires_init, drains)
             return handler
 
         return register

@@ -18,7 +18,7 @@ class Session:
         self.pid = os.getpid()
         self.started_monotonic = time.monotonic()
         self.state: LifecycleState = "starting"
-        self.backend: "Backend | None" = None
+        self.backend: Backend | None = None
         self._lock = threading.Lock()
 
     @property

@@ -20,7 +20,7 @@ def guard_stdout() -> tuple[BinaryIO, BinaryIO]:
     os.dup2(2, 1)
     if hasattr(os, "set_inheritable"):
         os.set_inheritable(frames_fd, False)  # child processes must not get the protocol channel
-    frames_out = io.open(frames_fd, "wb", buffering=0, closefd=True)
+    frames_out = open(frames_fd, "wb", buffering=0, closefd=True)
     sys.stdout = sys.stderr
     # Python's own stdout buffer object still points at fd 1, which now is stderr: harmless.
     frames_in = sys.stdin.buffer

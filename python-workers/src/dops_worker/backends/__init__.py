@@ -1,0 +1,1 @@
+"""Device backends (cuda, rocm, directml, cpu): selection, enumeration, capability probe, memory."""

@@ -1,0 +1,415 @@
+"""Run one validated GenerateRequest on a loaded pipeline: denoise, decode, write PNGs.
+
+Denoising and VAE decoding are separate phases (the pipeline returns latents), so an OOM in the
+decode retries only the decode. Each image has its own generator seeded ``seed + i``, so an image
+is the same whichever batch it ran in — which is what lets the OOM plan shrink the batch.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from dops_worker.inference.artifacts import write_image, write_png
+from dops_worker.inference.lora import applied_loras
+from dops_worker.inference.pipelines import assemble_pipeline, check_controlnet, check_preconditions, model_traits
+from dops_worker.inference.request import GenerateRequest
+from dops_worker.inference.schedulers import make_scheduler
+from dops_worker.protocol.errors import ErrorCode, WorkerError, is_out_of_memory
+
+_log = logging.getLogger("dops_worker.inference.generate")
+
+Mitigation = Literal["vae_tiling", "smaller_batch", "model_cpu_offload"]
+OOM_PLAN: tuple[Mitigation, ...] = ("vae_tiling", "smaller_batch", "model_cpu_offload")
+Phase = Literal["denoise", "decode"]
+
+# Linear latent → RGB approximations (least-squares fits of VAE decodes, as used by ComfyUI's
+# latent previews): rows are latent channels, columns R, G, B; output is roughly in [-1, 1].
+_LATENT_RGB: dict[str, tuple[list[list[float]], list[float]]] = {
+    "sd15": ([[0.3512, 0.2297, 0.3227], [0.3250, 0.4974, 0.2350],
+              [-0.2829, 0.1762, 0.2721], [-0.2120, -0.2616, -0.7177]], [0.0, 0.0, 0.0]),
+    "sdxl": ([[0.3651, 0.4232, 0.4341], [-0.2533, -0.0042, 0.1068],
+              [0.1076, 0.1111, -0.0362], [-0.3165, -0.2492, -0.2188]], [0.1084, -0.0175, -0.0011]),
+}
+
+
+class ProgressFn(Protocol):
+    def __call__(self, step: int, total: int, preview: dict[str, Any] | None = None) -> None: ...
+
+
+@dataclass
+class GenerateHooks:
+    """How a run talks to its caller. ``raise_if_cancelled`` raises WorkerError CANCELLED (or
+    DEADLINE_EXCEEDED); ``release_memory`` frees device caches after gc (backend-specific)."""
+
+    progress: ProgressFn | None = None
+    raise_if_cancelled: Callable[[], None] | None = None
+    release_memory: Callable[[], None] | None = None
+    load_controlnet: Callable[[Path], Any] | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    @staticmethod
+    def cancel_check(cancelled: Callable[[], bool]) -> Callable[[], None]:
+        """Adapts a ``cancelled() -> bool`` callable to ``raise_if_cancelled``."""
+
+        def check() -> None:
+            if cancelled():
+                raise WorkerError(ErrorCode.CANCELLED, "the request was cancelled")
+
+        return check
+
+
+@dataclass
+class _RunState:
+    batch_size: int
+    tried: list[Mitigation] = field(default_factory=list)
+    tiling_enabled_by_us: bool = False
+    offloaded: bool = False
+
+
+def generate(
+    pipe: Any,
+    request: GenerateRequest,
+    *,
+    device: Any,
+    generator_device: str = "cpu",
+    hooks: GenerateHooks | None = None,
+    name_prefix: str | None = None,
+) -> dict[str, Any]:
+    """Generates ``request.batch_count`` images with the loaded ``pipe`` (modules on ``device``).
+
+    Returns ``{images: [{path, sha256, width, height, format, seed, index}], seed, seeds,
+    oomMitigations, timings}``. Raises WorkerError: FAILED_PRECONDITION (model/ControlNet
+    mismatch, field named), CANCELLED / DEADLINE_EXCEEDED (within one denoising step),
+    OUT_OF_MEMORY after the plan vae_tiling → smaller_batch → model_cpu_offload is exhausted
+    (``details.tried``). The shared modules are left as found: LoRAs unloaded, tiling and
+    offload undone.
+    """
+    hooks = hooks or GenerateHooks()
+    check_cancel = hooks.raise_if_cancelled or (lambda: None)
+    started = hooks.clock()
+    check_cancel()
+    check_preconditions(pipe, request)
+    controlnets = _load_controlnets(pipe, request, hooks, device)
+    scheduler = make_scheduler(request.scheduler, pipe.scheduler.config)
+    run_pipe = assemble_pipeline(pipe, request.mode, scheduler, controlnets)
+    inputs = _load_inputs(request)
+    prefix = name_prefix or uuid.uuid4().hex[:12]
+    state = _RunState(batch_size=request.batch_count)
+    runner = _Runner(run_pipe, request, inputs, hooks, check_cancel, state, device, generator_device, prefix)
+    succeeded = False
+    try:
+        with applied_loras(run_pipe, request.loras):
+            images = runner.run()
+        denoised = hooks.clock()
+        check_cancel()
+        seeds = request.seeds()
+        artifacts = []
+        for index, image in enumerate(images):
+            written = write_image(image, request, seeds[index], index, f"{prefix}-{index:02d}-{seeds[index]}.png")
+            artifacts.append({**written, "seed": seeds[index], "index": index})
+        succeeded = True
+    finally:
+        runner.restore()
+        if not succeeded:
+            release_memory(hooks.release_memory)
+    finished = hooks.clock()
+    return {
+        "images": artifacts,
+        "seed": request.seed,
+        "seeds": request.seeds(),
+        "oomMitigations": list(state.tried),
+        "timings": {"generateS": round(denoised - started, 4), "writeS": round(finished - denoised, 4)},
+    }
+
+
+def release_memory(release_caches: Callable[[], None] | None = None) -> None:
+    """gc, then the backend's cache release (default: torch.cuda.empty_cache when CUDA is up)."""
+    gc.collect()
+    if release_caches is not None:
+        release_caches()
+        return
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+class _Runner:
+    """Denoise + decode of every image, with the OOM plan around each phase."""
+
+    def __init__(self, pipe: Any, request: GenerateRequest, inputs: dict[str, Any], hooks: GenerateHooks,
+                 check_cancel: Callable[[], None], state: _RunState, device: Any, generator_device: str,
+                 prefix: str) -> None:
+        self.pipe = pipe
+        self.request = request
+        self.inputs = inputs
+        self.hooks = hooks
+        self.check_cancel = check_cancel
+        self.state = state
+        self.device = device
+        self.generator_device = generator_device
+        self.prefix = prefix
+        self.base = model_traits(pipe).base
+        self.steps_done = 0
+        self.last_preview = hooks.clock()
+
+    def run(self) -> list[Any]:
+        seeds = self.request.seeds()
+        images: list[Any] = [None] * len(seeds)
+        pending = list(range(len(seeds)))
+        while pending:
+            chunk: list[int] = []
+
+            def denoise() -> Any:
+                # Taken per attempt: "smaller_batch" shrinks the chunk of the retry.
+                chunk[:] = pending[: self.state.batch_size]
+                return self._denoise(chunk, seeds, len(pending))
+
+            latents = self._with_oom_plan("denoise", denoise)
+            decoded = self._with_oom_plan("decode", lambda: self._decode_all(latents))
+            for index, image in zip(chunk, decoded):
+                images[index] = image
+            del latents
+            pending = pending[len(chunk):]
+        return images
+
+    def restore(self) -> None:
+        """Undoes what the OOM plan changed on the shared modules; never raises."""
+        try:
+            if self.state.tiling_enabled_by_us:
+                self.pipe.vae.disable_tiling()
+            if self.state.offloaded:
+                self.pipe.remove_all_hooks()
+                for component in self.pipe.components.values():
+                    if hasattr(component, "to") and hasattr(component, "parameters"):
+                        component.to(self.device)
+        except Exception:  # noqa: BLE001 - must not mask the request's outcome
+            _log.exception("restoring the pipeline after the OOM plan failed")
+
+    def _with_oom_plan(self, phase: Phase, attempt: Callable[[], Any]) -> Any:
+        while True:
+            try:
+                return attempt()
+            except Exception as exc:
+                if isinstance(exc, WorkerError) or not is_out_of_memory(exc):
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+            # Outside the except block, so the traceback (and the tensors its frames hold) is gone.
+            release_memory(self.hooks.release_memory)
+            mitigation = self._next_mitigation(phase)
+            if mitigation is None:
+                raise WorkerError(
+                    ErrorCode.OUT_OF_MEMORY,
+                    f"out of memory in {phase} after trying {', '.join(self.state.tried) or 'nothing'}: {error}",
+                    details={"reason": "allocator", "phase": phase, "tried": list(self.state.tried)},
+                )
+            _log.warning("out of memory; retrying", extra={"phase": phase, "mitigation": mitigation})
+            self._apply(mitigation)
+
+    def _next_mitigation(self, phase: Phase) -> Mitigation | None:
+        for mitigation in OOM_PLAN:
+            if mitigation in self.state.tried:
+                continue
+            if mitigation == "vae_tiling" and phase != "decode":
+                continue  # tiles only the VAE; no help while denoising
+            if mitigation == "smaller_batch" and self.state.batch_size <= 1:
+                continue
+            if mitigation == "model_cpu_offload" and _device_type(self.device) == "cpu":
+                continue  # nothing to offload to
+            return mitigation
+        return None
+
+    def _apply(self, mitigation: Mitigation) -> None:
+        self.state.tried.append(mitigation)
+        if mitigation == "vae_tiling":
+            vae = self.pipe.vae
+            if not getattr(vae, "use_tiling", False):
+                vae.enable_tiling()
+                self.state.tiling_enabled_by_us = True
+        elif mitigation == "smaller_batch":
+            self.state.batch_size = 1
+        else:
+            self.pipe.enable_model_cpu_offload(device=self.device)
+            self.state.offloaded = True
+
+    def _generators(self, chunk: Sequence[int], seeds: Sequence[int]) -> list[Any]:
+        import torch
+
+        # Fresh per attempt: a retry must draw the same noise as the first try.
+        return [torch.Generator(device=self.generator_device).manual_seed(seeds[i]) for i in chunk]
+
+    def _denoise(self, chunk: Sequence[int], seeds: Sequence[int], remaining: int) -> Any:
+        request = self.request
+        chunks_left = -(-remaining // max(1, len(chunk)))
+        steps_before = self.steps_done
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            per_run = int(getattr(pipe, "num_timesteps", None) or request.steps)
+            done = steps_before + step + 1
+            preview = None
+            if step + 1 < per_run and self._preview_due():
+                preview = self._preview(kwargs.get("latents"), done)
+            if self.hooks.progress is not None:
+                self.hooks.progress(done, steps_before + per_run * chunks_left, preview)
+            self.check_cancel()
+            return kwargs
+
+        self.check_cancel()
+        arguments: dict[str, Any] = {
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt or None,
+            "num_inference_steps": request.steps,
+            "guidance_scale": request.cfg_scale,
+            "num_images_per_prompt": len(chunk),
+            "generator": self._generators(chunk, seeds),
+            "output_type": "latent",
+            "callback_on_step_end": on_step_end,
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+        if request.mode in ("txt2img", "inpaint"):
+            arguments.update(width=request.width, height=request.height)
+        if request.mode != "txt2img":
+            arguments.update(image=self.inputs["init_image"], strength=request.strength)
+        if request.mode == "inpaint":
+            arguments["mask_image"] = self.inputs["mask"]
+        if request.controlnets:
+            controls = self.inputs["controls"]
+            scales = [spec.conditioning_scale for spec in request.controlnets]
+            key = "image" if request.mode == "txt2img" else "control_image"
+            arguments[key] = controls[0] if len(controls) == 1 else controls
+            arguments["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else scales
+        latents = self.pipe(**arguments).images
+        self.steps_done = steps_before + int(getattr(self.pipe, "num_timesteps", request.steps) or request.steps)
+        return latents
+
+    def _decode_all(self, latents: Any) -> list[Any]:
+        self.check_cancel()
+        if self.state.batch_size >= latents.shape[0]:
+            return self._decode(latents)
+        images = []
+        for i in range(latents.shape[0]):
+            images.extend(self._decode(latents[i : i + 1]))
+        return images
+
+    def _decode(self, latents: Any) -> list[Any]:
+        """The pipelines' own decode (scale, SDXL mean/std, fp16 upcast), without the safety checker."""
+        import torch
+
+        pipe = self.pipe
+        vae = pipe.vae
+        config = vae.config
+        needs_upcasting = self.base == "sdxl" and vae.dtype == torch.float16 and config.get("force_upcast", False)
+        if needs_upcasting:
+            vae.to(dtype=torch.float32)
+        try:
+            latents = latents.to(dtype=vae.dtype)
+            mean, std = config.get("latents_mean"), config.get("latents_std")
+            if mean is not None and std is not None:
+                channels = latents.shape[1]
+                mean_t = torch.tensor(mean).view(1, channels, 1, 1).to(latents.device, latents.dtype)
+                std_t = torch.tensor(std).view(1, channels, 1, 1).to(latents.device, latents.dtype)
+                latents = latents * std_t / config.scaling_factor + mean_t
+            else:
+                latents = latents / config.scaling_factor
+            with torch.no_grad():
+                decoded = vae.decode(latents, return_dict=False)[0]
+            return pipe.image_processor.postprocess(decoded, output_type="pil")
+        finally:
+            if needs_upcasting:
+                vae.to(dtype=torch.float16)
+
+    def _preview_due(self) -> bool:
+        now = self.hooks.clock()
+        if now - self.last_preview < self.request.preview_interval_s:
+            return False
+        self.last_preview = now
+        return True
+
+    def _preview(self, latents: Any, step: int) -> dict[str, Any] | None:
+        """A small PNG of the first image from a linear latent → RGB map; None when the latent
+        layout is unknown or writing fails (a preview is never worth failing the request)."""
+        if latents is None or latents.shape[1] != 4:
+            return None
+        try:
+            import torch
+            from PIL import Image
+
+            factors, bias = _LATENT_RGB[self.base]
+            with torch.no_grad():
+                sample = latents[0].detach().to("cpu", torch.float32)
+                rgb = torch.einsum("chw,cr->hwr", sample, torch.tensor(factors)) + torch.tensor(bias)
+                pixels = ((rgb.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+            image = Image.fromarray(pixels, "RGB")
+            written = write_png(image, self.request.output_dir, f"{self.prefix}-preview.png", {})
+            return {"path": written["path"], "width": written["width"], "height": written["height"], "step": step}
+        except Exception:  # noqa: BLE001
+            _log.exception("writing a preview failed")
+            return None
+
+
+def _device_type(device: Any) -> str:
+    return str(device).split(":", 1)[0]
+
+
+def _load_inputs(request: GenerateRequest) -> dict[str, Any]:
+    """Init image, mask and control images as PIL, resized to the requested size."""
+    from PIL import Image
+
+    inputs: dict[str, Any] = {}
+    size = (request.width, request.height)
+    if request.init_image is not None:
+        with Image.open(request.init_image.path) as image:
+            inputs["init_image"] = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+    if request.mask is not None:
+        with Image.open(request.mask.path) as image:
+            # White repaints, black keeps; nearest keeps a hard mask hard.
+            inputs["mask"] = image.convert("L").resize(size, Image.Resampling.NEAREST)
+    controls = []
+    for spec in request.controlnets:
+        with Image.open(spec.image) as image:
+            # The img2img/inpaint ControlNet pipelines size hints by the init image, not width/height.
+            controls.append(image.convert("RGB").resize(size, Image.Resampling.LANCZOS))
+    inputs["controls"] = controls
+    return inputs
+
+
+def _load_controlnets(pipe: Any, request: GenerateRequest, hooks: GenerateHooks, device: Any) -> list[Any]:
+    models = []
+    for index, spec in enumerate(request.controlnets):
+        field_name = f"controlnets[{index}].path"
+        try:
+            model = (hooks.load_controlnet or _default_controlnet_loader(pipe, device))(spec.path)
+        except WorkerError:
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise
+            raise WorkerError(ErrorCode.FAILED_PRECONDITION,
+                              f"{field_name}: cannot load a ControlNet from it: {type(exc).__name__}: {exc}",
+                              details={"field": field_name, "reason": "not a loadable controlnet"}) from exc
+        check_controlnet(pipe, model, index)
+        models.append(model)
+    return models
+
+
+def _default_controlnet_loader(pipe: Any, device: Any) -> Callable[[Path], Any]:
+    """Diffusers folders and single files, offline, in the UNet's dtype on ``device``."""
+
+    def load(path: Path) -> Any:
+        from diffusers import ControlNetModel
+
+        dtype = pipe.unet.dtype
+        if path.is_dir():
+            model = ControlNetModel.from_pretrained(str(path), dtype=dtype, local_files_only=True)
+        else:
+            model = ControlNetModel.from_single_file(str(path), dtype=dtype, local_files_only=True)
+        return model.to(device)
+
+    return load

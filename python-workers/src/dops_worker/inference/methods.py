@@ -1,0 +1,123 @@
+"""``inference.generate`` and ``inference.capabilities`` on the worker's method registry.
+
+Models come from a ``ModelSource``: by default the pipelines ``model.load`` placed on this
+worker's device (``dops_worker.models.methods.loaded_pipeline``), by the same model id. Roots: images are read only under
+``DOPS_INPUT_ROOT`` and written only under ``DOPS_ARTIFACT_ROOT`` (default: the input root,
+else ``<tmp>/dops-artifacts``), resolved once at import.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from dops_worker.inference.generate import GenerateHooks, generate
+from dops_worker.inference.pipelines import capabilities, limits_for_pipeline
+from dops_worker.inference.request import parse_generate_request
+from dops_worker.protocol.errors import ErrorCode, WorkerError
+from dops_worker.runtime.context import RequestContext
+from dops_worker.runtime.registry import method
+
+
+@dataclass
+class LoadedModel:
+    """A pipeline already on its device, and the hashes to stamp into its images."""
+
+    pipeline: Any
+    hashes: dict[str, str] = field(default_factory=dict)
+
+
+class ModelSource(Protocol):
+    def get_loaded(self, model: str) -> LoadedModel | None: ...
+
+
+class _InMemoryModels:
+    """Models registered by ``register_loaded_model`` (tests, embedders), then the ones
+    ``model.load`` holds in this worker's VRAM tier (dops_worker.models.methods)."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+
+    def put(self, model: str, loaded: LoadedModel) -> None:
+        with self._lock:
+            self._models[model] = loaded
+
+    def get_loaded(self, model: str) -> LoadedModel | None:
+        with self._lock:
+            registered = self._models.get(model)
+        if registered is not None:
+            return registered
+        # Models that ``model.load`` put on this worker's device, by id.
+        from dops_worker.models.methods import loaded_pipeline
+
+        pipeline = loaded_pipeline(model)
+        return LoadedModel(pipeline) if pipeline is not None else None
+
+
+_in_memory = _InMemoryModels()
+_source: ModelSource = _in_memory
+
+
+def set_model_source(source: ModelSource) -> None:
+    global _source
+    _source = source
+
+
+def register_loaded_model(model: str, pipeline: Any, hashes: dict[str, str] | None = None) -> None:
+    """Makes ``pipeline`` available to requests naming ``model`` (the default source only)."""
+    _in_memory.put(model, LoadedModel(pipeline, dict(hashes or {})))
+
+
+def _roots() -> tuple[Path, Path]:
+    input_root = os.environ.get("DOPS_INPUT_ROOT")
+    output_root = os.environ.get("DOPS_ARTIFACT_ROOT") or input_root
+    default = Path(tempfile.gettempdir()) / "dops-artifacts"
+    return Path(input_root or default), Path(output_root or default)
+
+
+INPUT_ROOT, OUTPUT_ROOT = _roots()
+
+
+def _model(params: Any) -> LoadedModel:
+    name = params.get("model") if isinstance(params, dict) else None
+    if not isinstance(name, str) or not name:
+        raise WorkerError(ErrorCode.INVALID_ARGUMENT, "model: is required",
+                          details={"field": "model", "reason": "is required"})
+    loaded = _source.get_loaded(name)
+    if loaded is None:
+        raise WorkerError(ErrorCode.FAILED_PRECONDITION, f"model {name!r} is not loaded in this worker",
+                          details={"field": "model", "reason": "not loaded"})
+    return loaded
+
+
+@method("inference.generate")
+def generate_method(params: Any, ctx: RequestContext) -> dict[str, Any]:
+    """Validates everything before any work, then runs; see generate.generate for the result."""
+    loaded = _model(params)
+    if "modelHashes" not in params and loaded.hashes:
+        params = {**params, "modelHashes": loaded.hashes}
+    request = parse_generate_request(
+        params, limits=limits_for_pipeline(loaded.pipeline), input_root=INPUT_ROOT, output_root=OUTPUT_ROOT
+    )
+    backend = ctx.session.backend
+    assert backend is not None  # requires_init
+    hooks = GenerateHooks(
+        progress=ctx.progress,
+        raise_if_cancelled=ctx.token.raise_if_cancelled,
+        release_memory=backend.release_caches,
+    )
+    generator_device = backend.device()["capabilities"].get("generatorDevice", "cpu")
+    return generate(loaded.pipeline, request, device=backend.torch_device, generator_device=generator_device,
+                    hooks=hooks)
+
+
+@method("inference.capabilities")
+def capabilities_method(params: Any, ctx: RequestContext) -> dict[str, Any]:
+    """``{base, modes, pipelines, schedulers, size, steps, ...}`` for the loaded ``model``."""
+    loaded = _model(params)
+    return capabilities(loaded.pipeline, limits_for_pipeline(loaded.pipeline))

@@ -1,0 +1,337 @@
+"""``inference.generate`` params → a typed, validated GenerateRequest, before any work is done.
+
+Every failure is a WorkerError naming the field in ``details.field`` (camelCase, as on the wire;
+list items as ``loras[1].weight``). Images are files under ``input_root`` referenced by path,
+never inline; only their headers are read here.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from dops_worker.protocol.errors import ErrorCode, WorkerError
+from dops_worker.runtime.params import META_KEY
+
+Mode = Literal["txt2img", "img2img", "inpaint"]
+MODES: tuple[Mode, ...] = ("txt2img", "img2img", "inpaint")
+# Names as A1111/ComfyUI users know them; schedulers.py maps each to a diffusers class + flags.
+SCHEDULER_NAMES: tuple[str, ...] = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Karras", "DDIM", "UniPC", "LCM")
+UINT64_MAX = 2**64 - 1
+_RANDOM_SEED_BITS = 32  # a random seed fits in 32 bits so every UI can type it back in
+
+FIELDS = frozenset({
+    "mode", "model", "modelHashes", "prompt", "negativePrompt", "width", "height", "steps",
+    "cfgScale", "seed", "batchCount", "scheduler", "strength", "initImage", "mask", "loras",
+    "controlnets", "outputDir", "previewIntervalS", "allowInpaintFallback",
+})
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one model accepts; ``limits_for_pipeline`` (pipelines.py) derives it from a model.
+
+    ``count_tokens`` returns a prompt's tokens without BOS/EOS; ``max_prompt_tokens`` defaults to
+    one CLIP chunk (77 - 2), beyond which diffusers would silently truncate.
+    """
+
+    min_size: int = 64
+    max_size: int = 2048
+    size_multiple: int = 8
+    max_steps: int = 150
+    max_cfg_scale: float = 30.0
+    max_batch_count: int = 8
+    max_loras: int = 8
+    max_controlnets: int = 4
+    max_prompt_tokens: int = 75
+    count_tokens: Callable[[str], int] | None = None
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    path: Path
+    weight: float
+
+
+@dataclass(frozen=True)
+class ControlNetSpec:
+    path: Path
+    image: Path
+    conditioning_scale: float
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    path: Path
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    mode: Mode
+    model: str
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    steps: int
+    cfg_scale: float
+    seed: int
+    seed_was_random: bool
+    batch_count: int
+    scheduler: str
+    strength: float
+    init_image: ImageRef | None
+    mask: ImageRef | None
+    loras: tuple[LoraSpec, ...]
+    controlnets: tuple[ControlNetSpec, ...]
+    output_dir: Path
+    preview_interval_s: float
+    allow_inpaint_fallback: bool
+    model_hashes: Mapping[str, str] = field(default_factory=dict)
+
+    def seeds(self) -> list[int]:
+        """One seed per image: seed, seed+1, ... (A1111's convention), wrapping at 2**64."""
+        return [(self.seed + i) % (UINT64_MAX + 1) for i in range(self.batch_count)]
+
+    def to_json(self) -> dict[str, Any]:
+        """Every parameter as on the wire (paths as strings), for the PNG ``dops`` chunk."""
+        return {
+            "mode": self.mode, "model": self.model, "modelHashes": dict(self.model_hashes),
+            "prompt": self.prompt, "negativePrompt": self.negative_prompt,
+            "width": self.width, "height": self.height, "steps": self.steps, "cfgScale": self.cfg_scale,
+            "seed": self.seed, "seedWasRandom": self.seed_was_random, "batchCount": self.batch_count,
+            "scheduler": self.scheduler,
+            "strength": self.strength if self.mode != "txt2img" else None,
+            "initImage": str(self.init_image.path) if self.init_image else None,
+            "mask": str(self.mask.path) if self.mask else None,
+            "loras": [{"path": str(l.path), "weight": l.weight} for l in self.loras],
+            "controlnets": [
+                {"path": str(c.path), "image": str(c.image), "conditioningScale": c.conditioning_scale}
+                for c in self.controlnets
+            ],
+        }
+
+
+def invalid(field_name: str, reason: str, code: ErrorCode = ErrorCode.INVALID_ARGUMENT) -> WorkerError:
+    return WorkerError(code, f"{field_name}: {reason}", details={"field": field_name, "reason": reason})
+
+
+def parse_generate_request(
+    params: Any,
+    *,
+    limits: RequestLimits,
+    input_root: Path,
+    output_root: Path,
+    random_seed: Callable[[], int] | None = None,
+) -> GenerateRequest:
+    """Validates ``params``; raises WorkerError INVALID_ARGUMENT (NOT_FOUND for a missing file)
+    with ``details.field``. Reads image headers only. ``seed`` -1/absent draws a random 32-bit one."""
+    if not isinstance(params, dict):
+        raise invalid("params", "must be an object")
+    for key in params:
+        if key not in FIELDS and key != META_KEY:
+            raise invalid(key, "unknown field")
+
+    mode = params.get("mode", "txt2img")
+    if mode not in MODES:
+        raise invalid("mode", f"must be one of {', '.join(MODES)}")
+    model = _string(params, "model", required=True)
+    if not model:
+        raise invalid("model", "must not be empty")
+    model_hashes = params.get("modelHashes") or {}
+    if not isinstance(model_hashes, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in model_hashes.items()
+    ):
+        raise invalid("modelHashes", "must be an object of strings")
+
+    prompt = _string(params, "prompt", required=True)
+    negative_prompt = _string(params, "negativePrompt") or ""
+    for name, text in (("prompt", prompt), ("negativePrompt", negative_prompt)):
+        if limits.count_tokens is not None and text:
+            tokens = limits.count_tokens(text)
+            if tokens > limits.max_prompt_tokens:
+                raise invalid(name, f"has {tokens} tokens; at most {limits.max_prompt_tokens} are allowed")
+
+    width = _size(params, "width", limits)
+    height = _size(params, "height", limits)
+    steps = _int(params, "steps", 1, limits.max_steps, default=20)
+    cfg_scale = _number(params, "cfgScale", 0.0, limits.max_cfg_scale, default=7.0)
+    seed_value = params.get("seed")
+    if seed_value is None or seed_value == -1:
+        seed = random_seed() if random_seed else secrets.randbits(_RANDOM_SEED_BITS)
+        seed_was_random = True
+    else:
+        seed = _int(params, "seed", 0, UINT64_MAX)
+        seed_was_random = False
+    batch_count = _int(params, "batchCount", 1, limits.max_batch_count, default=1)
+    scheduler = params.get("scheduler", "Euler a")
+    if scheduler not in SCHEDULER_NAMES:
+        raise invalid("scheduler", f"must be one of {', '.join(SCHEDULER_NAMES)}")
+    preview_interval_s = _number(params, "previewIntervalS", 0.0, 3600.0, default=0.5)
+    allow_fallback = params.get("allowInpaintFallback", False)
+    if not isinstance(allow_fallback, bool):
+        raise invalid("allowInpaintFallback", "must be a boolean")
+
+    strength = 1.0
+    init_image = mask = None
+    if mode == "txt2img":
+        for name in ("initImage", "mask", "strength"):
+            if params.get(name) is not None:
+                raise invalid(name, "is only allowed with mode img2img or inpaint")
+    else:
+        strength = _number(params, "strength", 0.0, 1.0, default=0.75 if mode == "img2img" else 1.0)
+        # diffusers runs int(steps * strength) steps and fails on zero.
+        if int(steps * strength) < 1:
+            raise invalid("strength", f"strength {strength} × steps {steps} leaves no denoising step")
+        init_image = _image(params, "initImage", input_root)
+        if mode == "inpaint":
+            mask = _image(params, "mask", input_root)
+            if (mask.width, mask.height) != (init_image.width, init_image.height):
+                raise invalid(
+                    "mask",
+                    f"is {mask.width}x{mask.height} but initImage is {init_image.width}x{init_image.height}",
+                )
+        elif params.get("mask") is not None:
+            raise invalid("mask", "is only allowed with mode inpaint")
+
+    loras = tuple(_loras(params.get("loras"), limits))
+    controlnets = tuple(_controlnets(params.get("controlnets"), limits, input_root))
+    output_dir = _confined(_string(params, "outputDir", required=True), output_root, "outputDir")
+
+    return GenerateRequest(
+        mode=mode, model=model, prompt=prompt, negative_prompt=negative_prompt,
+        width=width, height=height, steps=steps, cfg_scale=cfg_scale, seed=seed,
+        seed_was_random=seed_was_random, batch_count=batch_count, scheduler=scheduler,
+        strength=strength, init_image=init_image, mask=mask, loras=loras, controlnets=controlnets,
+        output_dir=output_dir, preview_interval_s=preview_interval_s,
+        allow_inpaint_fallback=allow_fallback, model_hashes=dict(model_hashes),
+    )
+
+
+def _string(params: dict[str, Any], name: str, *, required: bool = False) -> str:
+    value = params.get(name)
+    if value is None:
+        if required:
+            raise invalid(name, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise invalid(name, "must be a string")
+    return value
+
+
+def _int(params: dict[str, Any], name: str, minimum: int, maximum: int, default: int | None = None) -> int:
+    value = params.get(name, default)
+    if value is None:
+        raise invalid(name, "is required")
+    # JSON has one number type: 3.0 is fine as an integer, 3.5 and true are not.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value:
+        raise invalid(name, "must be an integer")
+    value = int(value)
+    if not minimum <= value <= maximum:
+        raise invalid(name, f"must be between {minimum} and {maximum}")
+    return value
+
+
+def _number(params: Any, name: str, minimum: float, maximum: float, default: float | None = None,
+            label: str | None = None) -> float:
+    label = label or name
+    value = params.get(name, default)
+    if value is None:
+        raise invalid(label, "is required")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise invalid(label, "must be a number")
+    if not minimum <= value <= maximum:
+        raise invalid(label, f"must be between {minimum:g} and {maximum:g}")
+    return float(value)
+
+
+def _size(params: dict[str, Any], name: str, limits: RequestLimits) -> int:
+    value = _int(params, name, limits.min_size, limits.max_size, default=None if name in params else 512)
+    if value % limits.size_multiple:
+        raise invalid(name, f"must be a multiple of {limits.size_multiple}")
+    return value
+
+
+def _confined(raw: str, root: Path, field_name: str) -> Path:
+    """``raw`` (relative to ``root`` or absolute) resolved; INVALID_ARGUMENT when it leaves ``root``."""
+    if not raw:
+        raise invalid(field_name, "must not be empty")
+    root = root.resolve()
+    path = (root / raw).resolve()  # an absolute raw replaces root; symlinks are resolved first
+    if not path.is_relative_to(root):
+        raise invalid(field_name, "must be inside the worker's allowed root")
+    return path
+
+
+def _image(params: dict[str, Any], name: str, input_root: Path, *, label: str | None = None) -> ImageRef:
+    value = params.get(name)
+    name = label or name
+    if value is None:
+        raise invalid(name, "is required")
+    if not isinstance(value, str):
+        raise invalid(name, "must be a path (string); images never travel inline")
+    path = _confined(value, input_root, name)
+    if not path.is_file():
+        raise invalid(name, f"no such file: {value}", ErrorCode.NOT_FOUND)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:  # header only; pixels are read when generating
+            width, height = image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        raise invalid(name, f"is not a readable image: {exc}") from exc
+    return ImageRef(path, width, height)
+
+
+def _list(value: Any, name: str, maximum: int) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise invalid(name, "must be a list")
+    if len(value) > maximum:
+        raise invalid(name, f"at most {maximum} are allowed")
+    return value
+
+
+def _model_file(item: dict[str, Any], name: str) -> Path:
+    raw = item.get("path")
+    if not isinstance(raw, str) or not raw:
+        raise invalid(name, "must be a path (string)")
+    path = Path(raw).resolve()
+    if not path.exists():
+        raise invalid(name, f"no such file: {raw}", ErrorCode.NOT_FOUND)
+    if path.is_file() and path.suffix.lower() != ".safetensors":
+        # .ckpt/.pt/.bin are pickles: arbitrary code on load.
+        raise invalid(name, "must be a .safetensors file or a diffusers folder")
+    return path
+
+
+def _loras(value: Any, limits: RequestLimits) -> list[LoraSpec]:
+    specs = []
+    for i, item in enumerate(_list(value, "loras", limits.max_loras)):
+        if not isinstance(item, dict) or set(item) - {"path", "weight"}:
+            raise invalid(f"loras[{i}]", "must be an object {path, weight}")
+        path = _model_file(item, f"loras[{i}].path")
+        if not path.is_file():
+            raise invalid(f"loras[{i}].path", "must be a .safetensors file")
+        weight = _number(item, "weight", -10.0, 10.0, default=1.0, label=f"loras[{i}].weight")
+        specs.append(LoraSpec(path, weight))
+    return specs
+
+
+def _controlnets(value: Any, limits: RequestLimits, input_root: Path) -> list[ControlNetSpec]:
+    specs = []
+    for i, item in enumerate(_list(value, "controlnets", limits.max_controlnets)):
+        if not isinstance(item, dict) or set(item) - {"path", "image", "conditioningScale"}:
+            raise invalid(f"controlnets[{i}]", "must be an object {path, image, conditioningScale}")
+        path = _model_file(item, f"controlnets[{i}].path")
+        image = _image(item, "image", input_root, label=f"controlnets[{i}].image")
+        scale = _number(item, "conditioningScale", 0.0, 2.0, default=1.0, label=f"controlnets[{i}].conditioningScale")
+        specs.append(ControlNetSpec(path, image.path, scale))
+    return specs

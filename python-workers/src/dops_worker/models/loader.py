@@ -1,0 +1,175 @@
+"""Build diffusers pipelines from single-file checkpoints or diffusers folders, offline.
+
+A single file is read once into a CPU state dict (``read_s``), then each component is converted
+and built from the config folder chosen by identification (``build_s``): UNet and VAE through
+diffusers' ``from_single_file(state, config=<folder>, local_files_only=True)``, text encoders
+through diffusers' own LDM→transformers converter, scheduler from the folder, tokenizers from the
+CLIP BPE files shipped in ``dops_worker.configs``. Real and tiny checkpoints take the same path;
+only the config root differs (``config_dir``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from dops_worker.configs import CLIP_TOKENIZER_DIR, CONFIG_ROOT
+from dops_worker.protocol.errors import ErrorCode, WorkerError
+
+from .identify import Identification, identify_file, identify_tensors, require_config
+
+LoadKind = Literal["auto", "checkpoint", "diffusers"]
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
+# SDXL's second tokenizer (OpenCLIP-G) pads with "!" (id 0) where CLIP-L pads with <|endoftext|>.
+PAD_TOKEN_BY_COMPONENT = {"tokenizer": None, "tokenizer_2": "!"}
+
+
+@dataclass(frozen=True)
+class BuiltPipeline:
+    pipeline: Any
+    identification: Identification
+    read_s: float
+    build_s: float
+
+
+@lru_cache(maxsize=4)
+def clip_tokenizer(pad_token: str | None = None):
+    """The shipped CLIP BPE tokenizer (49 408 tokens); ``pad_token`` overrides for SDXL's tokenizer_2."""
+    from transformers import CLIPTokenizer
+
+    extra = {"pad_token": pad_token} if pad_token else {}
+    return CLIPTokenizer.from_pretrained(str(CLIP_TOKENIZER_DIR), local_files_only=True, **extra)
+
+
+def read_state_dict(path: Path, *, allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read every tensor into CPU memory (no mmap left open). Throws FAILED_PRECONDITION for pickle unless allowed."""
+    if path.suffix in PICKLE_SUFFIXES:
+        if not allow_unsafe_pickle:
+            raise WorkerError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"{path.name}: pickle checkpoints can run arbitrary code when loaded; "
+                "convert to .safetensors or pass allow_unsafe_pickle=true",
+                details={"field": "allow_unsafe_pickle", "path": str(path)})
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        while isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    from safetensors import safe_open
+
+    from .safetensors_header import read_header
+
+    read_header(path)  # precise errors for damaged files before safetensors' own
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return {name: handle.get_tensor(name).clone() for name in handle.keys()}
+
+
+def build_from_state_dict(state: dict[str, torch.Tensor], config_folder: Path, *,
+                          torch_dtype: torch.dtype = torch.float32):
+    """Build the pipeline named by ``config_folder/model_index.json`` from an original-layout state dict."""
+    import diffusers
+    from diffusers.loaders.single_file_utils import create_diffusers_clip_model_from_ldm
+    from diffusers.models.modeling_utils import ModelMixin
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
+    from transformers import PreTrainedModel
+
+    index = json.loads((config_folder / "model_index.json").read_text())
+    pipeline_cls = getattr(diffusers, index["_class_name"])
+    accepted = inspect.signature(pipeline_cls.__init__).parameters
+    components: dict[str, Any] = {}
+    for name, spec in index.items():
+        if name.startswith("_") or name not in accepted:
+            continue
+        if not isinstance(spec, list):
+            components[name] = spec  # pipeline flags: requires_safety_checker, force_zeros_for_empty_prompt…
+            continue
+        library, class_name = spec
+        if class_name is None:
+            components[name] = None
+            continue
+        cls = getattr(importlib.import_module(library), class_name)
+        if name in PAD_TOKEN_BY_COMPONENT:
+            components[name] = clip_tokenizer(PAD_TOKEN_BY_COMPONENT[name])
+        elif issubclass(cls, SchedulerMixin):
+            components[name] = cls.from_pretrained(str(config_folder), subfolder=name, local_files_only=True)
+        elif issubclass(cls, ModelMixin):
+            components[name] = cls.from_single_file(state, config=str(config_folder), subfolder=name,
+                                                    local_files_only=True, torch_dtype=torch_dtype)
+        elif issubclass(cls, PreTrainedModel):
+            components[name] = create_diffusers_clip_model_from_ldm(
+                cls, state, subfolder=name, config=str(config_folder), torch_dtype=torch_dtype,
+                local_files_only=True)
+        else:
+            raise WorkerError(ErrorCode.UNSUPPORTED, f"{config_folder.name}: cannot build component {name} ({class_name})")
+    return pipeline_cls(**components)
+
+
+def resolve_config_folder(identification: Identification, path: Path, config_dir: str | os.PathLike[str] | None) -> Path:
+    """``config_dir`` is a root holding folders named like the shipped ones (sd15, sdxl-base, …), or one such folder."""
+    name = require_config(identification, path)
+    root = Path(config_dir) if config_dir is not None else CONFIG_ROOT
+    if (root / "model_index.json").is_file():
+        return root
+    folder = root / name
+    if not (folder / "model_index.json").is_file():
+        raise WorkerError(ErrorCode.NOT_FOUND, f"no config folder {folder} for {path.name} ({name})",
+                          details={"field": "config_dir"})
+    return folder
+
+
+def build_pipeline(path: str | os.PathLike[str], *, kind: LoadKind = "auto",
+                   config_dir: str | os.PathLike[str] | None = None, torch_dtype: torch.dtype = torch.float32,
+                   allow_unsafe_pickle: bool = False) -> BuiltPipeline:
+    """Read and build on CPU. Throws WorkerError: NOT_FOUND, INVALID_ARGUMENT (damaged file),
+    FAILED_PRECONDITION (pickle without the flag), UNSUPPORTED (no config for what it is)."""
+    path = Path(path)
+    if not path.exists():
+        raise WorkerError(ErrorCode.NOT_FOUND, f"{path}: no such file or folder", details={"field": "path"})
+    if kind not in ("auto", "checkpoint", "diffusers"):
+        raise WorkerError(ErrorCode.INVALID_ARGUMENT, f"kind must be auto, checkpoint or diffusers, not {kind!r}",
+                          details={"field": "kind"})
+    if path.is_dir():
+        if kind == "checkpoint":
+            raise WorkerError(ErrorCode.INVALID_ARGUMENT, f"{path} is a folder, not a checkpoint", details={"field": "kind"})
+        return _build_folder(path, torch_dtype)
+    if kind == "diffusers":
+        raise WorkerError(ErrorCode.INVALID_ARGUMENT, f"{path} is a file, not a diffusers folder", details={"field": "kind"})
+    started = time.perf_counter()
+    if path.suffix in PICKLE_SUFFIXES:
+        state = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)
+        identification = identify_tensors({k: tuple(v.shape) for k, v in state.items()})
+    else:
+        identification = identify_file(path)
+        if identification.kind != "checkpoint":
+            raise WorkerError(ErrorCode.INVALID_ARGUMENT,
+                              f"{path.name} is a {identification.kind}, not a pipeline checkpoint",
+                              details={"field": "path", "kind": identification.kind})
+        config_folder = resolve_config_folder(identification, path, config_dir)  # fail before reading GBs
+        state = read_state_dict(path)
+    read_s = time.perf_counter() - started
+    config_folder = resolve_config_folder(identification, path, config_dir)
+    started = time.perf_counter()
+    pipeline = build_from_state_dict(state, config_folder, torch_dtype=torch_dtype)
+    del state
+    return BuiltPipeline(pipeline, identification, read_s, time.perf_counter() - started)
+
+
+def _build_folder(path: Path, torch_dtype: torch.dtype) -> BuiltPipeline:
+    from diffusers import DiffusionPipeline
+
+    identification = identify_file(path)
+    if identification.kind != "diffusers":
+        raise WorkerError(ErrorCode.INVALID_ARGUMENT, f"{path} is not a diffusers pipeline folder",
+                          details={"field": "path"})
+    started = time.perf_counter()
+    # diffusers reads and builds a folder in one step; it all counts as build_s.
+    pipeline = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype)
+    return BuiltPipeline(pipeline, identification, 0.0, time.perf_counter() - started)

@@ -1,0 +1,203 @@
+"""``model.load``, ``model.unload`` and ``model.resident``: the worker's side of the model tiers.
+
+One ``ModelCache`` per worker process, on the device this worker owns (built on the first load,
+from the backend ``initialize`` chose). Models are named by the model service's id; the worker
+keeps id → path so the cache (keyed by path) and the id agree. Importing this module registers
+the methods with the runtime registry.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dops_worker.protocol.errors import ErrorCode, InvalidParams, WorkerError
+from dops_worker.runtime.context import RequestContext
+from dops_worker.runtime.params import get_enum, require_object
+from dops_worker.runtime.registry import method
+
+TIERS = ("ram", "vram")
+_LOAD_STEPS = 3
+
+
+@dataclass
+class _Held:
+    model_id: str
+    path: Path
+    config_dir: str | None
+    tier: str
+    bytes: int
+    pipeline: Any
+
+
+class _Models:
+    """The worker's cache plus the id → path book-keeping; one lock, loads are serialised."""
+
+    def __init__(self) -> None:
+        self._cache: Any = None
+        self._held: dict[str, _Held] = {}
+        self._lock = threading.Lock()
+
+    def cache(self, ctx: RequestContext) -> Any:
+        if self._cache is None:
+            import torch
+
+            from .cache import ModelCache
+
+            backend = ctx.session.backend
+            assert backend is not None  # requires_init
+            device = backend.torch_device
+            capabilities = backend.device().get("capabilities", {})
+            # fp16 where the device computes it; float32 on cpu (fp16 matmuls there are slow or missing).
+            dtype = torch.float16 if not device.startswith("cpu") and capabilities.get("fp16") else torch.float32
+            self._cache = ModelCache(device, dtype)
+        return self._cache
+
+    def load(self, ctx: RequestContext, model_id: str, path: Path, tier: str, config_dir: str | None,
+             allow_unsafe_pickle: bool) -> dict[str, Any]:
+        with self._lock:
+            cache = self.cache(ctx)
+            previous = self._held.get(model_id)
+            if previous is not None and (previous.path != path or previous.config_dir != config_dir):
+                # The same id now names another file (moved or replaced): forget the old one.
+                cache.unload(previous.path, tier="ram", config_dir=previous.config_dir)
+                del self._held[model_id]
+                previous = None
+            ctx.progress(1, _LOAD_STEPS)
+            ctx.token.raise_if_cancelled()
+            kwargs: dict[str, Any] = {"config_dir": config_dir, "allow_unsafe_pickle": allow_unsafe_pickle}
+            ram_only_load = tier == "ram" and "tier" in inspect.signature(cache.load).parameters
+            if ram_only_load:
+                kwargs["tier"] = "ram"
+            loaded = cache.load(path, **kwargs)
+            ctx.progress(2, _LOAD_STEPS)
+            timings = loaded.timings
+            source = loaded.source
+            if tier == "ram" and not ram_only_load:
+                # The cache always ends a load on the device; a RAM-tier load hands the device copy back.
+                cache.unload(path, tier="device", config_dir=config_dir)
+                timings = {**timings, "to_device_s": 0.0}
+                if source == "device":
+                    source = "ram"
+            held = _Held(model_id, path, config_dir, tier, _pipeline_bytes(loaded.pipeline), loaded.pipeline)
+            self._held[model_id] = held
+            ctx.progress(3, _LOAD_STEPS)
+            return {
+                "modelId": model_id,
+                "tier": tier,
+                "bytes": held.bytes,
+                "source": source,
+                "timings": {
+                    "readS": float(timings.get("read_s", 0.0)),
+                    "buildS": float(timings.get("build_s", 0.0)),
+                    "toDeviceS": float(timings.get("to_device_s", 0.0)),
+                },
+            }
+
+    def unload(self, ctx: RequestContext, model_id: str, tier: str) -> dict[str, Any]:
+        with self._lock:
+            held = self._held.get(model_id)
+            if held is None:
+                return {"unloaded": False}
+            cache = self.cache(ctx)
+            if tier == "vram":
+                if held.tier != "vram":
+                    return {"unloaded": False}
+                cache.unload(held.path, tier="device", config_dir=held.config_dir)
+                held.tier = "ram"
+            else:
+                cache.unload(held.path, tier="ram", config_dir=held.config_dir)
+                del self._held[model_id]
+            return {"unloaded": True}
+
+    def resident(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "models": [
+                    {"modelId": h.model_id, "path": str(h.path), "tier": h.tier, "bytes": h.bytes}
+                    for h in sorted(self._held.values(), key=lambda h: h.model_id)
+                ]
+            }
+
+    def pipeline(self, model_id: str) -> Any | None:
+        with self._lock:
+            held = self._held.get(model_id)
+            return held.pipeline if held is not None and held.tier == "vram" else None
+
+
+def _pipeline_bytes(pipeline: Any) -> int:
+    import torch
+
+    total = 0
+    components = getattr(pipeline, "components", {}) or {}
+    for value in components.values():
+        if isinstance(value, torch.nn.Module):
+            for tensor in [*value.parameters(), *value.buffers()]:
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+_models = _Models()
+
+
+def loaded_pipeline(model_id: str) -> Any | None:
+    """The pipeline of ``model_id`` when it is in this worker's VRAM tier, else None. Never raises."""
+    return _models.pipeline(model_id)
+
+
+def _model_id(params: dict[str, Any]) -> str:
+    value = params.get("modelId")
+    if not isinstance(value, str) or not value:
+        raise InvalidParams("modelId", "is required")
+    if len(value) > 200:
+        raise InvalidParams("modelId", "must be at most 200 characters")
+    return value
+
+
+def _tier(params: dict[str, Any], default: str) -> str:
+    tier = get_enum(params, "tier", TIERS, default)
+    assert tier is not None
+    return tier
+
+
+@method("model.load")
+def load(params: Any, ctx: RequestContext) -> dict[str, Any]:
+    """``{modelId, path, tier: ram|vram, configDir?, allowUnsafePickle?}`` → ``{modelId, tier, bytes, source,
+    timings: {readS, buildS, toDeviceS}}``; ``$/progress`` at start, after the load and when done.
+    A RAM-tier hit reads nothing (readS = buildS = 0). Throws what the loader throws (NOT_FOUND,
+    INVALID_ARGUMENT, FAILED_PRECONDITION for pickle, UNSUPPORTED, OUT_OF_MEMORY)."""
+    params = require_object(params, ("modelId", "path", "tier", "configDir", "allowUnsafePickle"))
+    model_id = _model_id(params)
+    raw_path = params.get("path")
+    if not isinstance(raw_path, str) or not raw_path:
+        raise InvalidParams("path", "is required")
+    path = Path(raw_path)
+    if not path.is_absolute():
+        raise InvalidParams("path", "must be absolute (the model service resolves it inside its roots)")
+    tier = _tier(params, "vram")
+    config_dir = params.get("configDir")
+    if config_dir is not None and (not isinstance(config_dir, str) or not config_dir):
+        raise InvalidParams("configDir", "must be a non-empty string when given")
+    allow = params.get("allowUnsafePickle", False)
+    if not isinstance(allow, bool):
+        raise InvalidParams("allowUnsafePickle", "must be a boolean")
+    if not path.exists():
+        raise WorkerError(ErrorCode.NOT_FOUND, f"{path}: no such file or folder", details={"field": "path"})
+    return _models.load(ctx, model_id, path.resolve(), tier, config_dir, allow)
+
+
+@method("model.unload")
+def unload(params: Any, ctx: RequestContext) -> dict[str, Any]:
+    """``{modelId, tier: ram|vram}`` → ``{unloaded}``. ``vram`` keeps the RAM copy; ``ram`` (default) drops both."""
+    params = require_object(params, ("modelId", "tier"))
+    return _models.unload(ctx, _model_id(params), _tier(params, "ram"))
+
+
+@method("model.resident")
+def resident(params: Any, ctx: RequestContext) -> dict[str, Any]:
+    """``{}`` → ``{models: [{modelId, path, tier, bytes}]}`` held by this worker, by id."""
+    require_object(params)
+    return _models.resident()

@@ -1,0 +1,88 @@
+"""model.load / model.unload / model.resident against a tiny checkpoint on CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dops_worker.protocol.errors import ErrorCode, WorkerError
+from dops_worker.runtime.cancellation import CancelToken
+from dops_worker.runtime.context import RequestContext
+
+
+class _Backend:
+    torch_device = "cpu"
+
+    def device(self) -> dict[str, Any]:
+        return {"capabilities": {"fp16": False}}
+
+
+class _Session:
+    backend = _Backend()
+
+
+def _ctx(notes: list[tuple[str, Any]]) -> RequestContext:
+    return RequestContext(request_id=3, method="model.load", token=CancelToken(), session=_Session(),  # type: ignore[arg-type]
+                          notify=lambda name, params: notes.append((name, params)), status=dict)
+
+
+@pytest.fixture
+def methods(monkeypatch: pytest.MonkeyPatch) -> Any:
+    from dops_worker.models import methods as module
+
+    monkeypatch.setattr(module, "_models", module._Models())  # a fresh cache per test
+    return module
+
+
+def test_load_ram_then_vram_then_ram_hit_unload_and_resident(methods: Any, fixtures_dir: Path, tiny_configs: Path) -> None:
+    notes: list[tuple[str, Any]] = []
+    path = str((fixtures_dir / "sd15-tiny.safetensors").resolve())
+    params = {"modelId": "m1", "path": path, "configDir": str(tiny_configs)}
+
+    first = methods.load({**params, "tier": "ram"}, _ctx(notes))
+    assert first["modelId"] == "m1" and first["tier"] == "ram" and first["source"] == "disk"
+    assert first["bytes"] > 0 and first["timings"]["readS"] > 0
+    assert [n[1]["step"] for n in notes if n[0] == "$/progress"] == [1, 2, 3]
+
+    vram = methods.load({**params, "tier": "vram"}, _ctx(notes))
+    assert vram["source"] == "ram" and vram["timings"]["readS"] == 0 and vram["timings"]["buildS"] == 0
+    assert methods.resident({}, _ctx(notes))["models"] == [
+        {"modelId": "m1", "path": path, "tier": "vram", "bytes": first["bytes"]}]
+    assert methods.loaded_pipeline("m1") is not None
+
+    assert methods.unload({"modelId": "m1", "tier": "vram"}, _ctx(notes)) == {"unloaded": True}
+    assert methods.resident({}, _ctx(notes))["models"][0]["tier"] == "ram"
+    again = methods.load({**params, "tier": "ram"}, _ctx(notes))
+    assert again["source"] == "ram" and again["timings"]["readS"] == 0
+
+    assert methods.unload({"modelId": "m1"}, _ctx(notes)) == {"unloaded": True}
+    assert methods.unload({"modelId": "m1"}, _ctx(notes)) == {"unloaded": False}
+    assert methods.resident({}, _ctx(notes)) == {"models": []}
+
+
+def test_load_validates_params_before_any_work(methods: Any, tmp_path: Path) -> None:
+    ctx = _ctx([])
+    cases = [
+        ({"path": "/x"}, "modelId"),
+        ({"modelId": "m", "path": "relative/file.safetensors"}, "path"),
+        ({"modelId": "m", "path": "/x", "tier": "disk"}, "tier"),
+        ({"modelId": "m", "path": "/x", "allowUnsafePickle": "yes"}, "allowUnsafePickle"),
+        ({"modelId": "m", "path": "/x", "extra": 1}, "extra"),
+    ]
+    for params, field in cases:
+        with pytest.raises(WorkerError) as caught:
+            methods.load(params, ctx)
+        assert caught.value.code == ErrorCode.INVALID_ARGUMENT
+        assert caught.value.details.get("field") == field
+    with pytest.raises(WorkerError) as missing:
+        methods.load({"modelId": "m", "path": str(tmp_path / "none.safetensors")}, ctx)
+    assert missing.value.code == ErrorCode.NOT_FOUND
+
+
+def test_methods_are_registered() -> None:
+    import dops_worker.models.methods  # noqa: F401
+    from dops_worker.runtime.registry import registry
+
+    assert {"model.load", "model.unload", "model.resident"} <= set(registry.names())

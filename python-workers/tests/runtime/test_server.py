@@ -1,0 +1,175 @@
+"""The server loop in-process over pipes, with handlers registered just for these tests."""
+
+import json
+import os
+import threading
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from dops_worker.protocol.errors import ErrorCode, WorkerError
+from dops_worker.runtime.registry import MethodRegistry
+from dops_worker.runtime.server import WorkerServer
+from dops_worker.runtime.session import Session
+
+EXPORTER = InMemorySpanExporter()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tracing():
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+    trace.set_tracer_provider(provider)
+    yield
+
+
+class Harness:
+    def __init__(self, registry: MethodRegistry, max_frame_bytes: int = 1 << 20) -> None:
+        in_r, self._in_w = os.pipe()
+        out_r, out_w = os.pipe()
+        self.to_server = os.fdopen(self._in_w, "wb", buffering=0)
+        self.from_server = os.fdopen(out_r, "rb")
+        self.server = WorkerServer(os.fdopen(in_r, "rb"), os.fdopen(out_w, "wb", buffering=0), registry, Session(),
+                                   max_frame_bytes)
+        self.server.start()
+
+    def send(self, message) -> None:
+        self.to_server.write(json.dumps(message).encode() + b"\n")
+
+    def read(self) -> dict:
+        return json.loads(self.from_server.readline())
+
+    def close(self) -> int | None:
+        self.to_server.close()
+        return self.server.wait(5)
+
+
+def make_registry() -> MethodRegistry:
+    registry = MethodRegistry()
+
+    @registry.method("t.echo", requires_init=False)
+    def echo(params, ctx):
+        return {"params": params}
+
+    @registry.method("t.oom", requires_init=False)
+    def oom(params, ctx):
+        raise RuntimeError("HIP out of memory. Tried to allocate 20.00 MiB")
+
+    @registry.method("t.huge", requires_init=False)
+    def huge(params, ctx):
+        return {"blob": "x" * 5000}
+
+    @registry.method("t.needs_init")
+    def needs_init(params, ctx):
+        return {}
+
+    @registry.method("t.block", requires_init=False)
+    def block(params, ctx):
+        ctx.token.wait(5)
+        ctx.token.raise_if_cancelled()
+        return {}
+
+    return registry
+
+
+def test_registry_rejects_duplicate_names():
+    registry = make_registry()
+    with pytest.raises(ValueError):
+        registry.method("t.echo")(lambda p, c: None)
+
+
+def test_traceparent_becomes_the_parent_of_the_request_span():
+    harness = Harness(make_registry())
+    trace_id, parent_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.echo",
+                  "params": {"_meta": {"traceparent": f"00-{trace_id}-{parent_span}-01"}}})
+    assert harness.read()["result"]["params"]["_meta"]["traceparent"].startswith("00-")
+    assert harness.close() == 0
+    spans = [s for s in EXPORTER.get_finished_spans() if s.name == "t.echo"]
+    assert spans, "no span exported"
+    span = spans[-1]
+    assert f"{span.context.trace_id:032x}" == trace_id
+    assert span.parent is not None and f"{span.parent.span_id:016x}" == parent_span
+    assert span.kind is trace.SpanKind.SERVER
+
+
+def test_handler_oom_becomes_out_of_memory_reply_and_span_error():
+    harness = Harness(make_registry())
+    harness.send({"jsonrpc": "2.0", "id": "a", "method": "t.oom"})
+    reply = harness.read()
+    assert reply["id"] == "a" and reply["error"]["code"] == -32000
+    assert reply["error"]["data"]["code"] == "OUT_OF_MEMORY" and reply["error"]["data"]["retryable"] is True
+    harness.close()
+    span = [s for s in EXPORTER.get_finished_spans() if s.name == "t.oom"][-1]
+    assert span.attributes["dops.error.code"] == "OUT_OF_MEMORY"
+
+
+def test_reply_over_the_frame_limit_becomes_exactly_one_error_reply():
+    harness = Harness(make_registry(), max_frame_bytes=1024)
+    harness.send({"jsonrpc": "2.0", "id": 9, "method": "t.huge"})
+    harness.send({"jsonrpc": "2.0", "id": 10, "method": "t.echo"})
+    first, second = harness.read(), harness.read()
+    assert first["id"] == 9 and first["error"]["data"]["code"] == "RESOURCE_EXHAUSTED"
+    assert second["id"] == 10 and "result" in second
+    harness.close()
+
+
+def test_methods_needing_initialize_are_refused_before_it():
+    harness = Harness(make_registry())
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.needs_init"})
+    reply = harness.read()
+    assert reply["error"]["data"]["code"] == ErrorCode.FAILED_PRECONDITION.value
+    harness.close()
+
+
+def test_duplicate_active_id_is_refused_and_original_still_replies_once():
+    harness = Harness(make_registry())
+    harness.send({"jsonrpc": "2.0", "id": 5, "method": "t.block"})
+    harness.send({"jsonrpc": "2.0", "id": 5, "method": "t.echo"})
+    duplicate = harness.read()
+    assert duplicate["error"]["data"]["code"] == "ALREADY_EXISTS"
+    harness.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 5}})
+    cancelled = harness.read()
+    assert cancelled["id"] == 5 and cancelled["error"]["data"]["code"] == "CANCELLED"
+    harness.close()
+
+
+def test_eof_cancels_queued_requests_with_one_reply_each():
+    harness = Harness(make_registry())
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.block"})
+    harness.send({"jsonrpc": "2.0", "id": 2, "method": "t.echo"})
+    assert harness.close() == 0
+    replies = [harness.read(), harness.read()]
+    assert sorted(r["id"] for r in replies) == [1, 2]
+    assert {r["error"]["data"]["code"] for r in replies} == {"CANCELLED"}
+
+
+def test_worker_error_from_handler_keeps_its_flags():
+    registry = MethodRegistry()
+
+    @registry.method("t.lost", requires_init=False)
+    def lost(params, ctx):
+        raise WorkerError(ErrorCode.UNAVAILABLE, "device removed", fatal=True)
+
+    harness = Harness(registry)
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.lost"})
+    assert harness.read()["error"]["data"] == {"code": "UNAVAILABLE", "retryable": True, "fatal": True}
+    harness.close()
+
+
+def test_status_counts_running_and_queued():
+    harness = Harness(make_registry())
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.block"})
+    harness.send({"jsonrpc": "2.0", "id": 2, "method": "t.echo"})
+    done = threading.Event()
+    for _ in range(100):
+        status = harness.server.status()
+        if status == {"busy": True, "activeRequests": 2}:
+            done.set()
+            break
+        threading.Event().wait(0.01)
+    assert done.is_set(), harness.server.status()
+    harness.close()
