@@ -89,7 +89,7 @@ export class MemoryMonitor {
     const workers: WorkerMemory[] = [];
     const devices: DeviceMemory[] = [];
     entries.forEach((entry, i) => {
-      const s = stats[i]!;
+      const s = stats[i] as WorkerMemoryStats;
       const own = s.devices.find((d) => d.id === entry.device.id) ?? s.devices[0];
       const worker: WorkerMemory = {
         pid: s.process.pid,

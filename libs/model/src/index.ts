@@ -45,3 +45,20 @@ export {
   type ScanSummary,
   type VerifyResult,
 } from './registry';
+export { modelService } from './service/model-service';
+export { ModelLoader, type ModelLoaderEvents, type ModelLoaderOptions } from './service/model-loader';
+export { GrpcModelHosts, GrpcReservations, type HostAddresses, parseHostAddresses } from './service/grpc-ports';
+export type {
+  DeviceResidency,
+  HostLoadRequest,
+  HostLoadResult,
+  LoadEvent,
+  LoadEventKind,
+  LoadTimings,
+  ModelHosts,
+  ModelResidency,
+  Reservations,
+  ReserveAnswer,
+  Tier,
+} from './service/load-types';
+export { fromProtoTier, toProtoTier } from './service/model-proto';

@@ -2,3 +2,6 @@ export { startTestServer } from './test-server';
 export type { TestServer } from './test-server';
 export { collect, sleep, waitFor } from './async-helpers';
 export type { WaitForOptions } from './async-helpers';
+export { testWorkerConfig } from './worker-config';
+export { stranger } from './stranger-client';
+export type { StrangerResult } from './stranger-client';

@@ -51,7 +51,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   async start(): Promise<void> {
     const first = this.createSupervisor(0);
     await first.start();
-    const init = first.health().initializeResult as InitializeResult & { deviceCount?: number };
+    const init = initializeResultOf(first);
     const count = Math.max(init.deviceCount ?? init.devices.length, 1);
     this.adopt(first, deviceOf(init, 0));
     const rest = [];
@@ -62,7 +62,7 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   private async startDevice(index: number): Promise<void> {
     const supervisor = this.createSupervisor(index);
     await supervisor.start();
-    this.adopt(supervisor, deviceOf(supervisor.health().initializeResult!, index));
+    this.adopt(supervisor, deviceOf(initializeResultOf(supervisor), index));
   }
 
   private createSupervisor(index: number): WorkerSupervisor {
@@ -107,6 +107,12 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   async stop(): Promise<void> {
     await Promise.all([...this.workers.values()].map((w) => w.supervisor.stop()));
   }
+}
+
+function initializeResultOf(supervisor: WorkerSupervisor): InitializeResult & { deviceCount?: number } {
+  const init = supervisor.health().initializeResult;
+  if (!init) throw new DopsError('INTERNAL', `worker ${supervisor.options.name} is ready without an initialize result`);
+  return init;
 }
 
 function deviceOf(init: InitializeResult, index: number): WorkerDevice {

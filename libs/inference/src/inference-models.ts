@@ -1,0 +1,141 @@
+import { DopsError } from '@dops/errors';
+import { ModelHost, type HostLoadOptions, type HostLoadResult, type HostTier } from '@dops/model-host';
+import type { PooledWorker, WorkerPool } from '@dops/worker-pool';
+import { parseDeviceId } from '@dops/worker-pool';
+import type { SupervisorLogger, WorkerState } from '@dops/worker-supervisor';
+import type { WorkerCapabilities } from './worker-capabilities';
+
+/** A model this service loaded into one device's worker. */
+export interface HeldModel {
+  modelId: string;
+  deviceId: string;
+  path: string;
+  tier: HostTier;
+  /** Set while the model is loaded again into a restarted worker. */
+  reloading?: Promise<void>;
+}
+
+interface Entry extends HeldModel {
+  load: Pick<HostLoadOptions, 'configDir' | 'allowUnsafePickle'>;
+}
+
+// A worker in one of these states has lost (or is about to lose) every model it held.
+const LOSING_STATES: ReadonlySet<WorkerState> = new Set(['crashed', 'starting', 'stopped', 'failed']);
+
+const keyOf = (deviceId: string, modelId: string) => `${deviceId}\u0000${modelId}`;
+
+/**
+ * The ModelHost of the inference service that also remembers what it loaded where: model
+ * affinity for generation, capabilities per loaded model (cached), and models loaded again
+ * into a worker that was restarted (crash, cancel that did not stop, reset). Serve it with
+ * `modelHostService` so every load goes through it.
+ */
+export class InferenceModels extends ModelHost {
+  private readonly held = new Map<string, Entry>();
+  private readonly capabilityCache = new Map<string, Promise<WorkerCapabilities>>();
+
+  constructor(
+    private readonly workers: WorkerPool,
+    private readonly logger?: SupervisorLogger,
+  ) {
+    super(workers);
+    workers.on('state', (deviceId, state) => {
+      if (LOSING_STATES.has(state)) this.forgetCapabilities(deviceId);
+    });
+    workers.on('probed', (deviceId) => this.reloadInto(deviceId));
+  }
+
+  /** ModelHost.load, remembered for affinity; a VRAM load also fetches the model's capabilities. */
+  override async load(modelId: string, path: string, deviceId: string, tier: HostTier, options: HostLoadOptions = {}): Promise<HostLoadResult> {
+    const result = await super.load(modelId, path, deviceId, tier, options);
+    const key = keyOf(deviceId, modelId);
+    this.capabilityCache.delete(key);
+    this.held.set(key, { modelId, deviceId, path, tier: result.tier, load: { configDir: options.configDir, allowUnsafePickle: options.allowUnsafePickle } });
+    // Warm the cache now so the first generation validates against the model without waiting.
+    if (result.tier === 'vram') this.capabilities(deviceId, modelId).catch(() => undefined);
+    return result;
+  }
+
+  /** ModelHost.unload, forgotten for affinity. */
+  override async unload(modelId: string, deviceId: string, tier: HostTier, options: { traceparent?: string } = {}): Promise<boolean> {
+    const unloaded = await super.unload(modelId, deviceId, tier, options);
+    const key = keyOf(deviceId, modelId);
+    this.capabilityCache.delete(key);
+    const entry = this.held.get(key);
+    if (entry && tier === 'ram') this.held.delete(key);
+    else if (entry) entry.tier = 'ram';
+    return unloaded;
+  }
+
+  /** Models on the VRAM tier, optionally of one model and/or one device. */
+  onVram(filter: { modelId?: string; deviceId?: string } = {}): HeldModel[] {
+    return [...this.held.values()]
+      .filter((e) => e.tier === 'vram' && (!filter.modelId || e.modelId === filter.modelId) && (!filter.deviceId || e.deviceId === filter.deviceId))
+      .map(({ load: _load, ...held }) => held);
+  }
+
+  /**
+   * The worker to run `modelId` on: `deviceId` when given (INVALID_ARGUMENT / NOT_FOUND for a bad
+   * one), else the ready device holding the model on VRAM with the fewest running requests.
+   * Throws FAILED_PRECONDITION naming `params.model_id` when no device holds it on VRAM.
+   */
+  async workerFor(modelId: string, deviceId?: string): Promise<PooledWorker> {
+    const requested = deviceId ? this.workers.get(parseDeviceId(deviceId)) : undefined;
+    const holding = this.onVram({ modelId, deviceId: requested?.device.id });
+    if (holding.length === 0) {
+      const where = requested ? `device ${requested.device.id}` : 'any device of this node';
+      const onRam = [...this.held.values()].some((e) => e.modelId === modelId && (!requested || e.deviceId === requested.device.id));
+      const reason = onRam ? `is only on the RAM tier of ${where}; load it to VRAM first` : `is not loaded on ${where}; load it first`;
+      throw new DopsError('FAILED_PRECONDITION', `params.model_id: model '${modelId}' ${reason}`, {
+        violations: [{ field: 'params.model_id', description: reason }],
+      });
+    }
+    const candidates = holding
+      .map((h) => ({ held: h, worker: this.workers.get(h.deviceId) }))
+      .sort((a, b) => rank(a.worker) - rank(b.worker));
+    const chosen = candidates[0]!;
+    if (chosen.held.reloading) await chosen.held.reloading;
+    return chosen.worker;
+  }
+
+  /**
+   * `inference.capabilities` of a model on a device, cached until the model or the worker
+   * changes; shared by concurrent callers, so it takes no signal. Rejects with the worker's error.
+   */
+  capabilities(deviceId: string, modelId: string, options: { traceparent?: string } = {}): Promise<WorkerCapabilities> {
+    const key = keyOf(deviceId, modelId);
+    let cached = this.capabilityCache.get(key);
+    if (!cached) {
+      const { supervisor } = this.workers.get(deviceId);
+      cached = supervisor.request<WorkerCapabilities>('inference.capabilities', { model: modelId }, options);
+      this.capabilityCache.set(key, cached);
+      cached.catch(() => {
+        if (this.capabilityCache.get(key) === cached) this.capabilityCache.delete(key);
+      });
+    }
+    return cached;
+  }
+
+  private forgetCapabilities(deviceId: string): void {
+    for (const key of this.capabilityCache.keys()) if (key.startsWith(`${deviceId}\u0000`)) this.capabilityCache.delete(key);
+  }
+
+  /** A restarted worker holds nothing: load again what it held, in the tiers it held them. */
+  private reloadInto(deviceId: string): void {
+    for (const entry of [...this.held.values()].filter((e) => e.deviceId === deviceId)) {
+      const reloading = this.load(entry.modelId, entry.path, deviceId, entry.tier, entry.load).then(
+        () => undefined,
+        (err: unknown) => {
+          this.held.delete(keyOf(deviceId, entry.modelId));
+          this.logger?.warn({ modelId: entry.modelId, deviceId, err: String(err) }, 'reloading a model into a restarted worker failed');
+        },
+      );
+      entry.reloading = reloading;
+    }
+  }
+}
+
+/** Ready workers first, then the least busy. */
+function rank({ supervisor }: PooledWorker): number {
+  return (supervisor.state === 'ready' ? 0 : 1_000_000) + supervisor.health().activeRequests;
+}

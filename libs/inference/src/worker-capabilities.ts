@@ -1,0 +1,48 @@
+import { inferenceV1 } from '@dops/proto';
+
+interface Range {
+  min: number;
+  max: number;
+}
+
+/** `inference.capabilities`' result, as the worker sends it (python inference/pipelines.py). */
+export interface WorkerCapabilities {
+  base: string;
+  modes: string[];
+  inpaintModel: boolean;
+  pipelines: string[];
+  schedulers: string[];
+  size: Range & { multiple: number; native: number };
+  steps: Range;
+  cfgScale: Range;
+  batchCount: Range;
+  maxPromptTokens: number;
+  maxLoras: number;
+  maxControlnets: number;
+}
+
+const MODE: Record<string, inferenceV1.Mode> = {
+  txt2img: inferenceV1.Mode.TXT2IMG,
+  img2img: inferenceV1.Mode.IMG2IMG,
+  inpaint: inferenceV1.Mode.INPAINT,
+};
+
+/** The wire form of one loaded model's capabilities. */
+export function toProtoCapabilities(modelId: string, deviceId: string, c: WorkerCapabilities): inferenceV1.ModelCapabilities {
+  return {
+    modelId,
+    deviceId,
+    base: c.base,
+    modes: c.modes.map((m) => MODE[m]).filter((m): m is inferenceV1.Mode => m !== undefined),
+    inpaintModel: c.inpaintModel,
+    pipelines: c.pipelines,
+    schedulers: c.schedulers,
+    size: { ...c.size },
+    steps: { ...c.steps },
+    cfgScale: { ...c.cfgScale },
+    batchCount: { ...c.batchCount },
+    maxPromptTokens: c.maxPromptTokens,
+    maxLoras: c.maxLoras,
+    maxControlnets: c.maxControlnets,
+  };
+}

@@ -1,0 +1,245 @@
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { DopsError } from '@dops/errors';
+import { call, createClient, stream } from '@dops/grpc-client';
+import { modelHostService } from '@dops/model-host';
+import { inferenceV1, modelHostV1, modelV1 } from '@dops/proto';
+import { startTestServer, type TestServer } from '@dops/testing';
+import { WorkerPool } from '@dops/worker-pool';
+import { resolvePythonExecutable } from '@dops/worker-supervisor';
+import { Generator, InferenceModels, inferenceService } from '../src/index';
+
+const REPO_ROOT = resolve(__dirname, '../../..');
+const FIXTURES = join(REPO_ROOT, 'tools/fixtures/generated');
+const CHECKPOINT = join(FIXTURES, 'sd15-tiny.safetensors');
+const PYTHON_WORKERS = join(REPO_ROOT, 'python-workers');
+const haveFixtures = existsSync(CHECKPOINT) && existsSync(join(FIXTURES, 'configs'));
+// model.* registers when dops_worker.models.methods is imported; importing it before run()
+// keeps this test independent of whether the runtime's method list names it yet.
+const WORKER_MAIN = [
+  'from dops_worker.runtime.stdio import guard_stdout',
+  'frames_in, frames_out = guard_stdout()',
+  'import dops_worker.models.methods',
+  'import dops_worker.inference.methods',
+  'from dops_worker.runtime.main import run',
+  'run(frames_in, frames_out)',
+].join('\n');
+const MODEL_ID = 'sd15-tiny';
+const DEVICE_ID = 'cpu:0';
+
+if (!haveFixtures) {
+  // eslint-disable-next-line no-console
+  console.warn(`skipping the inference integration test: run \`python tools/fixtures/generate.py --out tools/fixtures/generated\` (missing ${CHECKPOINT})`);
+}
+
+function params(overrides: Partial<inferenceV1.GenerationParams> = {}): inferenceV1.GenerationParams {
+  return {
+    modelId: MODEL_ID,
+    mode: inferenceV1.Mode.TXT2IMG,
+    prompt: 'a tiny red cube',
+    negativePrompt: '',
+    width: 64,
+    height: 64,
+    steps: 2,
+    seed: 1234,
+    batchCount: 1,
+    scheduler: 'Euler',
+    initImage: '',
+    mask: '',
+    loras: [],
+    controlnets: [],
+    allowInpaintFallback: false,
+    ...overrides,
+  };
+}
+
+/** tEXt and iTXt chunks of a PNG, by keyword. */
+function pngText(png: Buffer): Record<string, string> {
+  const text: Record<string, string> = {};
+  for (let at = 8; at + 8 <= png.length; ) {
+    const length = png.readUInt32BE(at);
+    const type = png.toString('latin1', at + 4, at + 8);
+    const data = png.subarray(at + 8, at + 8 + length);
+    const nul = data.indexOf(0);
+    if (type === 'tEXt') text[data.toString('latin1', 0, nul)] = data.toString('latin1', nul + 1);
+    if (type === 'iTXt') {
+      // keyword\0 flag method lang\0 translated\0 text (uncompressed here)
+      const langEnd = data.indexOf(0, nul + 3);
+      const translatedEnd = data.indexOf(0, langEnd + 1);
+      text[data.toString('latin1', 0, nul)] = data.toString('utf8', translatedEnd + 1);
+    }
+    at += 12 + length;
+  }
+  return text;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<DopsError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof DopsError) return err;
+    throw err;
+  }
+  throw new Error('expected a rejection');
+}
+
+(haveFixtures ? describe : describe.skip)('InferenceService over a real Python worker (cpu)', () => {
+  let root: string;
+  let pool: WorkerPool;
+  let server: TestServer;
+  let client: inferenceV1.InferenceServiceClient;
+  let hostClient: modelHostV1.ModelHostServiceClient;
+
+  beforeAll(async () => {
+    root = await mkdtemp(join(tmpdir(), 'dops-inference-'));
+    const artifactRoot = join(root, 'artifacts');
+    const inputRoot = join(root, 'inputs');
+    pool = new WorkerPool({
+      name: 'inference-test',
+      backend: 'cpu',
+      logger: { debug: () => undefined, info: () => undefined, warn: () => undefined, error: () => undefined, child: () => undefined } as never,
+      supervisor: {
+        command: resolvePythonExecutable({ repoRoot: REPO_ROOT }),
+        args: ['-c', WORKER_MAIN],
+        cwd: PYTHON_WORKERS,
+        env: {
+          ...process.env,
+          DOPS_BACKEND: 'cpu',
+          HF_HUB_OFFLINE: '1',
+          PYTHONPATH: join(PYTHON_WORKERS, 'src'),
+          DOPS_ARTIFACT_ROOT: artifactRoot,
+          DOPS_INPUT_ROOT: inputRoot,
+        },
+        handshakeTimeoutMs: 30_000,
+        requestTimeoutMs: 30_000,
+        cancelGraceMs: 3_000,
+        shutdownTimeoutMs: 2_000,
+        stdinCloseTimeoutMs: 1_000,
+        sigtermTimeoutMs: 1_000,
+        drainTimeoutMs: 1_000,
+      },
+    });
+    await pool.start();
+    const models = new InferenceModels(pool);
+    const generator = new Generator(models, { inputRoot, modelRoots: [FIXTURES] });
+    server = await startTestServer([inferenceService(generator, models), modelHostService(models, { configDir: join(FIXTURES, 'configs') })]);
+    client = createClient(inferenceV1.InferenceServiceClient, server.address);
+    hostClient = createClient(modelHostV1.ModelHostServiceClient, server.address);
+    await call(hostClient.loadModel, { modelId: MODEL_ID, path: CHECKPOINT, deviceId: DEVICE_ID, tier: modelV1.Tier.VRAM, configDir: '', allowUnsafePickle: false }, { deadlineMs: 60_000 });
+  }, 90_000);
+
+  afterAll(async () => {
+    client?.close();
+    hostClient?.close();
+    await server?.stop();
+    await pool?.stop();
+    if (root) await rm(root, { recursive: true, force: true });
+  });
+
+  it('reports the capabilities of the loaded model', async () => {
+    const { models } = await call(client.getCapabilities, { modelId: '', deviceId: '' });
+    expect(models).toHaveLength(1);
+    expect(models[0]).toMatchObject({ modelId: MODEL_ID, deviceId: DEVICE_ID, base: 'sd15', inpaintModel: false });
+    expect(models[0]!.schedulers).toContain('Euler a');
+    expect(models[0]!.size?.multiple).toBe(8);
+  });
+
+  let firstSha = '';
+  it('generates txt2img: a PNG whose sha256 and size match the reply and whose text chunk has the seed', async () => {
+    const { result } = await call(client.generate, { params: params(), deviceId: '' }, { deadlineMs: 30_000 });
+    expect(result?.deviceId).toBe(DEVICE_ID);
+    expect(result?.seed).toBe(1234);
+    const [image] = result!.images;
+    const png = await readFile(image!.artifact!.path);
+    firstSha = createHash('sha256').update(png).digest('hex');
+    expect(image!.artifact).toMatchObject({ sha256: firstSha, width: 64, height: 64, format: 'png' });
+    expect(png.readUInt32BE(16)).toBe(64); // IHDR width
+    expect(png.readUInt32BE(20)).toBe(64);
+    const dops = JSON.parse(pngText(png)['dops']!);
+    expect(dops).toMatchObject({ seed: 1234, steps: 2, width: 64, height: 64, scheduler: 'Euler', prompt: 'a tiny red cube' });
+    expect(pngText(png)['parameters']).toContain('Seed: 1234');
+  });
+
+  it('gives the same bytes for the same seed', async () => {
+    const { result } = await call(client.generate, { params: params(), deviceId: '' }, { deadlineMs: 30_000 });
+    expect(result!.images[0]!.artifact!.sha256).toBe(firstSha);
+  });
+
+  it('streams stage changes and progress 1..N, then the result', async () => {
+    const messages: inferenceV1.GenerateStreamResponse[] = [];
+    for await (const m of stream(client.generateStream, { params: params({ steps: 3 }), deviceId: '', previewIntervalSeconds: 0 })) messages.push(m);
+    const steps = messages.filter((m) => m.progress).map((m) => [m.progress!.step, m.progress!.total]);
+    expect(steps).toEqual([
+      [1, 3],
+      [2, 3],
+      [3, 3],
+    ]);
+    expect(messages.filter((m) => m.stage).map((m) => m.stage!.stage)).toEqual([inferenceV1.Stage.SCHEDULED, inferenceV1.Stage.DENOISING, inferenceV1.Stage.DECODING]);
+    expect(messages.at(-1)?.result?.images).toHaveLength(1);
+  });
+
+  it('stops when the client cancels mid-stream; the next request succeeds promptly', async () => {
+    const controller = new AbortController();
+    let progressSeen = 0;
+    const error = await rejection(
+      (async () => {
+        for await (const m of stream(client.generateStream, { params: params({ steps: 150, batchCount: 4 }), deviceId: '', previewIntervalSeconds: 0 }, { signal: controller.signal })) {
+          if (m.progress) {
+            progressSeen += 1;
+            controller.abort();
+          }
+        }
+      })(),
+    );
+    expect(error.code).toBe('CANCELLED');
+    expect(progressSeen).toBeGreaterThanOrEqual(1);
+    const started = Date.now();
+    const { result } = await call(client.generate, { params: params({ seed: 7 }), deviceId: '' }, { deadlineMs: 30_000 });
+    expect(result!.images).toHaveLength(1);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
+
+  it('fails DEADLINE_EXCEEDED when the deadline passes mid-generation', async () => {
+    const error = await rejection(call(client.generate, { params: params({ steps: 150, batchCount: 8 }), deviceId: '' }, { deadlineMs: 400 }));
+    expect(error.code).toBe('DEADLINE_EXCEEDED');
+    // The worker stopped: the next request is served.
+    const { result } = await call(client.generate, { params: params(), deviceId: '' }, { deadlineMs: 30_000 });
+    expect(result!.images[0]!.artifact!.sha256).toBe(firstSha);
+  });
+
+  it('maps a field the worker checks (prompt too long for the tokenizer) to its proto name', async () => {
+    const error = await rejection(call(client.generate, { params: params({ prompt: 'cube '.repeat(200) }), deviceId: '' }, { deadlineMs: 10_000 }));
+    expect(error.code).toBe('INVALID_ARGUMENT');
+    expect(error.violations.map((v) => v.field)).toEqual(['params.prompt']);
+  });
+
+  describe('rejects before any worker work', () => {
+    let generateCalls: jest.SpyInstance;
+    beforeEach(() => {
+      const { supervisor } = pool.get(DEVICE_ID);
+      const original = supervisor.request.bind(supervisor);
+      generateCalls = jest.spyOn(supervisor, 'request').mockImplementation((method, ...rest) => original(method, ...rest));
+    });
+    afterEach(() => {
+      expect(generateCalls.mock.calls.filter(([method]) => method === 'inference.generate')).toHaveLength(0);
+      generateCalls.mockRestore();
+    });
+
+    it.each([
+      ['width 100', { width: 100 }, 'INVALID_ARGUMENT', 'params.width', 'multiple of 8'],
+      ['steps 0', { steps: 0 }, 'INVALID_ARGUMENT', 'params.steps', 'between 1 and'],
+      ['an unknown scheduler', { scheduler: 'Nope' }, 'INVALID_ARGUMENT', 'params.scheduler', 'must be one of'],
+      ['an init image outside the input root', { mode: inferenceV1.Mode.IMG2IMG, initImage: '/etc/passwd' }, 'INVALID_ARGUMENT', 'params.init_image', 'inside the input root'],
+      ['inpaint on a non-inpaint model', { mode: inferenceV1.Mode.INPAINT, initImage: 'init.png', mask: 'mask.png' }, 'FAILED_PRECONDITION', 'params.mode', 'inpainting'],
+      ['a model that is not loaded', { modelId: 'not-loaded' }, 'FAILED_PRECONDITION', 'params.model_id', 'not loaded'],
+    ] as const)('%s', async (_name, overrides, code, field, description) => {
+      const error = await rejection(call(client.generate, { params: params(overrides), deviceId: '' }, { deadlineMs: 10_000 }));
+      expect(error.code).toBe(code);
+      expect(error.violations).toEqual(expect.arrayContaining([expect.objectContaining({ field, description: expect.stringContaining(description) })]));
+    });
+
+  });
+});

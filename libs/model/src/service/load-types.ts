@@ -1,0 +1,73 @@
+/** Where a loaded model lives in the worker process of a device. */
+export type Tier = 'ram' | 'vram';
+
+export interface LoadTimings {
+  readSeconds: number;
+  buildSeconds: number;
+  toDeviceSeconds: number;
+}
+
+/** What a model host answers to a load. */
+export interface HostLoadResult {
+  bytes: number;
+  timings: LoadTimings;
+  /** 'disk', 'ram' (RAM-tier hit) or 'device' (already there). */
+  source: string;
+}
+
+export interface HostLoadRequest {
+  modelId: string;
+  path: string;
+  deviceId: string;
+  tier: Tier;
+  configDir?: string;
+  allowUnsafePickle: boolean;
+}
+
+/** The worker-hosting services (inference, postprocessing) that hold models, reached by device. */
+export interface ModelHosts {
+  /** Rejects with the host's DopsError (NOT_FOUND device, OUT_OF_MEMORY, ...). */
+  load(request: HostLoadRequest, signal?: AbortSignal): Promise<HostLoadResult>;
+  /** False when the model was not held there. */
+  unload(request: { modelId: string; deviceId: string; tier: Tier }): Promise<boolean>;
+  close(): void;
+}
+
+export type ReserveAnswer = { granted: { id: string } } | { evictionPlan: { modelIds: string[] } };
+
+/** The memory service's reservation book, as the model service uses it. */
+export interface Reservations {
+  /** Rejects RESOURCE_EXHAUSTED when nothing can make room. */
+  reserve(request: { deviceId: string; bytes: number; modelId: string; purpose: string }): Promise<ReserveAnswer>;
+  /** Resolves whether or not a reservation existed. */
+  release(request: { deviceId: string; modelId: string }): Promise<void>;
+  close(): void;
+}
+
+export type LoadEventKind = 'loaded' | 'unloaded' | 'evicted' | 'failed';
+
+export interface LoadEvent {
+  kind: LoadEventKind;
+  modelId: string;
+  deviceId: string;
+  tier: Tier;
+  bytes: number;
+  timings: LoadTimings & { totalSeconds: number };
+  source: string;
+  reason: string;
+  at: number;
+}
+
+export interface DeviceResidency {
+  deviceId: string;
+  tier: Tier;
+  bytes: number;
+  loadedAt: number;
+  lastUsedAt: number;
+}
+
+export interface ModelResidency {
+  modelId: string;
+  onDisk: boolean;
+  devices: DeviceResidency[];
+}

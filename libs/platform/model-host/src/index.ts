@@ -1,0 +1,4 @@
+export { ModelHost } from './model-host';
+export type { HostLoadOptions, HostLoadResult, HostTier, ResidentOnHost } from './model-host';
+export { modelHostService } from './model-host-service';
+export type { ModelHostServiceOptions } from './model-host-service';
