@@ -1,0 +1,42 @@
+import { config, telemetry } from './register';
+import { delimiter } from 'node:path';
+import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
+import { GrpcModelHosts, GrpcReservations, ModelLoader, ModelRegistry, modelService, parseHostAddresses } from '@dops/model';
+import { runMain } from '@dops/service-host';
+import { createLogger } from '@dops/telemetry';
+
+runMain('model', async () => {
+  const logger = createLogger({ name: 'model', level: config.logLevel });
+  const settings = config.model;
+  const registry = new ModelRegistry({
+    roots: settings.roots.split(delimiter).filter(Boolean),
+    statePath: settings.statePath,
+    allowUnsafePickle: settings.allowUnsafePickle,
+  });
+  registry.on('warning', (message) => logger.warn({ registry: true }, message));
+  await registry.start();
+  const hosts = new GrpcModelHosts({ fallback: settings.hostAddress || undefined, byDevice: parseHostAddresses(settings.hostAddresses, 'model.hostAddresses') }, settings.loadTimeoutMs);
+  const reservations = settings.memoryAddress ? new GrpcReservations(settings.memoryAddress) : undefined;
+  if (!reservations) logger.warn('no memory service configured: VRAM loads are not reserved');
+  const loader = new ModelLoader({
+    registry,
+    hosts,
+    reservations,
+    ramBudgetBytes: settings.ramBudgetBytes,
+    keepAliveMs: settings.keepAliveMs,
+    workingMemoryBytes: settings.workingMemoryBytes,
+    configDir: settings.configDir || undefined,
+    allowUnsafePickle: settings.allowUnsafePickle,
+  });
+  loader.on('event', (e) => logger.info({ ...e }, `model ${e.kind}`));
+  const server = createGrpcServer({ name: 'model', logger, ...config.grpc, shutdownGraceMs: config.shutdownGraceMs, services: [modelService(registry, loader)] });
+  server.onShutdown(async () => {
+    loader.close();
+    hosts.close();
+    reservations?.close();
+    await registry.close();
+  });
+  installSignalHandlers(server, { logger, hooks: [() => telemetry.shutdown()] });
+  const port = await server.start();
+  logger.info({ port, roots: settings.roots }, `model service listening on ${config.grpc.host}:${port}`);
+});
