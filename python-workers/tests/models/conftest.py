@@ -8,10 +8,9 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"  # before any Hugging Face import reads it
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import importlib.util
 import json
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,20 @@ def fixtures_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if preset:
         return Path(preset)
     out = tmp_path_factory.mktemp("fixtures") / "generated"
-    subprocess.run([sys.executable, str(GENERATOR), "--out", str(out)], check=True, capture_output=True)
+    # In-process: the session imports torch/diffusers/transformers anyway; a subprocess would pay
+    # for them a second time. Global torch state the generator touches is restored afterwards.
+    spec = importlib.util.spec_from_file_location("dops_fixture_generate", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    deterministic, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.use_deterministic_algorithms(True)  # as generate.py's main(): same bytes as the CLI
+        torch.set_num_threads(2)
+        try:
+            module.generate(out)
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+            torch.set_num_threads(threads)
     return out
 
 

@@ -140,3 +140,38 @@ def test_ram_tier_pins_and_moves_to_cuda(fixtures_dir: Path, tiny_configs: Path)
     assert next(first.pipeline.unet.parameters()).is_pinned()
     again = cache.load(fixtures_dir / "sdxl-tiny.safetensors", config_dir=tiny_configs)
     assert again.source == "ram" and again.pipeline.unet.device.type == "cuda"
+
+
+def test_sdxl_text_encoders_hold_the_checkpoint_weights(fixtures_dir: Path, tiny_configs: Path) -> None:
+    """Each SDXL text encoder gets its own embedder: CLIP-L from embedders.0, every OpenCLIP-G layer from embedders.1."""
+    from dops_worker.models.loader import read_state_dict
+
+    pipe = load_pipeline(fixtures_dir / "sdxl-tiny.safetensors", config_dir=tiny_configs).pipeline
+    state = read_state_dict(fixtures_dir / "sdxl-tiny.safetensors")
+    for component in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, component)
+        assert not [k for k, v in [*module.named_parameters(), *module.named_buffers()] if v.is_meta], component
+    g = pipe.text_encoder_2
+    width = g.config.hidden_size
+    assert width != pipe.text_encoder.config.hidden_size  # as 1280 vs 768 in the real model
+    for i in range(g.config.num_hidden_layers):
+        in_proj = state[f"conditioner.embedders.1.model.transformer.resblocks.{i}.attn.in_proj_weight"].float()
+        attn = g.text_model.encoder.layers[i].self_attn
+        for n, proj in enumerate((attn.q_proj, attn.k_proj, attn.v_proj)):
+            assert torch.equal(proj.weight, in_proj[n * width:(n + 1) * width]), (i, n)
+    assert torch.equal(g.text_projection.weight, state["conditioner.embedders.1.model.text_projection"].float().T)
+    l_embed = state["conditioner.embedders.0.transformer.text_model.embeddings.token_embedding.weight"].float()
+    assert torch.equal(pipe.text_encoder.get_input_embeddings().weight, l_embed)
+
+
+def test_tensors_missing_from_a_checkpoint_fail_the_load(fixtures_dir: Path, tiny_configs: Path) -> None:
+    """A conversion that leaves tensors on the meta device is refused at load time, not at inference."""
+    from dops_worker.models.loader import build_from_state_dict, read_state_dict
+
+    state = {k: v for k, v in read_state_dict(fixtures_dir / "sdxl-tiny.safetensors").items()
+             if ".model.transformer.resblocks.5." not in k}
+    with pytest.raises(WorkerError) as caught:
+        build_from_state_dict(state, tiny_configs / "sdxl-base")
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT
+    assert caught.value.details["component"] == "text_encoder_2"
+    assert any("layers.5." in key for key in caught.value.details["missing"])

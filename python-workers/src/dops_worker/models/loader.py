@@ -109,7 +109,24 @@ def build_from_state_dict(state: dict[str, torch.Tensor], config_folder: Path, *
                 local_files_only=True)
         else:
             raise WorkerError(ErrorCode.UNSUPPORTED, f"{config_folder.name}: cannot build component {name} ({class_name})")
+        _require_materialised(name, components[name], config_folder)
     return pipeline_cls(**components)
+
+
+def _require_materialised(name: str, component: Any, config_folder: Path) -> None:
+    """diffusers builds models on the meta device and fills them from the converted state dict; a
+    tensor the conversion did not produce stays on meta silently (until inference fails far from the
+    cause). Throws INVALID_ARGUMENT naming the component and the first missing tensors."""
+    if not isinstance(component, torch.nn.Module):
+        return
+    missing = [key for key, tensor in [*component.named_parameters(), *component.named_buffers()]
+               if tensor.device.type == "meta"]
+    if missing:
+        raise WorkerError(
+            ErrorCode.INVALID_ARGUMENT,
+            f"{name}: {len(missing)} tensors not in the checkpoint or not matching {config_folder.name}/{name} "
+            f"(e.g. {', '.join(missing[:3])})",
+            details={"component": name, "config": config_folder.name, "missing": missing[:20]})
 
 
 def resolve_config_folder(identification: Identification, path: Path, config_dir: str | os.PathLike[str] | None) -> Path:
