@@ -11,6 +11,8 @@ export const memoryConfig = defineConfig(
       criticalPressure: z.number().gt(0).max(1).default(0.95),
       /** Interval of WatchMemory when the client asks for 0. Default 2 000 ms. */
       watchIntervalMs: z.int().min(100).max(600_000).default(2_000),
+      /** Fraction of a device's total memory that reservations may take (the rest is headroom). Default 0.9. */
+      reservableFraction: z.number().gt(0).max(1).default(0.9),
     }),
   }),
   { name: 'memory', defaults: { grpc: { port: 50052 }, telemetry: { serviceName: 'dops-memory' } } },

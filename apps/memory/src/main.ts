@@ -1,5 +1,5 @@
 import { config, telemetry } from './register';
-import { MemoryMonitor, memoryService } from '@dops/memory';
+import { MemoryMonitor, memoryService, ReservationLedger, reservationService } from '@dops/memory';
 import { runMain, runWorkerService } from '@dops/service-host';
 
 runMain('memory', () =>
@@ -9,7 +9,14 @@ runMain('memory', () =>
     telemetry,
     services: (pool) => {
       const thresholds = { high: config.memory.highPressure, critical: config.memory.criticalPressure };
-      return [memoryService(new MemoryMonitor(pool, { thresholds }), config.memory.watchIntervalMs)];
+      const capacityOf = (deviceId: string) => {
+        const device = pool.list().find((w) => w.device.id === deviceId)?.device;
+        return device && Math.floor(device.totalMemoryBytes * config.memory.reservableFraction);
+      };
+      return [
+        memoryService(new MemoryMonitor(pool, { thresholds }), config.memory.watchIntervalMs),
+        reservationService(new ReservationLedger({ capacityOf })),
+      ];
     },
   }),
 );
