@@ -19,7 +19,10 @@ export default [
           enforceBuildableLibDependency: false,
           allow: [],
           depConstraints: [
-            { sourceTag: 'type:app', onlyDependOnLibsWithTags: ['type:domain', 'type:platform', 'type:proto'] },
+            {
+              sourceTag: 'type:app',
+              onlyDependOnLibsWithTags: ['type:domain', 'type:platform', 'type:proto'],
+            },
             { sourceTag: 'type:domain', onlyDependOnLibsWithTags: ['type:platform', 'type:proto'] },
             { sourceTag: 'type:platform', onlyDependOnLibsWithTags: ['type:platform', 'type:proto'] },
             { sourceTag: 'type:proto', onlyDependOnLibsWithTags: [] },
@@ -29,7 +32,10 @@ export default [
             { sourceTag: 'scope:model', onlyDependOnLibsWithTags: ['scope:model', 'scope:shared'] },
             { sourceTag: 'scope:inference', onlyDependOnLibsWithTags: ['scope:inference', 'scope:shared'] },
             { sourceTag: 'scope:processing', onlyDependOnLibsWithTags: ['scope:processing', 'scope:shared'] },
-            { sourceTag: 'scope:postprocessing', onlyDependOnLibsWithTags: ['scope:postprocessing', 'scope:shared'] },
+            {
+              sourceTag: 'scope:postprocessing',
+              onlyDependOnLibsWithTags: ['scope:postprocessing', 'scope:shared'],
+            },
           ],
         },
       ],

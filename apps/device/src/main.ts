@@ -3,5 +3,10 @@ import { DeviceFleet, deviceService } from '@dops/device';
 import { runMain, runWorkerService } from '@dops/service-host';
 
 runMain('device', () =>
-  runWorkerService({ name: 'device', config, telemetry, services: (pool) => [deviceService(new DeviceFleet(pool))] }),
+  runWorkerService({
+    name: 'device',
+    config,
+    telemetry,
+    services: (pool) => [deviceService(new DeviceFleet(pool))],
+  }),
 );

@@ -15,7 +15,11 @@ describe('device service (real worker, CPU)', () => {
   let client: deviceV1.DeviceServiceClient;
 
   beforeAll(async () => {
-    pool = workerPoolFromConfig('device-test', testWorkerConfig({ maxRestarts: 1 }), createLogger({ name: 't', level: 'silent' }));
+    pool = workerPoolFromConfig(
+      'device-test',
+      testWorkerConfig({ maxRestarts: 1 }),
+      createLogger({ name: 't', level: 'silent' }),
+    );
     await pool.start();
     const service = deviceService(new DeviceFleet(pool));
     server = await startTestServer([service]);
@@ -45,9 +49,13 @@ describe('device service (real worker, CPU)', () => {
   });
 
   it('reports heartbeats in the device health', async () => {
-    await waitFor(async () => (await call(client.getDevice, { deviceId: 'cpu:0' })).device?.health?.lastHeartbeatTime !== undefined, {
-      timeoutMs: 10_000,
-    });
+    await waitFor(
+      async () =>
+        (await call(client.getDevice, { deviceId: 'cpu:0' })).device?.health?.lastHeartbeatTime !== undefined,
+      {
+        timeoutMs: 10_000,
+      },
+    );
     const { device } = await call(client.getDevice, { deviceId: 'cpu:0' });
     expect(Date.now() - device!.health!.lastHeartbeatTime!.getTime()).toBeLessThan(5_000);
   });
@@ -60,7 +68,9 @@ describe('device service (real worker, CPU)', () => {
       expect(bad.code).toBe('INVALID_ARGUMENT');
       expect(bad.violations[0].field).toBe('device_id');
     }
-    const tooLong = await call(client.drainDevice, { deviceId: 'cpu:0', timeoutMs: 4_000_000 }).catch((e) => e);
+    const tooLong = await call(client.drainDevice, { deviceId: 'cpu:0', timeoutMs: 4_000_000 }).catch(
+      (e) => e,
+    );
     expect(tooLong.violations[0].field).toBe('timeout_ms');
   });
 
@@ -75,9 +85,15 @@ describe('device service (real worker, CPU)', () => {
 
     const cordoned = await call(client.cordonDevice, { deviceId: 'cpu:0' });
     expect(cordoned.device?.scheduling).toBe(deviceV1.SchedulingState.CORDONED);
-    await waitFor(() => seen.some((m) => m.reason === 'scheduling' && m.device?.scheduling === deviceV1.SchedulingState.CORDONED), {
-      timeoutMs: 5_000,
-    });
+    await waitFor(
+      () =>
+        seen.some(
+          (m) => m.reason === 'scheduling' && m.device?.scheduling === deviceV1.SchedulingState.CORDONED,
+        ),
+      {
+        timeoutMs: 5_000,
+      },
+    );
     const back = await call(client.uncordonDevice, { deviceId: 'cpu:0' });
     expect(back.device?.scheduling).toBe(deviceV1.SchedulingState.SCHEDULABLE);
     ac.abort();
@@ -106,15 +122,26 @@ describe('device service (real worker, CPU)', () => {
 
   it('is callable by a stranger: Python grpcio lists the services through reflection and calls ListDevices', async () => {
     const list = await stranger(server.address, 'list');
-    expect(list.json).toEqual(expect.arrayContaining(['dops.device.v1.DeviceService', 'grpc.health.v1.Health']));
+    expect(list.json).toEqual(
+      expect.arrayContaining(['dops.device.v1.DeviceService', 'grpc.health.v1.Health']),
+    );
     const health = await stranger(server.address, 'health', 'dops.device.v1.DeviceService');
     expect(health.json).toEqual({ status: 'SERVING' });
-    const devices = (await stranger(server.address, 'call', 'dops.device.v1.DeviceService/ListDevices', '{}')).json as {
+    const devices = (await stranger(server.address, 'call', 'dops.device.v1.DeviceService/ListDevices', '{}'))
+      .json as {
       devices: { id: string; backend: string }[];
     };
     expect(devices.devices[0]).toMatchObject({ id: 'cpu:0', backend: 'BACKEND_CPU' });
-    const missing = await stranger(server.address, 'call', 'dops.device.v1.DeviceService/GetDevice', '{"deviceId":"cpu:5"}');
-    expect(missing).toEqual({ exitCode: 1, json: { code: 'NOT_FOUND', details: "device 'cpu:5' not found" } });
+    const missing = await stranger(
+      server.address,
+      'call',
+      'dops.device.v1.DeviceService/GetDevice',
+      '{"deviceId":"cpu:5"}',
+    );
+    expect(missing).toEqual({
+      exitCode: 1,
+      json: { code: 'NOT_FOUND', details: "device 'cpu:5' not found" },
+    });
   }, 60_000);
 
   it('goes NOT_SERVING when the worker crash-loops, and back to SERVING after a reset', async () => {
@@ -126,13 +153,17 @@ describe('device service (real worker, CPU)', () => {
       await waitFor(() => worker.state !== 'ready', { timeoutMs: 5_000 });
     }
     await waitFor(() => worker.state === 'failed', { timeoutMs: 30_000 });
-    expect((await stranger(server.address, 'health', 'dops.device.v1.DeviceService')).json).toEqual({ status: 'NOT_SERVING' });
+    expect((await stranger(server.address, 'health', 'dops.device.v1.DeviceService')).json).toEqual({
+      status: 'NOT_SERVING',
+    });
     const { device } = await call(client.getDevice, { deviceId: 'cpu:0' });
     expect(device?.health?.workerState).toBe(backendV1.WorkerState.FAILED);
     expect(device?.health?.lastError).toMatch(/exit|signal|SIGKILL/i);
 
     await call(client.resetDevice, { deviceId: 'cpu:0' }, { deadlineMs: 60_000 });
-    expect((await stranger(server.address, 'health', 'dops.device.v1.DeviceService')).json).toEqual({ status: 'SERVING' });
+    expect((await stranger(server.address, 'health', 'dops.device.v1.DeviceService')).json).toEqual({
+      status: 'SERVING',
+    });
   }, 120_000);
 
   it('keeps serving when a request fails inside the worker: the error reaches the client with its code', async () => {

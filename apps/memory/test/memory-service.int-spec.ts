@@ -45,7 +45,12 @@ describe('memory service (real worker, CPU)', () => {
     expect(s.workers[0]!.rssBytes).toBeGreaterThan(20 * 1024 * 1024);
     expect(s.system!.workersRssBytes).toBe(s.workers[0]!.rssBytes);
     const [cpu] = s.devices;
-    expect(cpu).toMatchObject({ deviceId: 'cpu:0', backend: backendV1.Backend.CPU, source: 'os', totalBytes: os.totalmem() });
+    expect(cpu).toMatchObject({
+      deviceId: 'cpu:0',
+      backend: backendV1.Backend.CPU,
+      source: 'os',
+      totalBytes: os.totalmem(),
+    });
     expect(cpu!.usedBytes + cpu!.freeBytes).toBe(cpu!.totalBytes);
     expect(cpu!.pressure).not.toBe(memoryV1.PressureLevel.UNSPECIFIED);
   });
@@ -75,7 +80,9 @@ describe('memory service (real worker, CPU)', () => {
   it('is callable by a stranger through reflection', async () => {
     const r = await stranger(server.address, 'call', 'dops.memory.v1.MemoryService/GetMemory', '{}');
     expect(r.exitCode).toBe(0);
-    expect((r.json as { snapshot: { devices: { deviceId: string }[] } }).snapshot.devices[0]!.deviceId).toBe('cpu:0');
+    expect((r.json as { snapshot: { devices: { deviceId: string }[] } }).snapshot.devices[0]!.deviceId).toBe(
+      'cpu:0',
+    );
   }, 60_000);
 });
 

@@ -16,7 +16,10 @@ export const modelConfig = defineConfig(
       /** A RAM-tier model unused this long is unloaded; 0 = kept. Default 600 000 (10 min). */
       keepAliveMs: z.int().min(0).default(600_000),
       /** Working memory reserved beside a model's bytes for a VRAM load. Default 1 GiB. */
-      workingMemoryBytes: z.int().min(0).default(1024 ** 3),
+      workingMemoryBytes: z
+        .int()
+        .min(0)
+        .default(1024 ** 3),
       /** Config root the workers build single-file checkpoints with; empty = the worker's shipped configs. */
       configDir: z.string().default(''),
       /** Memory service (`host:port`) asked for VRAM reservations; empty = no reservations. Default `127.0.0.1:50052`. */

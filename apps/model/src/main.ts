@@ -1,7 +1,14 @@
 import { config, telemetry } from './register';
 import { delimiter } from 'node:path';
 import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
-import { GrpcModelHosts, GrpcReservations, ModelLoader, ModelRegistry, modelService, parseHostAddresses } from '@dops/model';
+import {
+  GrpcModelHosts,
+  GrpcReservations,
+  ModelLoader,
+  ModelRegistry,
+  modelService,
+  parseHostAddresses,
+} from '@dops/model';
 import { runMain } from '@dops/service-host';
 import { createLogger } from '@dops/telemetry';
 
@@ -15,7 +22,13 @@ runMain('model', async () => {
   });
   registry.on('warning', (message) => logger.warn({ registry: true }, message));
   await registry.start();
-  const hosts = new GrpcModelHosts({ fallback: settings.hostAddress || undefined, byDevice: parseHostAddresses(settings.hostAddresses, 'model.hostAddresses') }, settings.loadTimeoutMs);
+  const hosts = new GrpcModelHosts(
+    {
+      fallback: settings.hostAddress || undefined,
+      byDevice: parseHostAddresses(settings.hostAddresses, 'model.hostAddresses'),
+    },
+    settings.loadTimeoutMs,
+  );
   const reservations = settings.memoryAddress ? new GrpcReservations(settings.memoryAddress) : undefined;
   if (!reservations) logger.warn('no memory service configured: VRAM loads are not reserved');
   const loader = new ModelLoader({
@@ -29,7 +42,13 @@ runMain('model', async () => {
     allowUnsafePickle: settings.allowUnsafePickle,
   });
   loader.on('event', (e) => logger.info({ ...e }, `model ${e.kind}`));
-  const server = createGrpcServer({ name: 'model', logger, ...config.grpc, shutdownGraceMs: config.shutdownGraceMs, services: [modelService(registry, loader)] });
+  const server = createGrpcServer({
+    name: 'model',
+    logger,
+    ...config.grpc,
+    shutdownGraceMs: config.shutdownGraceMs,
+    services: [modelService(registry, loader)],
+  });
   server.onShutdown(async () => {
     loader.close();
     hosts.close();

@@ -82,7 +82,10 @@ export class DeviceFleet extends EventEmitter<{ change: [DeviceChange] }> {
    * Cordons the device, then waits until its worker has no running request or the timeout
    * passes; the device stays cordoned either way. Throws NOT_FOUND.
    */
-  async drain(deviceId: string, options: DrainOptions = {}): Promise<{ device: DeviceView; drained: boolean }> {
+  async drain(
+    deviceId: string,
+    options: DrainOptions = {},
+  ): Promise<{ device: DeviceView; drained: boolean }> {
     const worker = this.pool.get(deviceId);
     const timeoutMs = options.timeoutMs ?? 60_000;
     const pollMs = options.pollMs ?? 100;

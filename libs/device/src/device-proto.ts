@@ -36,7 +36,8 @@ export function toProtoDevice(d: DeviceView): deviceV1.Device {
     capabilities: { ...d.capabilities },
     health: {
       workerState: WORKER_STATE[d.health.workerState],
-      lastHeartbeatTime: d.health.lastHeartbeatAt === undefined ? undefined : new Date(d.health.lastHeartbeatAt),
+      lastHeartbeatTime:
+        d.health.lastHeartbeatAt === undefined ? undefined : new Date(d.health.lastHeartbeatAt),
       restarts: d.health.restarts,
       lastError: d.health.lastError ?? '',
       activeRequests: d.health.activeRequests,

@@ -22,10 +22,14 @@ export function deviceService(fleet: DeviceFleet): ServiceRegistration<typeof de
     uncordonDevice: (req) => ({ device: toProtoDevice(fleet.uncordon(deviceIdOf(req))) }),
     drainDevice: async (req, ctx) => {
       const id = deviceIdOf(req);
-      if (req.timeoutMs > MAX_DRAIN_MS) throw DopsError.invalidArgument('timeout_ms', `must be at most ${MAX_DRAIN_MS}`);
+      if (req.timeoutMs > MAX_DRAIN_MS)
+        throw DopsError.invalidArgument('timeout_ms', `must be at most ${MAX_DRAIN_MS}`);
       const untilDeadline = ctx.deadline ? ctx.deadline.getTime() - Date.now() - 50 : MAX_DRAIN_MS;
       const timeoutMs = req.timeoutMs > 0 ? Math.min(req.timeoutMs, untilDeadline) : untilDeadline;
-      const { device, drained } = await fleet.drain(id, { timeoutMs: Math.max(timeoutMs, 0), signal: ctx.signal });
+      const { device, drained } = await fleet.drain(id, {
+        timeoutMs: Math.max(timeoutMs, 0),
+        signal: ctx.signal,
+      });
       return { device: toProtoDevice(device), drained };
     },
     resetDevice: async (req) => ({ device: toProtoDevice(await fleet.reset(deviceIdOf(req))) }),

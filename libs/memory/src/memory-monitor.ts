@@ -1,6 +1,12 @@
 import type { WorkerPool } from '@dops/worker-pool';
 import type { WorkerBackend } from '@dops/worker-supervisor';
-import { DEFAULT_THRESHOLDS, pressureOf, validateThresholds, type PressureLevel, type PressureThresholds } from './pressure';
+import {
+  DEFAULT_THRESHOLDS,
+  pressureOf,
+  validateThresholds,
+  type PressureLevel,
+  type PressureThresholds,
+} from './pressure';
 
 /** `memory.stats` reply of one worker (docs/worker-protocol.md). */
 interface WorkerMemoryStats {
@@ -143,7 +149,11 @@ export class MemoryMonitor {
     const entries = deviceId ? [this.pool.get(deviceId)] : this.pool.list();
     const results = await Promise.all(
       entries.map(async (w) => {
-        const r = await w.supervisor.request<WorkerCleanup>('memory.cleanup', {}, { timeoutMs: this.timeoutMs });
+        const r = await w.supervisor.request<WorkerCleanup>(
+          'memory.cleanup',
+          {},
+          { timeoutMs: this.timeoutMs },
+        );
         return { deviceId: w.device.id, ...r };
       }),
     );

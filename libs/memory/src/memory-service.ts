@@ -24,7 +24,8 @@ export function memoryService(
         );
       }
       try {
-        for await (const snapshot of monitor.watch(interval, ctx.signal)) yield { snapshot: toProtoSnapshot(snapshot) };
+        for await (const snapshot of monitor.watch(interval, ctx.signal))
+          yield { snapshot: toProtoSnapshot(snapshot) };
       } catch (err) {
         if (ctx.signal.aborted) return;
         throw err;

@@ -26,7 +26,9 @@ const WORKER_MAIN = [
 ].join('\n');
 
 if (!haveFixtures) {
-  console.warn(`skipping the model-host integration test: run \`python tools/fixtures/generate.py --out tools/fixtures/generated\` (missing ${CHECKPOINT})`);
+  console.warn(
+    `skipping the model-host integration test: run \`python tools/fixtures/generate.py --out tools/fixtures/generated\` (missing ${CHECKPOINT})`,
+  );
 }
 
 (haveFixtures ? describe : describe.skip)('model service → model host → real Python worker (cpu)', () => {
@@ -52,7 +54,12 @@ if (!haveFixtures) {
         command: resolvePythonExecutable({ repoRoot: REPO_ROOT }),
         args: ['-c', WORKER_MAIN],
         cwd: PYTHON_WORKERS,
-        env: { ...process.env, DOPS_BACKEND: 'cpu', HF_HUB_OFFLINE: '1', PYTHONPATH: join(PYTHON_WORKERS, 'src') },
+        env: {
+          ...process.env,
+          DOPS_BACKEND: 'cpu',
+          HF_HUB_OFFLINE: '1',
+          PYTHONPATH: join(PYTHON_WORKERS, 'src'),
+        },
         handshakeTimeoutMs: 30_000,
         requestTimeoutMs: 30_000,
         shutdownTimeoutMs: 2_000,
@@ -62,8 +69,15 @@ if (!haveFixtures) {
       },
     });
     await pool.start();
-    host = await startTestServer([modelHostService(new ModelHost(pool), { configDir: join(FIXTURES, 'configs') })]);
-    registry = new ModelRegistry({ roots: [join(dir.dir, 'models')], statePath: join(dir.dir, 'state.json'), watch: false, pollIntervalMs: 0 });
+    host = await startTestServer([
+      modelHostService(new ModelHost(pool), { configDir: join(FIXTURES, 'configs') }),
+    ]);
+    registry = new ModelRegistry({
+      roots: [join(dir.dir, 'models')],
+      statePath: join(dir.dir, 'state.json'),
+      watch: false,
+      pollIntervalMs: 0,
+    });
     await registry.start();
     hosts = new GrpcModelHosts({ fallback: host.address }, 30_000);
     loader = new ModelLoader({ registry, hosts });
@@ -91,7 +105,11 @@ if (!haveFixtures) {
     loader.on('event', (e) => events.push(e));
 
     const ram = await call(client.loadModel, { modelId: model.id, deviceId, tier: modelV1.Tier.RAM });
-    expect(ram.event).toMatchObject({ kind: modelV1.LoadEventKind.LOADED, source: 'disk', tier: modelV1.Tier.RAM });
+    expect(ram.event).toMatchObject({
+      kind: modelV1.LoadEventKind.LOADED,
+      source: 'disk',
+      tier: modelV1.Tier.RAM,
+    });
     expect(ram.event!.timings!.readSeconds).toBeGreaterThan(0);
     expect(ram.event!.timings!.buildSeconds).toBeGreaterThan(0);
     expect(ram.event!.bytes).toBeGreaterThan(0);
@@ -99,25 +117,61 @@ if (!haveFixtures) {
     const vram = await call(client.loadModel, { modelId: model.id, deviceId, tier: modelV1.Tier.VRAM });
     expect(vram.event).toMatchObject({ source: 'ram', tier: modelV1.Tier.VRAM });
     expect(vram.event!.timings).toMatchObject({ readSeconds: 0, buildSeconds: 0 });
-    expect(vram.residency!.devices).toEqual([expect.objectContaining({ deviceId, tier: modelV1.Tier.VRAM, bytes: ram.event!.bytes })]);
+    expect(vram.residency!.devices).toEqual([
+      expect.objectContaining({ deviceId, tier: modelV1.Tier.VRAM, bytes: ram.event!.bytes }),
+    ]);
     const onHost = await call(hostClient.listResident, { deviceId: '' });
-    expect(onHost.models).toEqual([expect.objectContaining({ modelId: model.id, deviceId, tier: modelV1.Tier.VRAM })]);
+    expect(onHost.models).toEqual([
+      expect.objectContaining({ modelId: model.id, deviceId, tier: modelV1.Tier.VRAM }),
+    ]);
 
-    expect((await call(client.unloadModel, { modelId: model.id, deviceId, tier: modelV1.Tier.VRAM })).unloaded).toBe(true);
+    expect(
+      (await call(client.unloadModel, { modelId: model.id, deviceId, tier: modelV1.Tier.VRAM })).unloaded,
+    ).toBe(true);
     const again = await call(client.loadModel, { modelId: model.id, deviceId, tier: modelV1.Tier.RAM });
-    expect(again.event).toMatchObject({ source: 'ram', timings: expect.objectContaining({ readSeconds: 0, buildSeconds: 0 }) });
+    expect(again.event).toMatchObject({
+      source: 'ram',
+      timings: expect.objectContaining({ readSeconds: 0, buildSeconds: 0 }),
+    });
 
     const unloaded = await call(client.unloadModel, { modelId: model.id, deviceId, tier: modelV1.Tier.RAM });
-    expect(unloaded).toMatchObject({ unloaded: true, residency: { modelId: model.id, onDisk: true, devices: [] } });
+    expect(unloaded).toMatchObject({
+      unloaded: true,
+      residency: { modelId: model.id, onDisk: true, devices: [] },
+    });
     expect((await call(hostClient.listResident, { deviceId })).models).toEqual([]);
-    expect(events.map((e) => `${e.kind} ${e.tier}`)).toEqual(['loaded ram', 'loaded vram', 'unloaded vram', 'loaded ram', 'unloaded ram']);
+    expect(events.map((e) => `${e.kind} ${e.tier}`)).toEqual([
+      'loaded ram',
+      'loaded vram',
+      'unloaded vram',
+      'loaded ram',
+      'unloaded ram',
+    ]);
   });
 
   it('host refuses a relative path and an unknown device with the field named', async () => {
-    await expect(call(hostClient.loadModel, { modelId: 'm', path: 'relative.safetensors', deviceId: 'cpu:0', tier: modelV1.Tier.RAM, configDir: '', allowUnsafePickle: false })).rejects.toMatchObject({
+    await expect(
+      call(hostClient.loadModel, {
+        modelId: 'm',
+        path: 'relative.safetensors',
+        deviceId: 'cpu:0',
+        tier: modelV1.Tier.RAM,
+        configDir: '',
+        allowUnsafePickle: false,
+      }),
+    ).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
       violations: [expect.objectContaining({ field: 'path' })],
     });
-    await expect(call(hostClient.loadModel, { modelId: 'm', path: CHECKPOINT, deviceId: 'cuda:7', tier: modelV1.Tier.RAM, configDir: '', allowUnsafePickle: false })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(
+      call(hostClient.loadModel, {
+        modelId: 'm',
+        path: CHECKPOINT,
+        deviceId: 'cuda:7',
+        tier: modelV1.Tier.RAM,
+        configDir: '',
+        allowUnsafePickle: false,
+      }),
+    ).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });
 });

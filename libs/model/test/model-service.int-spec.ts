@@ -26,7 +26,11 @@ class RecordingHosts implements ModelHosts {
     this.calls.push(`load ${req.modelId} ${req.deviceId} ${req.tier}`);
     const hit = this.held.has(req.modelId);
     this.held.add(req.modelId);
-    return { bytes: this.bytes, source: hit ? 'ram' : 'disk', timings: { readSeconds: hit ? 0 : 0.5, buildSeconds: hit ? 0 : 0.25, toDeviceSeconds: 0.1 } };
+    return {
+      bytes: this.bytes,
+      source: hit ? 'ram' : 'disk',
+      timings: { readSeconds: hit ? 0 : 0.5, buildSeconds: hit ? 0 : 0.25, toDeviceSeconds: 0.1 },
+    };
   }
   async unload(req: { modelId: string; deviceId: string; tier: Tier }) {
     this.calls.push(`unload ${req.modelId} ${req.deviceId} ${req.tier}`);
@@ -75,14 +79,30 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
   beforeAll(async () => {
     dir = await tempDir('dops-model-service-');
     root = join(dir.dir, 'models');
-    await writeSafetensors(join(root, 'checkpoints/sd15.safetensors'), originalCheckpoint({ width: 768, encoders: 'sd1' }));
-    await writeSafetensors(join(root, 'checkpoints/sdxl.safetensors'), originalCheckpoint({ width: 2048, encoders: 'sdxl' }));
-    await writeSafetensors(join(root, 'loras/style.safetensors'), kohyaLora({ te: 'te', unetWidth: 768 }), { ss_output_name: 'style' });
+    await writeSafetensors(
+      join(root, 'checkpoints/sd15.safetensors'),
+      originalCheckpoint({ width: 768, encoders: 'sd1' }),
+    );
+    await writeSafetensors(
+      join(root, 'checkpoints/sdxl.safetensors'),
+      originalCheckpoint({ width: 2048, encoders: 'sdxl' }),
+    );
+    await writeSafetensors(join(root, 'loras/style.safetensors'), kohyaLora({ te: 'te', unetWidth: 768 }), {
+      ss_output_name: 'style',
+    });
     await writeFile(join(root, 'checkpoints/old.ckpt'), Buffer.from('not really a pickle'));
     await mkdir(join(dir.dir, 'outside'), { recursive: true });
-    await writeSafetensors(join(dir.dir, 'outside/secret.safetensors'), originalCheckpoint({ width: 768, encoders: 'sd1' }));
+    await writeSafetensors(
+      join(dir.dir, 'outside/secret.safetensors'),
+      originalCheckpoint({ width: 768, encoders: 'sd1' }),
+    );
     await symlink(join(dir.dir, 'outside/secret.safetensors'), join(root, 'checkpoints/escape.safetensors'));
-    registry = new ModelRegistry({ roots: [root], statePath: join(dir.dir, 'state.json'), watch: false, pollIntervalMs: 0 });
+    registry = new ModelRegistry({
+      roots: [root],
+      statePath: join(dir.dir, 'state.json'),
+      watch: false,
+      pollIntervalMs: 0,
+    });
     registry.on('warning', () => undefined);
     await registry.start();
     await registry.idle();
@@ -104,25 +124,74 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
   const idOf = async (relPath: string) => (await call(client.getModel, { path: relPath })).model!.id;
 
   it('lists with type and base filters and pages', async () => {
-    const all = await call(client.listModels, { type: modelV1.ModelType.UNSPECIFIED, base: modelV1.ModelBase.UNSPECIFIED, pageSize: 0, pageToken: '' });
-    expect(all.models.map((m) => m.relativePath)).toEqual(['checkpoints/old.ckpt', 'checkpoints/sd15.safetensors', 'checkpoints/sdxl.safetensors', 'loras/style.safetensors']);
-    const checkpoints = await call(client.listModels, { type: modelV1.ModelType.CHECKPOINT, base: modelV1.ModelBase.UNSPECIFIED, pageSize: 0, pageToken: '' });
-    expect(checkpoints.models.map((m) => m.relativePath)).toEqual(['checkpoints/sd15.safetensors', 'checkpoints/sdxl.safetensors']);
-    const sdxl = await call(client.listModels, { type: modelV1.ModelType.UNSPECIFIED, base: modelV1.ModelBase.SDXL, pageSize: 0, pageToken: '' });
-    expect(sdxl.models).toEqual([expect.objectContaining({ relativePath: 'checkpoints/sdxl.safetensors', type: modelV1.ModelType.CHECKPOINT, base: modelV1.ModelBase.SDXL, status: modelV1.ModelStatus.OK })]);
-    const first = await call(client.listModels, { type: modelV1.ModelType.UNSPECIFIED, base: modelV1.ModelBase.UNSPECIFIED, pageSize: 3, pageToken: '' });
+    const all = await call(client.listModels, {
+      type: modelV1.ModelType.UNSPECIFIED,
+      base: modelV1.ModelBase.UNSPECIFIED,
+      pageSize: 0,
+      pageToken: '',
+    });
+    expect(all.models.map((m) => m.relativePath)).toEqual([
+      'checkpoints/old.ckpt',
+      'checkpoints/sd15.safetensors',
+      'checkpoints/sdxl.safetensors',
+      'loras/style.safetensors',
+    ]);
+    const checkpoints = await call(client.listModels, {
+      type: modelV1.ModelType.CHECKPOINT,
+      base: modelV1.ModelBase.UNSPECIFIED,
+      pageSize: 0,
+      pageToken: '',
+    });
+    expect(checkpoints.models.map((m) => m.relativePath)).toEqual([
+      'checkpoints/sd15.safetensors',
+      'checkpoints/sdxl.safetensors',
+    ]);
+    const sdxl = await call(client.listModels, {
+      type: modelV1.ModelType.UNSPECIFIED,
+      base: modelV1.ModelBase.SDXL,
+      pageSize: 0,
+      pageToken: '',
+    });
+    expect(sdxl.models).toEqual([
+      expect.objectContaining({
+        relativePath: 'checkpoints/sdxl.safetensors',
+        type: modelV1.ModelType.CHECKPOINT,
+        base: modelV1.ModelBase.SDXL,
+        status: modelV1.ModelStatus.OK,
+      }),
+    ]);
+    const first = await call(client.listModels, {
+      type: modelV1.ModelType.UNSPECIFIED,
+      base: modelV1.ModelBase.UNSPECIFIED,
+      pageSize: 3,
+      pageToken: '',
+    });
     expect(first.models).toHaveLength(3);
-    const second = await call(client.listModels, { type: modelV1.ModelType.UNSPECIFIED, base: modelV1.ModelBase.UNSPECIFIED, pageSize: 3, pageToken: first.nextPageToken });
+    const second = await call(client.listModels, {
+      type: modelV1.ModelType.UNSPECIFIED,
+      base: modelV1.ModelBase.UNSPECIFIED,
+      pageSize: 3,
+      pageToken: first.nextPageToken,
+    });
     expect(second.models.map((m) => m.relativePath)).toEqual(['loras/style.safetensors']);
     expect(second.nextPageToken).toBe('');
-    const bad = (await call(client.listModels, { type: modelV1.ModelType.UNSPECIFIED, base: modelV1.ModelBase.UNSPECIFIED, pageSize: 5000, pageToken: '' }).catch((e) => e)) as DopsError;
+    const bad = (await call(client.listModels, {
+      type: modelV1.ModelType.UNSPECIFIED,
+      base: modelV1.ModelBase.UNSPECIFIED,
+      pageSize: 5000,
+      pageToken: '',
+    }).catch((e) => e)) as DopsError;
     expect([bad.code, violationField(bad)]).toEqual(['INVALID_ARGUMENT', 'page_size']);
   });
 
   it('gets a model by id, by hash prefix and by path', async () => {
     const byPath = await call(client.getModel, { path: 'checkpoints/sd15.safetensors' });
     const model = byPath.model!;
-    expect(model).toMatchObject({ type: modelV1.ModelType.CHECKPOINT, base: modelV1.ModelBase.SD1, format: 'safetensors' });
+    expect(model).toMatchObject({
+      type: modelV1.ModelType.CHECKPOINT,
+      base: modelV1.ModelBase.SD1,
+      format: 'safetensors',
+    });
     expect(model.hashes?.autoV2).toHaveLength(10);
     expect(byPath.residency).toEqual({ modelId: model.id, onDisk: true, devices: [] });
     expect((await call(client.getModel, { id: model.id })).model?.path).toBe(model.path);
@@ -135,10 +204,14 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
     expect([dotdot.code, violationField(dotdot)]).toEqual(['INVALID_ARGUMENT', 'path']);
     const absolute = (await call(client.getModel, { path: '/etc/passwd' }).catch((e) => e)) as DopsError;
     expect([absolute.code, violationField(absolute)]).toEqual(['INVALID_ARGUMENT', 'path']);
-    const escape = (await call(client.getModel, { path: 'checkpoints/escape.safetensors' }).catch((e) => e)) as DopsError;
+    const escape = (await call(client.getModel, { path: 'checkpoints/escape.safetensors' }).catch(
+      (e) => e,
+    )) as DopsError;
     expect([escape.code, violationField(escape)]).toEqual(['INVALID_ARGUMENT', 'path']);
     expect(escape.message).toMatch(/symlink/);
-    const missing = (await call(client.getModel, { path: 'checkpoints/none.safetensors' }).catch((e) => e)) as DopsError;
+    const missing = (await call(client.getModel, { path: 'checkpoints/none.safetensors' }).catch(
+      (e) => e,
+    )) as DopsError;
     expect(missing.code).toBe('NOT_FOUND');
   });
 
@@ -147,13 +220,18 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
     expect([noSelector.code, violationField(noSelector)]).toEqual(['INVALID_ARGUMENT', 'selector']);
     const badId = (await call(client.getModel, { id: 'xyz' }).catch((e) => e)) as DopsError;
     expect([badId.code, violationField(badId)]).toEqual(['INVALID_ARGUMENT', 'id']);
-    await expect(call(client.getModel, { id: '0123456789abcdef' })).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(call(client.getModel, { id: '0123456789abcdef' })).rejects.toMatchObject({
+      code: 'NOT_FOUND',
+    });
     const badHash = (await call(client.getModel, { hash: 'zz' }).catch((e) => e)) as DopsError;
     expect([badHash.code, violationField(badHash)]).toEqual(['INVALID_ARGUMENT', 'hash']);
   });
 
   it('rescans and verifies', async () => {
-    await writeSafetensors(join(root, 'checkpoints/new.safetensors'), originalCheckpoint({ width: 768, encoders: 'sd1' }));
+    await writeSafetensors(
+      join(root, 'checkpoints/new.safetensors'),
+      originalCheckpoint({ width: 768, encoders: 'sd1' }),
+    );
     expect(await call(client.rescanModels, {})).toMatchObject({ added: 1, removed: 0 });
     const id = await idOf('checkpoints/sd15.safetensors');
     const verified = await call(client.verifyModel, { id });
@@ -165,10 +243,20 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
   it('refuses to load a refused pickle, and validates device and tier', async () => {
     const ckpt = await idOf('checkpoints/old.ckpt');
     const sd15 = await idOf('checkpoints/sd15.safetensors');
-    await expect(call(client.loadModel, { modelId: ckpt, deviceId: 'cpu:0', tier: modelV1.Tier.RAM })).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
-    const noDevice = (await call(client.loadModel, { modelId: sd15, deviceId: '', tier: modelV1.Tier.RAM }).catch((e) => e)) as DopsError;
+    await expect(
+      call(client.loadModel, { modelId: ckpt, deviceId: 'cpu:0', tier: modelV1.Tier.RAM }),
+    ).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    const noDevice = (await call(client.loadModel, {
+      modelId: sd15,
+      deviceId: '',
+      tier: modelV1.Tier.RAM,
+    }).catch((e) => e)) as DopsError;
     expect(violationField(noDevice)).toBe('device_id');
-    const noTier = (await call(client.loadModel, { modelId: sd15, deviceId: 'cpu:0', tier: modelV1.Tier.UNSPECIFIED }).catch((e) => e)) as DopsError;
+    const noTier = (await call(client.loadModel, {
+      modelId: sd15,
+      deviceId: 'cpu:0',
+      tier: modelV1.Tier.UNSPECIFIED,
+    }).catch((e) => e)) as DopsError;
     expect(violationField(noTier)).toBe('tier');
     expect(hosts.calls).toEqual([]);
   });
@@ -180,20 +268,40 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
     const events: modelV1.LoadEvent[] = [];
     const abort = new AbortController();
     const watching = (async () => {
-      for await (const m of stream(client.watchLoadEvents, { deviceId: 'cuda:0' }, { signal: abort.signal })) events.push(m.event!);
+      for await (const m of stream(client.watchLoadEvents, { deviceId: 'cuda:0' }, { signal: abort.signal }))
+        events.push(m.event!);
     })().catch(() => undefined);
     await new Promise((resolve) => setTimeout(resolve, 100)); // the stream subscribes on its first pull
 
-    const first = await call(client.loadModel, { modelId: sd15, deviceId: 'cuda:0', tier: modelV1.Tier.VRAM });
-    expect(first.event).toMatchObject({ kind: modelV1.LoadEventKind.LOADED, source: 'disk', timings: expect.objectContaining({ readSeconds: 0.5, buildSeconds: 0.25 }) });
-    expect(first.residency?.devices).toEqual([expect.objectContaining({ deviceId: 'cuda:0', tier: modelV1.Tier.VRAM, bytes: 1000 })]);
+    const first = await call(client.loadModel, {
+      modelId: sd15,
+      deviceId: 'cuda:0',
+      tier: modelV1.Tier.VRAM,
+    });
+    expect(first.event).toMatchObject({
+      kind: modelV1.LoadEventKind.LOADED,
+      source: 'disk',
+      timings: expect.objectContaining({ readSeconds: 0.5, buildSeconds: 0.25 }),
+    });
+    expect(first.residency?.devices).toEqual([
+      expect.objectContaining({ deviceId: 'cuda:0', tier: modelV1.Tier.VRAM, bytes: 1000 }),
+    ]);
     clock += 10;
     await call(client.loadModel, { modelId: lora, deviceId: 'cuda:0', tier: modelV1.Tier.VRAM });
     clock += 10;
     // Room for two: the third makes the memory service plan the least recently used one away.
-    const third = await call(client.loadModel, { modelId: sdxl, deviceId: 'cuda:0', tier: modelV1.Tier.VRAM });
+    const third = await call(client.loadModel, {
+      modelId: sdxl,
+      deviceId: 'cuda:0',
+      tier: modelV1.Tier.VRAM,
+    });
     expect(third.event?.kind).toBe(modelV1.LoadEventKind.LOADED);
-    expect(hosts.calls).toEqual([`load ${sd15} cuda:0 vram`, `load ${lora} cuda:0 vram`, `unload ${sd15} cuda:0 vram`, `load ${sdxl} cuda:0 vram`]);
+    expect(hosts.calls).toEqual([
+      `load ${sd15} cuda:0 vram`,
+      `load ${lora} cuda:0 vram`,
+      `unload ${sd15} cuda:0 vram`,
+      `load ${sdxl} cuda:0 vram`,
+    ]);
     expect(reservations.granted).toEqual([lora, sdxl]);
     // The evicted model stays in RAM; loading it again reads nothing.
     const residency = await call(client.listResidency, { modelId: sd15, deviceId: '' });
@@ -208,10 +316,20 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
     ]);
     expect(events[2].reason).toMatch(/eviction plan/);
 
-    const unloaded = await call(client.unloadModel, { modelId: sdxl, deviceId: 'cuda:0', tier: modelV1.Tier.RAM });
-    expect(unloaded).toMatchObject({ unloaded: true, residency: { modelId: sdxl, onDisk: true, devices: [] } });
+    const unloaded = await call(client.unloadModel, {
+      modelId: sdxl,
+      deviceId: 'cuda:0',
+      tier: modelV1.Tier.RAM,
+    });
+    expect(unloaded).toMatchObject({
+      unloaded: true,
+      residency: { modelId: sdxl, onDisk: true, devices: [] },
+    });
     expect(reservations.granted).toEqual([lora]);
-    expect((await call(client.unloadModel, { modelId: sdxl, deviceId: 'cuda:0', tier: modelV1.Tier.RAM })).unloaded).toBe(false);
+    expect(
+      (await call(client.unloadModel, { modelId: sdxl, deviceId: 'cuda:0', tier: modelV1.Tier.RAM }))
+        .unloaded,
+    ).toBe(false);
     abort.abort();
     await watching;
   });
@@ -221,7 +339,13 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
     const sdxl = await idOf('checkpoints/sdxl.safetensors');
     const fresh = await idOf('checkpoints/new.safetensors');
     // Hosts report 100 MB per model; before a load the file size (a few MB here) is the estimate.
-    const ram = new ModelLoader({ registry, hosts: new RecordingHosts(100_000_000), ramBudgetBytes: 200_000_001, keepAliveMs: 60_000, now: () => clock });
+    const ram = new ModelLoader({
+      registry,
+      hosts: new RecordingHosts(100_000_000),
+      ramBudgetBytes: 200_000_001,
+      keepAliveMs: 60_000,
+      now: () => clock,
+    });
     try {
       await ram.load(sd15, 'cpu:0', 'ram');
       clock += 10;

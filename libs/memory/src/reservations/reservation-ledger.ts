@@ -67,7 +67,8 @@ export class ReservationLedger {
    */
   reserve(request: ReserveRequest): ReserveOutcome {
     const capacity = this.capacity(request.deviceId);
-    if (!Number.isSafeInteger(request.bytes) || request.bytes <= 0) throw DopsError.invalidArgument('bytes', 'must be a positive integer');
+    if (!Number.isSafeInteger(request.bytes) || request.bytes <= 0)
+      throw DopsError.invalidArgument('bytes', 'must be a positive integer');
     const modelId = request.modelId ?? '';
     const existing = modelId ? this.find(request.deviceId, modelId) : undefined;
     const held = this.onDevice(request.deviceId).filter((r) => r !== existing);
@@ -96,7 +97,9 @@ export class ReservationLedger {
     }
     const needed = request.bytes - free;
     // Only models can be evicted (unloading them frees their bytes); working memory cannot.
-    const candidates = held.filter((r) => r.modelId && !r.inUse).sort((a, b) => a.lastUsedAt - b.lastUsedAt || a.createdAt - b.createdAt);
+    const candidates = held
+      .filter((r) => r.modelId && !r.inUse)
+      .sort((a, b) => a.lastUsedAt - b.lastUsedAt || a.createdAt - b.createdAt);
     const modelIds: string[] = [];
     let freed = 0;
     for (const candidate of candidates) {
@@ -108,7 +111,15 @@ export class ReservationLedger {
       throw new DopsError(
         'RESOURCE_EXHAUSTED',
         `device ${request.deviceId} cannot hold ${request.bytes} bytes: ${capacity} reservable, ${reserved} reserved, ${freed} evictable (models in use are never evicted)`,
-        { retryable: true, metadata: { device_id: request.deviceId, bytes: String(request.bytes), capacity_bytes: String(capacity), evictable_bytes: String(freed) } },
+        {
+          retryable: true,
+          metadata: {
+            device_id: request.deviceId,
+            bytes: String(request.bytes),
+            capacity_bytes: String(capacity),
+            evictable_bytes: String(freed),
+          },
+        },
       );
     }
     return { evictionPlan: { modelIds, freedBytes: freed, neededBytes: needed } };
@@ -172,8 +183,10 @@ export class ReservationLedger {
       if (!reservation) throw DopsError.notFound('reservation', selector.id);
       return reservation;
     }
-    if (!selector.deviceId) throw DopsError.invalidArgument('device_id', 'is required (or give the reservation id)');
-    if (!selector.modelId) throw DopsError.invalidArgument('model_id', 'is required (or give the reservation id)');
+    if (!selector.deviceId)
+      throw DopsError.invalidArgument('device_id', 'is required (or give the reservation id)');
+    if (!selector.modelId)
+      throw DopsError.invalidArgument('model_id', 'is required (or give the reservation id)');
     const reservation = this.find(selector.deviceId, selector.modelId);
     if (!reservation) throw DopsError.notFound('reservation', `${selector.deviceId}/${selector.modelId}`);
     return reservation;

@@ -1,7 +1,14 @@
 import { DopsError } from '@dops/errors';
 import { call, createClient } from '@dops/grpc-client';
 import { memoryReservationsV1, modelHostV1 } from '@dops/proto';
-import type { HostLoadRequest, HostLoadResult, ModelHosts, Reservations, ReserveAnswer, Tier } from './load-types';
+import type {
+  HostLoadRequest,
+  HostLoadResult,
+  ModelHosts,
+  Reservations,
+  ReserveAnswer,
+  Tier,
+} from './load-types';
 import { toProtoTier } from './model-proto';
 
 export interface HostAddresses {
@@ -17,9 +24,13 @@ export interface HostAddresses {
  */
 export function parseHostAddresses(text: string, field = 'host_addresses'): Record<string, string> {
   const byDevice: Record<string, string> = {};
-  for (const part of text.split(',').map((p) => p.trim()).filter(Boolean)) {
+  for (const part of text
+    .split(',')
+    .map((p) => p.trim())
+    .filter(Boolean)) {
     const at = part.indexOf('=');
-    if (at <= 0 || at === part.length - 1) throw DopsError.invalidArgument(field, `'${part}' is not <device id>=<host:port>`);
+    if (at <= 0 || at === part.length - 1)
+      throw DopsError.invalidArgument(field, `'${part}' is not <device id>=<host:port>`);
     byDevice[part.slice(0, at)] = part.slice(at + 1);
   }
   return byDevice;
@@ -56,7 +67,10 @@ export class GrpcModelHosts implements ModelHosts {
   }
 
   async unload(request: { modelId: string; deviceId: string; tier: Tier }): Promise<boolean> {
-    const res = await call(this.client(request.deviceId).unloadModel, { ...request, tier: toProtoTier(request.tier) });
+    const res = await call(this.client(request.deviceId).unloadModel, {
+      ...request,
+      tier: toProtoTier(request.tier),
+    });
     return res.unloaded;
   }
 
@@ -86,7 +100,12 @@ export class GrpcReservations implements Reservations {
     this.client = createClient(memoryReservationsV1.MemoryReservationServiceClient, address);
   }
 
-  async reserve(request: { deviceId: string; bytes: number; modelId: string; purpose: string }): Promise<ReserveAnswer> {
+  async reserve(request: {
+    deviceId: string;
+    bytes: number;
+    modelId: string;
+    purpose: string;
+  }): Promise<ReserveAnswer> {
     const res = await call(this.client.reserve, request);
     if (res.granted) return { granted: { id: res.granted.id } };
     if (res.evictionPlan) return { evictionPlan: { modelIds: res.evictionPlan.modelIds } };

@@ -38,7 +38,12 @@ export type ReserveAnswer = { granted: { id: string } } | { evictionPlan: { mode
 /** The memory service's reservation book, as the model service uses it. */
 export interface Reservations {
   /** Rejects RESOURCE_EXHAUSTED when nothing can make room. */
-  reserve(request: { deviceId: string; bytes: number; modelId: string; purpose: string }): Promise<ReserveAnswer>;
+  reserve(request: {
+    deviceId: string;
+    bytes: number;
+    modelId: string;
+    purpose: string;
+  }): Promise<ReserveAnswer>;
   /** Resolves whether or not a reservation existed. */
   release(request: { deviceId: string; modelId: string }): Promise<void>;
   close(): void;

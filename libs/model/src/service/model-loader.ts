@@ -2,7 +2,15 @@ import { EventEmitter } from 'node:events';
 import { DopsError } from '@dops/errors';
 import type { ModelEntry } from '../model-entry';
 import type { ModelRegistry } from '../registry';
-import type { DeviceResidency, LoadEvent, LoadEventKind, ModelHosts, ModelResidency, Reservations, Tier } from './load-types';
+import type {
+  DeviceResidency,
+  LoadEvent,
+  LoadEventKind,
+  ModelHosts,
+  ModelResidency,
+  Reservations,
+  Tier,
+} from './load-types';
 
 export interface ModelLoaderOptions {
   registry: ModelRegistry;
@@ -51,7 +59,10 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
     this.now = options.now ?? Date.now;
     const keepAlive = options.keepAliveMs ?? 0;
     if (keepAlive > 0) {
-      this.sweepTimer = setInterval(() => void this.sweep().catch(() => undefined), options.sweepIntervalMs ?? Math.min(keepAlive / 2, 30_000));
+      this.sweepTimer = setInterval(
+        () => void this.sweep().catch(() => undefined),
+        options.sweepIntervalMs ?? Math.min(keepAlive / 2, 30_000),
+      );
       this.sweepTimer.unref();
     }
   }
@@ -84,13 +95,31 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
   residency(filter: { modelId?: string; deviceId?: string } = {}): ModelResidency[] {
     const byModel = new Map<string, ModelResidency>();
     for (const r of this.residents.values()) {
-      if ((filter.modelId && r.modelId !== filter.modelId) || (filter.deviceId && r.deviceId !== filter.deviceId)) continue;
-      const model = byModel.get(r.modelId) ?? { modelId: r.modelId, onDisk: this.onDisk(r.modelId), devices: [] };
-      model.devices.push({ deviceId: r.deviceId, tier: r.tier, bytes: r.bytes, loadedAt: r.loadedAt, lastUsedAt: r.lastUsedAt });
+      if (
+        (filter.modelId && r.modelId !== filter.modelId) ||
+        (filter.deviceId && r.deviceId !== filter.deviceId)
+      )
+        continue;
+      const model = byModel.get(r.modelId) ?? {
+        modelId: r.modelId,
+        onDisk: this.onDisk(r.modelId),
+        devices: [],
+      };
+      model.devices.push({
+        deviceId: r.deviceId,
+        tier: r.tier,
+        bytes: r.bytes,
+        loadedAt: r.loadedAt,
+        lastUsedAt: r.lastUsedAt,
+      });
       byModel.set(r.modelId, model);
     }
     if (filter.modelId && !byModel.has(filter.modelId)) {
-      byModel.set(filter.modelId, { modelId: filter.modelId, onDisk: this.onDisk(filter.modelId), devices: [] });
+      byModel.set(filter.modelId, {
+        modelId: filter.modelId,
+        onDisk: this.onDisk(filter.modelId),
+        devices: [],
+      });
     }
     return [...byModel.values()].sort((a, b) => (a.modelId < b.modelId ? -1 : 1));
   }
@@ -99,7 +128,9 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
   async sweep(): Promise<number> {
     const keepAlive = this.options.keepAliveMs ?? 0;
     if (keepAlive <= 0) return 0;
-    const stale = [...this.residents.values()].filter((r) => r.tier === 'ram' && this.now() - r.lastUsedAt > keepAlive);
+    const stale = [...this.residents.values()].filter(
+      (r) => r.tier === 'ram' && this.now() - r.lastUsedAt > keepAlive,
+    );
     let count = 0;
     for (const r of stale) {
       const done = await this.serial(r.deviceId, async () => {
@@ -119,9 +150,13 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
   private loadable(modelId: string): ModelEntry {
     const entry = this.options.registry.get(modelId);
     if (entry.status === 'invalid' || entry.status === 'refused') {
-      throw new DopsError('FAILED_PRECONDITION', `model '${modelId}' is ${entry.status}: ${entry.reason ?? 'not loadable'}`, {
-        metadata: { model_id: modelId, status: entry.status },
-      });
+      throw new DopsError(
+        'FAILED_PRECONDITION',
+        `model '${modelId}' is ${entry.status}: ${entry.reason ?? 'not loadable'}`,
+        {
+          metadata: { model_id: modelId, status: entry.status },
+        },
+      );
     }
     return entry;
   }
@@ -135,7 +170,12 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
     }
   }
 
-  private async loadNow(entry: ModelEntry, deviceId: string, tier: Tier, signal?: AbortSignal): Promise<LoadEvent> {
+  private async loadNow(
+    entry: ModelEntry,
+    deviceId: string,
+    tier: Tier,
+    signal?: AbortSignal,
+  ): Promise<LoadEvent> {
     const started = performance.now();
     const key = keyOf(deviceId, entry.id);
     const before = this.residents.get(key);
@@ -165,13 +205,25 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
         loadedAt: before?.loadedAt ?? at,
         lastUsedAt: at,
       });
-      return this.emitEvent('loaded', entry.id, deviceId, tier, result.bytes || entry.sizeBytes, result.source, '', {
-        ...result.timings,
-        totalSeconds: (performance.now() - started) / 1000,
-      });
+      return this.emitEvent(
+        'loaded',
+        entry.id,
+        deviceId,
+        tier,
+        result.bytes || entry.sizeBytes,
+        result.source,
+        '',
+        {
+          ...result.timings,
+          totalSeconds: (performance.now() - started) / 1000,
+        },
+      );
     } catch (err) {
       if (reserved && before?.tier !== 'vram') await this.release(deviceId, entry.id);
-      this.emitEvent('failed', entry.id, deviceId, tier, 0, '', (err as Error).message, { ...ZERO_TIMINGS, totalSeconds: (performance.now() - started) / 1000 });
+      this.emitEvent('failed', entry.id, deviceId, tier, 0, '', (err as Error).message, {
+        ...ZERO_TIMINGS,
+        totalSeconds: (performance.now() - started) / 1000,
+      });
       throw err;
     }
   }
@@ -183,10 +235,21 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
     const bytes = entry.sizeBytes + (this.options.workingMemoryBytes ?? 0);
     const rounds = this.options.maxEvictionRounds ?? 4;
     for (let round = 0; round < rounds; round += 1) {
-      const answer = await reservations.reserve({ deviceId, bytes, modelId: entry.id, purpose: 'model-load' });
+      const answer = await reservations.reserve({
+        deviceId,
+        bytes,
+        modelId: entry.id,
+        purpose: 'model-load',
+      });
       if ('granted' in answer) return true;
       for (const victim of answer.evictionPlan.modelIds) {
-        const unloaded = await this.unloadNow(victim, deviceId, 'vram', 'evicted', `memory service eviction plan for ${entry.id}`);
+        const unloaded = await this.unloadNow(
+          victim,
+          deviceId,
+          'vram',
+          'evicted',
+          `memory service eviction plan for ${entry.id}`,
+        );
         // A reservation we did not know about (another service's load): free it as planned.
         if (!unloaded) {
           await this.options.hosts.unload({ modelId: victim, deviceId, tier: 'vram' }).catch(() => false);
@@ -194,14 +257,22 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
         }
       }
     }
-    throw new DopsError('RESOURCE_EXHAUSTED', `no VRAM on ${deviceId} for model ${entry.id} after ${rounds} eviction rounds`, { retryable: true });
+    throw new DopsError(
+      'RESOURCE_EXHAUSTED',
+      `no VRAM on ${deviceId} for model ${entry.id} after ${rounds} eviction rounds`,
+      { retryable: true },
+    );
   }
 
   /** Unloads RAM-tier models, least recently used first, until `bytes` more fit the RAM budget. */
   private async makeRamRoom(bytes: number, exceptKey: string): Promise<void> {
     const budget = this.options.ramBudgetBytes ?? 0;
     if (budget <= 0) return;
-    if (bytes > budget) throw new DopsError('RESOURCE_EXHAUSTED', `model of ${bytes} bytes exceeds the RAM budget of ${budget} bytes`);
+    if (bytes > budget)
+      throw new DopsError(
+        'RESOURCE_EXHAUSTED',
+        `model of ${bytes} bytes exceeds the RAM budget of ${budget} bytes`,
+      );
     const used = () => [...this.residents.values()].reduce((sum, r) => sum + r.bytes, 0);
     const candidates = [...this.residents.entries()]
       .filter(([key, r]) => key !== exceptKey && r.tier === 'ram')
@@ -212,11 +283,21 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
       await this.unloadNow(victim.modelId, victim.deviceId, 'ram', 'evicted', 'RAM budget');
     }
     if (used() + bytes > budget) {
-      throw new DopsError('RESOURCE_EXHAUSTED', `RAM budget of ${budget} bytes is held by models in VRAM; unload one first`, { retryable: true });
+      throw new DopsError(
+        'RESOURCE_EXHAUSTED',
+        `RAM budget of ${budget} bytes is held by models in VRAM; unload one first`,
+        { retryable: true },
+      );
     }
   }
 
-  private async unloadNow(modelId: string, deviceId: string, tier: Tier, kind: LoadEventKind, reason: string): Promise<boolean> {
+  private async unloadNow(
+    modelId: string,
+    deviceId: string,
+    tier: Tier,
+    kind: LoadEventKind,
+    reason: string,
+  ): Promise<boolean> {
     const key = keyOf(deviceId, modelId);
     const resident = this.residents.get(key);
     if (!resident || (tier === 'vram' && resident.tier !== 'vram')) return false;
@@ -225,7 +306,10 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
     if (resident.tier === 'vram') await this.release(deviceId, modelId);
     if (tier === 'vram') resident.tier = 'ram';
     else this.residents.delete(key);
-    this.emitEvent(kind, modelId, deviceId, tier, resident.bytes, '', reason, { ...ZERO_TIMINGS, totalSeconds: (performance.now() - started) / 1000 });
+    this.emitEvent(kind, modelId, deviceId, tier, resident.bytes, '', reason, {
+      ...ZERO_TIMINGS,
+      totalSeconds: (performance.now() - started) / 1000,
+    });
     return true;
   }
 
@@ -233,8 +317,27 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
     await this.options.reservations?.release({ deviceId, modelId }).catch(() => undefined);
   }
 
-  private emitEvent(kind: LoadEventKind, modelId: string, deviceId: string, tier: Tier, bytes: number, source: string, reason: string, timings: LoadEvent['timings']): LoadEvent {
-    const event: LoadEvent = { kind, modelId, deviceId, tier, bytes, timings, source, reason, at: this.now() };
+  private emitEvent(
+    kind: LoadEventKind,
+    modelId: string,
+    deviceId: string,
+    tier: Tier,
+    bytes: number,
+    source: string,
+    reason: string,
+    timings: LoadEvent['timings'],
+  ): LoadEvent {
+    const event: LoadEvent = {
+      kind,
+      modelId,
+      deviceId,
+      tier,
+      bytes,
+      timings,
+      source,
+      reason,
+      at: this.now(),
+    };
     this.emit('event', event);
     return event;
   }

@@ -6,7 +6,8 @@ import type { ModelBase, ModelType } from '../model-kind';
 import type { LoadEvent, ModelResidency, Tier } from './load-types';
 
 const enumName = (value: string) => value.toUpperCase().replace(/-/g, '_');
-const fromEnumName = (prefix: string, value: string) => value.slice(prefix.length).toLowerCase().replace(/_/g, '-');
+const fromEnumName = (prefix: string, value: string) =>
+  value.slice(prefix.length).toLowerCase().replace(/_/g, '-');
 
 export function toProtoType(type: ModelType): modelV1.ModelType {
   return `MODEL_TYPE_${enumName(type)}` as modelV1.ModelType;
@@ -19,14 +20,16 @@ export function toProtoBase(base: ModelBase | null): modelV1.ModelBase {
 /** undefined for UNSPECIFIED (no filter); the registry rejects the rest by name. Throws INVALID_ARGUMENT `type`. */
 export function fromProtoType(type: modelV1.ModelType): ModelType | undefined {
   if (type === modelV1.ModelType.UNSPECIFIED) return undefined;
-  if (type === modelV1.ModelType.UNRECOGNIZED) throw DopsError.invalidArgument('type', 'is not a known model type');
+  if (type === modelV1.ModelType.UNRECOGNIZED)
+    throw DopsError.invalidArgument('type', 'is not a known model type');
   return fromEnumName('MODEL_TYPE_', type) as ModelType;
 }
 
 /** undefined for UNSPECIFIED (no filter). Throws INVALID_ARGUMENT `base`. */
 export function fromProtoBase(base: modelV1.ModelBase): ModelBase | undefined {
   if (base === modelV1.ModelBase.UNSPECIFIED) return undefined;
-  if (base === modelV1.ModelBase.UNRECOGNIZED) throw DopsError.invalidArgument('base', 'is not a known model base');
+  if (base === modelV1.ModelBase.UNRECOGNIZED)
+    throw DopsError.invalidArgument('base', 'is not a known model base');
   return fromEnumName('MODEL_BASE_', base) as ModelBase;
 }
 
@@ -44,12 +47,18 @@ export function toProtoTier(tier: Tier): modelV1.Tier {
 
 function toProtoHashes(hashes: FileHashes | undefined): modelV1.ModelHashes | undefined {
   if (!hashes) return undefined;
-  return { sha256: hashes.sha256, autoV2: hashes.sha256.slice(0, 10), blake3: hashes.blake3, addnet: hashes.addnet ?? '' };
+  return {
+    sha256: hashes.sha256,
+    autoV2: hashes.sha256.slice(0, 10),
+    blake3: hashes.blake3,
+    addnet: hashes.addnet ?? '',
+  };
 }
 
 export function toProtoModel(entry: ModelEntry): modelV1.Model {
   const metadata: Record<string, string> = {};
-  for (const [key, value] of Object.entries(entry.metadata)) metadata[key] = typeof value === 'string' ? value : JSON.stringify(value);
+  for (const [key, value] of Object.entries(entry.metadata))
+    metadata[key] = typeof value === 'string' ? value : JSON.stringify(value);
   return {
     id: entry.id,
     path: entry.path,
@@ -71,7 +80,11 @@ export function toProtoModel(entry: ModelEntry): modelV1.Model {
   };
 }
 
-export function toProtoVerify(result: { ok: boolean; expected: FileHashes; actual: FileHashes }): modelV1.VerifyModelResponse {
+export function toProtoVerify(result: {
+  ok: boolean;
+  expected: FileHashes;
+  actual: FileHashes;
+}): modelV1.VerifyModelResponse {
   return { ok: result.ok, expected: toProtoHashes(result.expected), actual: toProtoHashes(result.actual) };
 }
 

@@ -30,8 +30,14 @@ export function describeExpected(leaf: z.ZodType): string | undefined {
   if (type === 'number') {
     const n = leaf as z.ZodNumber;
     const kind = n.isInt ? 'integer' : 'number';
-    const min = n.minValue !== null && Number.isFinite(n.minValue) && n.minValue > Number.MIN_SAFE_INTEGER ? n.minValue : undefined;
-    const max = n.maxValue !== null && Number.isFinite(n.maxValue) && n.maxValue < Number.MAX_SAFE_INTEGER ? n.maxValue : undefined;
+    const min =
+      n.minValue !== null && Number.isFinite(n.minValue) && n.minValue > Number.MIN_SAFE_INTEGER
+        ? n.minValue
+        : undefined;
+    const max =
+      n.maxValue !== null && Number.isFinite(n.maxValue) && n.maxValue < Number.MAX_SAFE_INTEGER
+        ? n.maxValue
+        : undefined;
     if (min !== undefined && max !== undefined) return `${kind} ${min}..${max}`;
     if (min !== undefined) return `${kind} >= ${min}`;
     if (max !== undefined) return `${kind} <= ${max}`;

@@ -21,7 +21,9 @@ export class ConfigError extends Error {
 
   constructor(configName: string, issues: ConfigIssue[]) {
     const lines = issues.map((i) => `  ${formatIssue(i)}`);
-    super(`invalid ${configName} configuration (${issues.length} ${issues.length === 1 ? 'problem' : 'problems'}):\n${lines.join('\n')}`);
+    super(
+      `invalid ${configName} configuration (${issues.length} ${issues.length === 1 ? 'problem' : 'problems'}):\n${lines.join('\n')}`,
+    );
     this.issues = issues;
   }
 }

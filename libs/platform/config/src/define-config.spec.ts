@@ -4,10 +4,13 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ConfigError, baseServiceConfig, defineConfig, toEnvName } from './index';
 
-const deviceConfig = defineConfig(baseServiceConfig.extend({ device: z.object({ probeOnStart: z.boolean().default(true) }) }), {
-  name: 'device',
-  defaults: { telemetry: { serviceName: 'dops-device' } },
-});
+const deviceConfig = defineConfig(
+  baseServiceConfig.extend({ device: z.object({ probeOnStart: z.boolean().default(true) }) }),
+  {
+    name: 'device',
+    defaults: { telemetry: { serviceName: 'dops-device' } },
+  },
+);
 
 function tempFile(name: string, text: string): string {
   const file = join(mkdtempSync(join(tmpdir(), 'dops-config-')), name);
@@ -53,7 +56,12 @@ describe('loadConfig', () => {
 
   it('coerces numbers and booleans from the environment', () => {
     const config = deviceConfig.load({
-      env: { DOPS_GRPC_PORT: '0', DOPS_DEVICE_PROBE_ON_START: 'false', DOPS_BACKEND: 'cpu', DOPS_LOG_LEVEL: 'debug' },
+      env: {
+        DOPS_GRPC_PORT: '0',
+        DOPS_DEVICE_PROBE_ON_START: 'false',
+        DOPS_BACKEND: 'cpu',
+        DOPS_LOG_LEVEL: 'debug',
+      },
     });
     expect(config.grpc.port).toBe(0);
     expect(config.device.probeOnStart).toBe(false);
@@ -62,7 +70,10 @@ describe('loadConfig', () => {
   });
 
   it('layers defaults < file < environment', () => {
-    const file = tempFile('device.yaml', 'grpc:\n  host: 127.0.0.1\n  port: 7000\nshutdownGraceMs: 2500\ntelemetry:\n  serviceName: from-file\n');
+    const file = tempFile(
+      'device.yaml',
+      'grpc:\n  host: 127.0.0.1\n  port: 7000\nshutdownGraceMs: 2500\ntelemetry:\n  serviceName: from-file\n',
+    );
     const config = deviceConfig.load({ env: { DOPS_CONFIG_FILE: file, DOPS_GRPC_PORT: '7001' } });
     expect(config.grpc).toEqual({ host: '127.0.0.1', port: 7001 });
     expect(config.shutdownGraceMs).toBe(2500);
@@ -77,7 +88,9 @@ describe('loadConfig', () => {
   });
 
   it('treats an empty variable as unset', () => {
-    expect(deviceConfig.load({ env: { DOPS_GRPC_PORT: '', DOPS_TELEMETRY_OTLP_ENDPOINT: '' } }).grpc.port).toBe(50051);
+    expect(
+      deviceConfig.load({ env: { DOPS_GRPC_PORT: '', DOPS_TELEMETRY_OTLP_ENDPOINT: '' } }).grpc.port,
+    ).toBe(50051);
   });
 
   it('lists every bad key with its variable name and reason', () => {
@@ -94,7 +107,10 @@ describe('loadConfig', () => {
         },
       }),
     );
-    const lines = err.message.split('\n').slice(1).map((l) => l.trim());
+    const lines = err.message
+      .split('\n')
+      .slice(1)
+      .map((l) => l.trim());
     expect(lines).toEqual(
       expect.arrayContaining([
         'DOPS_GRPC_PORT: expected integer 0..65535, got "abc"',
@@ -119,7 +135,12 @@ describe('loadConfig', () => {
     const bare = defineConfig(baseServiceConfig, { name: 'bare' });
     const err = loadError(() => bare.load({ env: {} }));
     expect(err.issues).toEqual([
-      { path: 'telemetry.serviceName', envVar: 'DOPS_TELEMETRY_SERVICE_NAME', source: 'default', reason: 'required' },
+      {
+        path: 'telemetry.serviceName',
+        envVar: 'DOPS_TELEMETRY_SERVICE_NAME',
+        source: 'default',
+        reason: 'required',
+      },
     ]);
   });
 

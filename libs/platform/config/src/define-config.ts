@@ -6,7 +6,11 @@ import { coerceEnvValue, describeExpected } from './coerce';
 import { configLeaves, isObjectSchema, isOptional, unwrap, type ConfigLeaf } from './schema-walk';
 
 /** Deeply optional input, for defaults that a service layers under file and environment. */
-export type DeepPartial<T> = T extends readonly unknown[] ? T : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T;
+export type DeepPartial<T> = T extends readonly unknown[]
+  ? T
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
 
 export interface DefineConfigOptions<S extends z.ZodObject> {
   /** Names the configuration in error messages, e.g. `device`. */
@@ -41,7 +45,10 @@ export interface ConfigDefinition<S extends z.ZodObject> {
 type Json = Record<string, unknown>;
 
 /** Declares a configuration; nothing is read until `load()`. */
-export function defineConfig<S extends z.ZodObject>(schema: S, options: DefineConfigOptions<S>): ConfigDefinition<S> {
+export function defineConfig<S extends z.ZodObject>(
+  schema: S,
+  options: DefineConfigOptions<S>,
+): ConfigDefinition<S> {
   const envPrefix = options.envPrefix ?? 'DOPS_';
   const leaves = configLeaves(schema, envPrefix);
   return {
@@ -49,7 +56,8 @@ export function defineConfig<S extends z.ZodObject>(schema: S, options: DefineCo
     schema,
     envPrefix,
     leaves,
-    load: (loadOptions = {}) => load(schema, options.name, envPrefix, leaves, options.defaults ?? {}, loadOptions),
+    load: (loadOptions = {}) =>
+      load(schema, options.name, envPrefix, leaves, options.defaults ?? {}, loadOptions),
   };
 }
 
@@ -105,7 +113,12 @@ function readConfigFile(file: string, issues: ConfigIssue[], envPrefix: string):
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    issues.push({ path: file, envVar, source: 'file', reason: `cannot read config file: ${(err as Error).message}` });
+    issues.push({
+      path: file,
+      envVar,
+      source: 'file',
+      reason: `cannot read config file: ${(err as Error).message}`,
+    });
     return undefined;
   }
   let parsed: unknown;
@@ -113,12 +126,22 @@ function readConfigFile(file: string, issues: ConfigIssue[], envPrefix: string):
     // YAML 1.2 is a superset of JSON, so one parser reads both.
     parsed = parseYaml(text);
   } catch (err) {
-    issues.push({ path: file, envVar, source: 'file', reason: `cannot parse config file: ${(err as Error).message}` });
+    issues.push({
+      path: file,
+      envVar,
+      source: 'file',
+      reason: `cannot parse config file: ${(err as Error).message}`,
+    });
     return undefined;
   }
   if (parsed === null || parsed === undefined) return {};
   if (typeof parsed !== 'object' || Array.isArray(parsed)) {
-    issues.push({ path: file, envVar, source: 'file', reason: 'config file must hold a mapping at the top level' });
+    issues.push({
+      path: file,
+      envVar,
+      source: 'file',
+      reason: 'config file must hold a mapping at the top level',
+    });
     return undefined;
   }
   return parsed as Json;
@@ -174,7 +197,11 @@ function fillObjects(schema: z.ZodObject, value: Json): void {
   }
 }
 
-function toIssues(zodIssues: z.core.$ZodIssue[], leaves: readonly ConfigLeaf[], origins: Map<string, Origin>): ConfigIssue[] {
+function toIssues(
+  zodIssues: z.core.$ZodIssue[],
+  leaves: readonly ConfigLeaf[],
+  origins: Map<string, Origin>,
+): ConfigIssue[] {
   const byPath = new Map<string, ConfigIssue>();
   for (const zi of zodIssues) {
     const path = zi.path.map(String).join('.');
@@ -191,12 +218,18 @@ function toIssues(zodIssues: z.core.$ZodIssue[], leaves: readonly ConfigLeaf[], 
   return [...byPath.values()];
 }
 
-function reasonFor(issue: z.core.$ZodIssue, leaf: ConfigLeaf | undefined, origin: Origin | undefined): string {
+function reasonFor(
+  issue: z.core.$ZodIssue,
+  leaf: ConfigLeaf | undefined,
+  origin: Origin | undefined,
+): string {
   const input = origin?.raw ?? (issue as { input?: unknown }).input;
   if (input === undefined) return 'required';
   const expected = leaf ? describeExpected(leaf.schema) : undefined;
   const got = `got ${JSON.stringify(input)}`;
-  const shapeIssue = ['invalid_type', 'too_small', 'too_big', 'invalid_value', 'not_multiple_of'].includes(issue.code);
+  const shapeIssue = ['invalid_type', 'too_small', 'too_big', 'invalid_value', 'not_multiple_of'].includes(
+    issue.code,
+  );
   if (expected && shapeIssue) return `expected ${expected}, ${got}`;
   return `${issue.message}, ${got}`;
 }

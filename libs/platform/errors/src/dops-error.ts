@@ -82,7 +82,9 @@ export interface WorkerErrorData {
  * `details.field` (with `details.reason`) becomes a field violation.
  */
 export function fromWorkerError(error: { message?: unknown; data?: unknown }): DopsError {
-  const data = (typeof error.data === 'object' && error.data !== null ? error.data : {}) as Partial<WorkerErrorData>;
+  const data = (
+    typeof error.data === 'object' && error.data !== null ? error.data : {}
+  ) as Partial<WorkerErrorData>;
   const code = isErrorCodeName(data.code) ? data.code : 'INTERNAL';
   const message = typeof error.message === 'string' ? error.message : 'worker error';
   const details = (data.details ?? {}) as Record<string, unknown>;

@@ -1,6 +1,14 @@
 import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { commonV1 } from '@dops/proto';
-import { DopsError, ERROR_CODES, fromGrpcError, fromProtoErrorCode, fromWorkerError, toGrpcStatus, toProtoErrorCode } from './index';
+import {
+  DopsError,
+  ERROR_CODES,
+  fromGrpcError,
+  fromProtoErrorCode,
+  fromWorkerError,
+  toGrpcStatus,
+  toProtoErrorCode,
+} from './index';
 
 function asServiceError(s: ReturnType<typeof toGrpcStatus>): ServiceError {
   return Object.assign(new Error(String(s.details)), {
@@ -47,7 +55,11 @@ describe('gRPC status round trip', () => {
   });
 
   it('maps a bare status from a foreign peer by its code', () => {
-    const err = Object.assign(new Error('x'), { code: status.UNAVAILABLE, details: 'down', metadata: new Metadata() });
+    const err = Object.assign(new Error('x'), {
+      code: status.UNAVAILABLE,
+      details: 'down',
+      metadata: new Metadata(),
+    });
     const back = fromGrpcError(err as ServiceError);
     expect(back.code).toBe('UNAVAILABLE');
     expect(back.retryable).toBe(true);
@@ -58,7 +70,12 @@ describe('worker errors', () => {
   it('turns data.details.field into a violation and keeps fatal in metadata', () => {
     const e = fromWorkerError({
       message: 'steps out of range',
-      data: { code: 'INVALID_ARGUMENT', retryable: false, fatal: true, details: { field: 'steps', reason: 'must be 1..150' } },
+      data: {
+        code: 'INVALID_ARGUMENT',
+        retryable: false,
+        fatal: true,
+        details: { field: 'steps', reason: 'must be 1..150' },
+      },
     });
     expect(e.code).toBe('INVALID_ARGUMENT');
     expect(e.violations).toEqual([{ field: 'steps', description: 'must be 1..150' }]);

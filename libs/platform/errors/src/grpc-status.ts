@@ -67,7 +67,11 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
       pack(
         'google.rpc.BadRequest',
         googleRpc.BadRequest.encode({
-          fieldViolations: e.violations.map((v) => ({ field: v.field, description: v.description, reason: '' })),
+          fieldViolations: e.violations.map((v) => ({
+            field: v.field,
+            description: v.description,
+            reason: '',
+          })),
         }).finish(),
       ),
     );
@@ -118,7 +122,14 @@ export function fromGrpcError(err: ServiceError): DopsError {
         if (d) retryAfterMs = d.seconds * 1000 + Math.round(d.nanos / 1e6);
       }
     }
-    if (code) return new DopsError(code, status.message, { retryable, metadata, violations, retryAfterMs, cause: err });
+    if (code)
+      return new DopsError(code, status.message, {
+        retryable,
+        metadata,
+        violations,
+        retryAfterMs,
+        cause: err,
+      });
   }
   const code = FROM_GRPC_CODE[err.code] ?? (err.code === GrpcCode.UNKNOWN ? 'INTERNAL' : 'INTERNAL');
   return new DopsError(code, err.details || err.message, { cause: err });

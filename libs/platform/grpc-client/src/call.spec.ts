@@ -22,7 +22,9 @@ describe('grpc-client without a server', () => {
   });
 
   it('rejects at once when the signal is already aborted', async () => {
-    await expect(call(client.getDevice, { deviceId: 'x' }, { signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(
+      call(client.getDevice, { deviceId: 'x' }, { signal: AbortSignal.abort() }),
+    ).rejects.toMatchObject({ code: 'CANCELLED' });
   });
 
   it('throws a DopsError from a failed stream', async () => {

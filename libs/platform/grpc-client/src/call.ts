@@ -1,4 +1,10 @@
-import { Metadata, type CallOptions, type ClientReadableStream, type ClientUnaryCall, type ServiceError } from '@grpc/grpc-js';
+import {
+  Metadata,
+  type CallOptions,
+  type ClientReadableStream,
+  type ClientUnaryCall,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { DopsError, fromGrpcError } from '@dops/errors';
 import { defaultDeadlineMs } from './create-client';
 
@@ -17,31 +23,48 @@ type UnaryMethod<Req, Res> = (
   callback: (error: ServiceError | null, response: Res) => void,
 ) => ClientUnaryCall;
 
-type StreamMethod<Req, Res> = (request: Req, metadata?: Metadata, options?: Partial<CallOptions>) => ClientReadableStream<Res>;
+type StreamMethod<Req, Res> = (
+  request: Req,
+  metadata?: Metadata,
+  options?: Partial<CallOptions>,
+) => ClientReadableStream<Res>;
 
 function isServiceError(err: unknown): err is ServiceError {
   return err instanceof Error && typeof (err as Partial<ServiceError>).code === 'number';
 }
 
 function toDopsError(err: unknown): DopsError {
-  return isServiceError(err) ? fromGrpcError(err) : err instanceof DopsError ? err : DopsError.unavailable(String(err), err);
+  return isServiceError(err)
+    ? fromGrpcError(err)
+    : err instanceof DopsError
+      ? err
+      : DopsError.unavailable(String(err), err);
 }
 
 /**
  * Calls a unary method of a client from createClient: `await call(client.getDevice, { deviceId })`.
  * Rejects with the DopsError decoded from the status (fromGrpcError); default deadline from the client.
  */
-export function call<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, options: ClientCallOptions = {}): Promise<Res> {
+export function call<Req, Res>(
+  method: UnaryMethod<Req, Res>,
+  request: Req,
+  options: ClientCallOptions = {},
+): Promise<Res> {
   const deadlineMs = options.deadlineMs ?? defaultDeadlineMs(method);
   const signal = options.signal;
   if (signal?.aborted) return Promise.reject(new DopsError('CANCELLED', 'call aborted before it started'));
   return new Promise<Res>((resolve, reject) => {
     const onAbort = () => pending.cancel();
-    const pending = method(request, options.metadata ?? new Metadata(), { deadline: Date.now() + deadlineMs }, (err, response) => {
-      signal?.removeEventListener('abort', onAbort);
-      if (err) reject(fromGrpcError(err));
-      else resolve(response);
-    });
+    const pending = method(
+      request,
+      options.metadata ?? new Metadata(),
+      { deadline: Date.now() + deadlineMs },
+      (err, response) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (err) reject(fromGrpcError(err));
+        else resolve(response);
+      },
+    );
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
@@ -50,8 +73,13 @@ export function call<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, opti
  * Opens a server stream as an async iterable: `for await (const m of stream(client.watchDevices, {}))`.
  * Breaking out of the loop or aborting `signal` cancels the call; a failure throws a DopsError.
  */
-export async function* stream<Req, Res>(method: StreamMethod<Req, Res>, request: Req, options: ClientCallOptions = {}): AsyncGenerator<Res, void, undefined> {
-  const callOptions: Partial<CallOptions> = options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
+export async function* stream<Req, Res>(
+  method: StreamMethod<Req, Res>,
+  request: Req,
+  options: ClientCallOptions = {},
+): AsyncGenerator<Res, void, undefined> {
+  const callOptions: Partial<CallOptions> =
+    options.deadlineMs === undefined ? {} : { deadline: Date.now() + options.deadlineMs };
   const call = method(request, options.metadata ?? new Metadata(), callOptions);
   const signal = options.signal;
   const onAbort = () => call.cancel();

@@ -1,4 +1,9 @@
-import { credentials as grpcCredentials, type ChannelCredentials, type Client, type ClientOptions } from '@grpc/grpc-js';
+import {
+  credentials as grpcCredentials,
+  type ChannelCredentials,
+  type Client,
+  type ClientOptions,
+} from '@grpc/grpc-js';
 
 /** A ts-proto generated client class, e.g. `deviceV1.DeviceServiceClient`. */
 export interface ClientConstructor<C extends Client> {
@@ -22,8 +27,16 @@ const defaults = new WeakMap<object, { deadlineMs: number }>();
  * A client for `address` whose service methods are bound to it, so `call(client.getDevice, ...)`
  * works. Connects lazily; throws nothing. Close it with `client.close()`.
  */
-export function createClient<C extends Client>(Ctor: ClientConstructor<C>, address: string, options: CreateClientOptions = {}): C {
-  const client = new Ctor(address, options.credentials ?? grpcCredentials.createInsecure(), options.channelOptions);
+export function createClient<C extends Client>(
+  Ctor: ClientConstructor<C>,
+  address: string,
+  options: CreateClientOptions = {},
+): C {
+  const client = new Ctor(
+    address,
+    options.credentials ?? grpcCredentials.createInsecure(),
+    options.channelOptions,
+  );
   const settings = { deadlineMs: options.deadlineMs ?? DEFAULT_DEADLINE_MS };
   const methods = client as unknown as Record<string, unknown>;
   for (const name of Object.keys(Ctor.service)) {

@@ -29,7 +29,10 @@ type AnyHandler = (...args: unknown[]) => unknown;
  * peer), map thrown errors with toGrpcStatus, and give the handler a CallContext.
  * Throws for a missing handler or a client/bidi-streaming method.
  */
-export function adaptService(registration: ServiceRegistration<ServiceDefinition>, tracker: CallTracker): UntypedServiceImplementation {
+export function adaptService(
+  registration: ServiceRegistration<ServiceDefinition>,
+  tracker: CallTracker,
+): UntypedServiceImplementation {
   const handlers = registration.implementation as unknown as Record<string, AnyHandler | undefined>;
   const adapted: UntypedServiceImplementation = {};
   for (const [name, method] of Object.entries(registration.definition as Record<string, AnyMethod>)) {
@@ -63,7 +66,11 @@ function adaptUnary(path: string, handler: UnaryHandler<unknown, unknown>, track
   };
 }
 
-function adaptServerStream(path: string, handler: ServerStreamHandler<unknown, unknown>, tracker: CallTracker) {
+function adaptServerStream(
+  path: string,
+  handler: ServerStreamHandler<unknown, unknown>,
+  tracker: CallTracker,
+) {
   return (call: ServerWritableStream<unknown, unknown>): void => {
     const scope = openCallScope(call, path, tracker.logger);
     if (!tracker.begin(scope)) {
@@ -89,7 +96,11 @@ function adaptServerStream(path: string, handler: ServerStreamHandler<unknown, u
   };
 }
 
-function write(call: ServerWritableStream<unknown, unknown>, message: unknown, signal: AbortSignal): Promise<void> {
+function write(
+  call: ServerWritableStream<unknown, unknown>,
+  message: unknown,
+  signal: AbortSignal,
+): Promise<void> {
   if (signal.aborted) return Promise.reject(signal.reason);
   if (call.write(message)) return Promise.resolve();
   return new Promise((resolve, reject) => {
@@ -150,7 +161,12 @@ function finishWithError(scope: CallScope, tracker: CallTracker, err: unknown) {
   // Once aborted, the abort's reason is the truth (the handler usually throws an AbortError).
   const error = signal.aborted ? (signal.reason as DopsError) : ensureDopsError(err);
   const code = grpcCodeOf(error.code);
-  const fields = { ...callFields(scope), code: GrpcStatus[code], error_code: error.code, retryable: error.retryable };
+  const fields = {
+    ...callFields(scope),
+    code: GrpcStatus[code],
+    error_code: error.code,
+    retryable: error.retryable,
+  };
   if (error.code === 'INTERNAL') tracker.logger.error({ ...fields, err }, 'rpc failed');
   else tracker.logger.info({ ...fields, reason: error.message }, 'rpc failed');
   return toGrpcStatus(error);

@@ -42,7 +42,11 @@ function toDate(deadline: Date | number): Date | undefined {
 }
 
 /** Builds the context of one incoming call and wires its AbortSignal to cancel and deadline. */
-export function openCallScope(call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>, method: string, logger: Logger): CallScope {
+export function openCallScope(
+  call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+  method: string,
+  logger: Logger,
+): CallScope {
   const controller = new AbortController();
   const deadline = toDate(call.getDeadline());
   const abort = (reason: DopsError) => {

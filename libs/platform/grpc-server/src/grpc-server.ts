@@ -77,13 +77,15 @@ export class GrpcServer {
     };
     const names = new Set<string>();
     for (const registration of options.services) {
-      if (names.has(registration.serviceName)) throw new Error(`service ${registration.serviceName} registered twice`);
+      if (names.has(registration.serviceName))
+        throw new Error(`service ${registration.serviceName} registered twice`);
       names.add(registration.serviceName);
       this.server.addService(registration.definition, adaptService(registration, tracker));
       this.health.register(registration.serviceName);
     }
     this.health.addToServer(this.server);
-    if (options.reflection ?? true) createReflectionService([...names], options.descriptorSetPath).addToServer(this.server);
+    if (options.reflection ?? true)
+      createReflectionService([...names], options.descriptorSetPath).addToServer(this.server);
   }
 
   get state(): GrpcServerState {
@@ -107,13 +109,16 @@ export class GrpcServer {
 
   /** Binds and starts serving; resolves to the bound port. Rejects when the address is taken or the server was started before. */
   async start(): Promise<number> {
-    if (this.stateValue !== 'created') throw new Error(`server ${this.name} is ${this.stateValue}; a server starts once`);
+    if (this.stateValue !== 'created')
+      throw new Error(`server ${this.name} is ${this.stateValue}; a server starts once`);
     this.stateValue = 'starting';
     const host = this.options.host ?? '0.0.0.0';
     const address = `${host.includes(':') ? `[${host}]` : host}:${this.options.port}`;
     try {
       this.port = await new Promise<number>((resolve, reject) =>
-        this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port))),
+        this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) =>
+          err ? reject(err) : resolve(port),
+        ),
       );
     } catch (err) {
       this.stateValue = 'stopped';
@@ -141,14 +146,21 @@ export class GrpcServer {
     this.stateValue = 'draining';
     this.health.setPhase('draining');
     if (wasServing) {
-      this.logger.info({ server: this.name, inflight: this.inflight.size, grace_ms: graceMs }, 'gRPC server draining');
+      this.logger.info(
+        { server: this.name, inflight: this.inflight.size, grace_ms: graceMs },
+        'gRPC server draining',
+      );
       // tryShutdown stops the listeners and sends GOAWAY; its callback may never come while a
       // client keeps a health Watch open, so our own calls decide how long we wait.
       this.server.tryShutdown(() => undefined);
       const idle = await this.waitIdle(graceMs);
       if (!idle) {
-        this.logger.warn({ server: this.name, inflight: this.inflight.size }, 'grace period over; cancelling calls still running');
-        for (const scope of this.inflight) scope.abort(DopsError.unavailable(`server ${this.name} is shutting down`));
+        this.logger.warn(
+          { server: this.name, inflight: this.inflight.size },
+          'grace period over; cancelling calls still running',
+        );
+        for (const scope of this.inflight)
+          scope.abort(DopsError.unavailable(`server ${this.name} is shutting down`));
       }
     }
     // A moment for health watchers to receive NOT_SERVING before the transport closes under them.

@@ -1,7 +1,13 @@
 export { createGrpcServer, GrpcServer } from './grpc-server';
 export type { GrpcServerOptions, GrpcServerState, ShutdownHook } from './grpc-server';
 export { defineService, serviceNameOf } from './service-handlers';
-export type { Send, ServerStreamHandler, ServiceHandlers, ServiceRegistration, UnaryHandler } from './service-handlers';
+export type {
+  Send,
+  ServerStreamHandler,
+  ServiceHandlers,
+  ServiceRegistration,
+  UnaryHandler,
+} from './service-handlers';
 export type { CallContext } from './call-context';
 export { ServiceHealth } from './service-health';
 export type { HealthPhase } from './service-health';

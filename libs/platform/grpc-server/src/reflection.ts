@@ -7,12 +7,18 @@ import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { DESCRIPTOR_SET_PATH } from '@dops/proto';
 
 export const HEALTH_SERVICE = 'grpc.health.v1.Health';
-export const REFLECTION_SERVICES = ['grpc.reflection.v1.ServerReflection', 'grpc.reflection.v1alpha.ServerReflection'];
+export const REFLECTION_SERVICES = [
+  'grpc.reflection.v1.ServerReflection',
+  'grpc.reflection.v1alpha.ServerReflection',
+];
 
 function reflectionProtos(): string[] {
   // @grpc/reflection ships its own protos beside its build; describing them lets `grpcurl describe` show them too.
   const root = join(dirname(require.resolve('@grpc/reflection')), '..', 'proto');
-  return [join(root, 'grpc/reflection/v1/reflection.proto'), join(root, 'grpc/reflection/v1alpha/reflection.proto')];
+  return [
+    join(root, 'grpc/reflection/v1/reflection.proto'),
+    join(root, 'grpc/reflection/v1alpha/reflection.proto'),
+  ];
 }
 
 /**
@@ -30,7 +36,9 @@ export function descriptorSetDefinition(descriptorSet: Uint8Array): PackageDefin
     if (field === 1 && wireType === WireType.LengthDelimited) files.push(Buffer.from(reader.bytes()));
     else reader.skip(wireType);
   }
-  return { 'descriptor-set': { format: 'Protocol Buffer 3 FileDescriptorProto', fileDescriptorProtos: files } } as unknown as PackageDefinition;
+  return {
+    'descriptor-set': { format: 'Protocol Buffer 3 FileDescriptorProto', fileDescriptorProtos: files },
+  } as unknown as PackageDefinition;
 }
 
 /**
@@ -38,10 +46,15 @@ export function descriptorSetDefinition(descriptorSet: Uint8Array): PackageDefin
  * protos, listing only `serviceNames` and the health and reflection services. Throws when the
  * descriptor set is missing (run `nx run proto:generate`).
  */
-export function createReflectionService(serviceNames: readonly string[], descriptorSetPath = DESCRIPTOR_SET_PATH): ReflectionService {
+export function createReflectionService(
+  serviceNames: readonly string[],
+  descriptorSetPath = DESCRIPTOR_SET_PATH,
+): ReflectionService {
   const dops = descriptorSetDefinition(readFileSync(descriptorSetPath));
   const health = loadSync(healthProtoPath);
   const reflection = loadSync(reflectionProtos());
   const merged: PackageDefinition = { ...reflection, ...health, ...dops };
-  return new ReflectionService(merged, { services: [...serviceNames, HEALTH_SERVICE, ...REFLECTION_SERVICES] });
+  return new ReflectionService(merged, {
+    services: [...serviceNames, HEALTH_SERVICE, ...REFLECTION_SERVICES],
+  });
 }

@@ -12,7 +12,11 @@ export type Send<Res> = (message: Res) => Promise<void>;
  * `async (request, ctx, send) => { await send(...) }`. The stream ends when the generator or
  * promise finishes; a client cancel aborts ctx.signal and stops pulling from the generator.
  */
-export type ServerStreamHandler<Req, Res> = (request: Req, ctx: CallContext, send: Send<Res>) => AsyncIterable<Res> | Promise<void>;
+export type ServerStreamHandler<Req, Res> = (
+  request: Req,
+  ctx: CallContext,
+  send: Send<Res>,
+) => AsyncIterable<Res> | Promise<void>;
 
 type RequestOf<M> = M extends { requestDeserialize: (bytes: Buffer) => infer Req } ? Req : never;
 type ResponseOf<M> = M extends { responseSerialize: (value: infer Res) => Buffer } ? Res : never;
@@ -39,7 +43,10 @@ export interface ServiceRegistration<S = ServiceDefinition> {
  * A registration for `definition` with typed handlers; the service name is read from the
  * method paths. Throws when the definition has no methods or mixes services.
  */
-export function defineService<S extends ServiceDefinition>(definition: S, implementation: ServiceHandlers<S>): ServiceRegistration<S> {
+export function defineService<S extends ServiceDefinition>(
+  definition: S,
+  implementation: ServiceHandlers<S>,
+): ServiceRegistration<S> {
   return { serviceName: serviceNameOf(definition), definition, implementation };
 }
 
@@ -47,6 +54,7 @@ export function defineService<S extends ServiceDefinition>(definition: S, implem
 export function serviceNameOf(definition: ServiceDefinition): string {
   const names = new Set(Object.values(definition).map((m) => m.path.split('/')[1] ?? ''));
   const [name] = names;
-  if (names.size !== 1 || !name) throw new Error(`cannot tell the service name of a definition with paths ${[...names].join(', ')}`);
+  if (names.size !== 1 || !name)
+    throw new Error(`cannot tell the service name of a definition with paths ${[...names].join(', ')}`);
   return name;
 }

@@ -25,7 +25,12 @@ const service = defineService(deviceV1.DeviceServiceService, {
   getDevice: async (request, ctx) => {
     if (request.deviceId === 'missing') throw DopsError.notFound('device', 'missing');
     if (request.deviceId === 'slow') await new Promise((r) => setTimeout(r, 1_000));
-    return { device: deviceV1.Device.fromPartial({ id: request.deviceId, name: ctx.deadline ? 'has deadline' : 'no deadline' }) };
+    return {
+      device: deviceV1.Device.fromPartial({
+        id: request.deviceId,
+        name: ctx.deadline ? 'has deadline' : 'no deadline',
+      }),
+    };
   },
   cordonDevice: async () => ({}),
   uncordonDevice: async () => ({}),
@@ -44,7 +49,13 @@ describe('grpc-client against a real server', () => {
   let client: deviceV1.DeviceServiceClient;
   beforeAll(async () => {
     const logger = createLogger({ name: 'client-test', level: 'silent' });
-    server = createGrpcServer({ name: 'client-test', logger, services: [service], host: '127.0.0.1', port: 0 });
+    server = createGrpcServer({
+      name: 'client-test',
+      logger,
+      services: [service],
+      host: '127.0.0.1',
+      port: 0,
+    });
     const port = await server.start();
     client = createClient(deviceV1.DeviceServiceClient, `127.0.0.1:${port}`, { deadlineMs: 300 });
   });
@@ -54,8 +65,12 @@ describe('grpc-client against a real server', () => {
   });
 
   it('applies the client default deadline to unary calls', async () => {
-    await expect(call(client.getDevice, { deviceId: 'a' })).resolves.toMatchObject({ device: { name: 'has deadline' } });
-    await expect(call(client.getDevice, { deviceId: 'slow' })).rejects.toMatchObject({ code: 'DEADLINE_EXCEEDED' });
+    await expect(call(client.getDevice, { deviceId: 'a' })).resolves.toMatchObject({
+      device: { name: 'has deadline' },
+    });
+    await expect(call(client.getDevice, { deviceId: 'slow' })).rejects.toMatchObject({
+      code: 'DEADLINE_EXCEEDED',
+    });
   });
 
   it('rejects with the DopsError the server threw', async () => {
@@ -65,14 +80,17 @@ describe('grpc-client against a real server', () => {
   });
 
   it('rejects at once for an already aborted signal', async () => {
-    await expect(call(client.getDevice, { deviceId: 'a' }, { signal: AbortSignal.abort() })).rejects.toMatchObject({ code: 'CANCELLED' });
+    await expect(
+      call(client.getDevice, { deviceId: 'a' }, { signal: AbortSignal.abort() }),
+    ).rejects.toMatchObject({ code: 'CANCELLED' });
   });
 
   it('streams until aborted, and the server sees the cancel', async () => {
     const controller = new AbortController();
     const received: string[] = [];
     const consume = (async () => {
-      for await (const m of stream(client.watchDevices, {}, { signal: controller.signal })) received.push(m.reason);
+      for await (const m of stream(client.watchDevices, {}, { signal: controller.signal }))
+        received.push(m.reason);
     })();
     await waitFor(() => received.length === 1);
     controller.abort();
@@ -93,6 +111,8 @@ describe('grpc-client against a real server', () => {
   });
 
   it('collects n messages and cancels the rest', async () => {
-    await expect(collect(stream(client.watchDevices, {}), 1)).resolves.toEqual([{ device: undefined, reason: 'initial' }]);
+    await expect(collect(stream(client.watchDevices, {}), 1)).resolves.toEqual([
+      { device: undefined, reason: 'initial' },
+    ]);
   });
 });

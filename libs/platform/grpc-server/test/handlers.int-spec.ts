@@ -35,7 +35,9 @@ describe('handlers', () => {
   let client: deviceV1.DeviceServiceClient;
   beforeEach(async () => {
     lines.length = 0;
-    fixture = await startFixtureServer({ logger: createLogger({ name: 'fixture', level: 'info', destination }) });
+    fixture = await startFixtureServer({
+      logger: createLogger({ name: 'fixture', level: 'info', destination }),
+    });
     client = createClient(deviceV1.DeviceServiceClient, fixture.address, { deadlineMs: 5_000 });
   });
   afterEach(async () => {
@@ -59,7 +61,10 @@ describe('handlers', () => {
     expect(err.code).toBe('INVALID_ARGUMENT');
     expect(err.violations).toEqual([{ field: 'device_id', description: 'must name a device' }]);
     expect((err.cause as { code: number }).code).toBe(3);
-    expect(lines.find((l) => l['msg'] === 'rpc failed')).toMatchObject({ code: 'INVALID_ARGUMENT', error_code: 'INVALID_ARGUMENT' });
+    expect(lines.find((l) => l['msg'] === 'rpc failed')).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      error_code: 'INVALID_ARGUMENT',
+    });
   });
 
   it('maps any other error to INTERNAL, not retryable, and logs it as an error', async () => {

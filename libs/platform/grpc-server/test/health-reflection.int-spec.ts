@@ -18,7 +18,8 @@ describe('health checking', () => {
     await fixture.stop();
   });
 
-  const check = (service: string) => unary<{ status: string }>(health, 'check', { service }).then((r) => r.status);
+  const check = (service: string) =>
+    unary<{ status: string }>(health, 'check', { service }).then((r) => r.status);
 
   it('reports SERVING overall and per service once started', async () => {
     await expect(check('')).resolves.toBe('SERVING');
@@ -89,11 +90,17 @@ describe('server reflection', () => {
     try {
       const list = await ask(fixture.address, { listServices: '' });
       const names = list.listServicesResponse!.service.map((s) => s.name);
-      expect(names).toEqual(expect.arrayContaining([DEVICE, 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection']));
+      expect(names).toEqual(
+        expect.arrayContaining([DEVICE, 'grpc.health.v1.Health', 'grpc.reflection.v1.ServerReflection']),
+      );
 
       const files = await ask(fixture.address, { fileContainingSymbol: DEVICE });
-      const protos = files.fileDescriptorResponse!.fileDescriptorProto.map((b) => Buffer.from(b).toString('latin1'));
-      expect(protos.some((p) => p.includes('dops/device/v1/device.proto') && p.includes('WatchDevices'))).toBe(true);
+      const protos = files.fileDescriptorResponse!.fileDescriptorProto.map((b) =>
+        Buffer.from(b).toString('latin1'),
+      );
+      expect(
+        protos.some((p) => p.includes('dops/device/v1/device.proto') && p.includes('WatchDevices')),
+      ).toBe(true);
       // Imports come along, so a client can build every message type.
       expect(protos.some((p) => p.includes('google/protobuf/timestamp.proto'))).toBe(true);
 

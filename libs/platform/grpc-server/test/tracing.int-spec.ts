@@ -5,11 +5,15 @@ describe('auto-instrumentation in a real process', () => {
   it('continues the client trace into the server handler when register.ts is imported first', () => {
     // Jest's module loader bypasses require hooks, so the wiring is checked in a plain Node process.
     const root = join(__dirname, '..', '..', '..', '..');
-    const out = execFileSync(process.execPath, ['--import', 'tsx', join(__dirname, 'fixtures', 'traced-app.ts')], {
-      cwd: root,
-      encoding: 'utf8',
-      timeout: 30_000,
-    });
+    const out = execFileSync(
+      process.execPath,
+      ['--import', 'tsx', join(__dirname, 'fixtures', 'traced-app.ts')],
+      {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 30_000,
+      },
+    );
     const { sent, seen } = JSON.parse(out.trim().split('\n').pop()!) as { sent: string; seen: string };
     const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-01$/;
     const [, sentTrace, sentSpan] = TRACEPARENT.exec(sent)!;

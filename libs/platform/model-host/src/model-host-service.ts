@@ -23,7 +23,10 @@ function deviceIdOf(id: string): string {
 }
 
 /** `dops.model.v1.ModelHostService` over a ModelHost; `$/progress` of loads is not forwarded (unary RPC). */
-export function modelHostService(host: ModelHost, options: ModelHostServiceOptions = {}): ServiceRegistration<typeof modelHostV1.ModelHostServiceService> {
+export function modelHostService(
+  host: ModelHost,
+  options: ModelHostServiceOptions = {},
+): ServiceRegistration<typeof modelHostV1.ModelHostServiceService> {
   return defineService(modelHostV1.ModelHostServiceService, {
     loadModel: async (req, ctx) => {
       const tier = tierOf(req.tier);
@@ -41,14 +44,24 @@ export function modelHostService(host: ModelHost, options: ModelHostServiceOptio
         tier: protoTier(result.tier),
         bytes: result.bytes,
         source: result.source,
-        timings: { readSeconds: result.timings.readS, buildSeconds: result.timings.buildS, toDeviceSeconds: result.timings.toDeviceS, totalSeconds: 0 },
+        timings: {
+          readSeconds: result.timings.readS,
+          buildSeconds: result.timings.buildS,
+          toDeviceSeconds: result.timings.toDeviceS,
+          totalSeconds: 0,
+        },
       };
     },
     unloadModel: async (req, ctx) => ({
-      unloaded: await host.unload(req.modelId, deviceIdOf(req.deviceId), tierOf(req.tier, 'ram'), { traceparent: ctx.traceparent }),
+      unloaded: await host.unload(req.modelId, deviceIdOf(req.deviceId), tierOf(req.tier, 'ram'), {
+        traceparent: ctx.traceparent,
+      }),
     }),
     listResident: async (req) => ({
-      models: (await host.resident(req.deviceId || undefined)).map((m) => ({ ...m, tier: protoTier(m.tier) })),
+      models: (await host.resident(req.deviceId || undefined)).map((m) => ({
+        ...m,
+        tier: protoTier(m.tier),
+      })),
     }),
   });
 }

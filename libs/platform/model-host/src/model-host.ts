@@ -47,7 +47,13 @@ export class ModelHost {
    * Loads `path` as `modelId` into the tier of the device's worker. Throws INVALID_ARGUMENT naming
    * `model_id`, `path` or `tier`; NOT_FOUND for an unknown device; the worker's error otherwise.
    */
-  async load(modelId: string, path: string, deviceId: string, tier: HostTier, options: HostLoadOptions = {}): Promise<HostLoadResult> {
+  async load(
+    modelId: string,
+    path: string,
+    deviceId: string,
+    tier: HostTier,
+    options: HostLoadOptions = {},
+  ): Promise<HostLoadResult> {
     requireModelId(modelId);
     if (!path) throw DopsError.invalidArgument('path', 'is required');
     if (!isAbsolute(path)) throw DopsError.invalidArgument('path', 'must be absolute');
@@ -65,11 +71,20 @@ export class ModelHost {
   }
 
   /** `vram` keeps the RAM copy; `ram` drops both. False when not held. Throws INVALID_ARGUMENT, NOT_FOUND (device). */
-  async unload(modelId: string, deviceId: string, tier: HostTier, options: { traceparent?: string } = {}): Promise<boolean> {
+  async unload(
+    modelId: string,
+    deviceId: string,
+    tier: HostTier,
+    options: { traceparent?: string } = {},
+  ): Promise<boolean> {
     requireModelId(modelId);
     requireTier(tier);
     const { supervisor } = this.pool.get(deviceId);
-    const result = await supervisor.request<{ unloaded: boolean }>('model.unload', { modelId, tier }, { traceparent: options.traceparent });
+    const result = await supervisor.request<{ unloaded: boolean }>(
+      'model.unload',
+      { modelId, tier },
+      { traceparent: options.traceparent },
+    );
     return result.unloaded;
   }
 
@@ -78,7 +93,10 @@ export class ModelHost {
     const workers = deviceId ? [this.pool.get(deviceId)] : this.pool.list();
     const lists = await Promise.all(
       workers.map(async ({ device, supervisor }) => {
-        const result = await supervisor.request<{ models: Omit<ResidentOnHost, 'deviceId'>[] }>('model.resident', {});
+        const result = await supervisor.request<{ models: Omit<ResidentOnHost, 'deviceId'>[] }>(
+          'model.resident',
+          {},
+        );
         return result.models.map((m) => ({ ...m, deviceId: device.id }));
       }),
     );

@@ -1,5 +1,10 @@
 import type { BaseServiceConfig } from '@dops/config';
-import { createGrpcServer, installSignalHandlers, type GrpcServer, type ServiceRegistration } from '@dops/grpc-server';
+import {
+  createGrpcServer,
+  installSignalHandlers,
+  type GrpcServer,
+  type ServiceRegistration,
+} from '@dops/grpc-server';
 import { createLogger, type Logger, type Telemetry } from '@dops/telemetry';
 import { reportWorkerHealth, workerPoolFromConfig, type WorkerPool } from '@dops/worker-pool';
 import type { ServiceDefinition } from '@grpc/grpc-js';
@@ -31,19 +36,30 @@ export async function runWorkerService(spec: WorkerServiceSpec): Promise<Running
   const pool = workerPoolFromConfig(name, config.worker, logger);
   await pool.start();
   const services = spec.services(pool, logger);
-  const server = createGrpcServer({ name, logger, ...config.grpc, shutdownGraceMs: config.shutdownGraceMs, services });
+  const server = createGrpcServer({
+    name,
+    logger,
+    ...config.grpc,
+    shutdownGraceMs: config.shutdownGraceMs,
+    services,
+  });
   for (const s of services) reportWorkerHealth(pool, server.health, s.serviceName);
   server.onShutdown(() => pool.stop());
   installSignalHandlers(server, { logger, hooks: [() => spec.telemetry.shutdown()] });
   const port = await server.start();
-  logger.info({ port, devices: pool.list().map((w) => w.device.id) }, `${name} service listening on ${config.grpc.host}:${port}`);
+  logger.info(
+    { port, devices: pool.list().map((w) => w.device.id) },
+    `${name} service listening on ${config.grpc.host}:${port}`,
+  );
   return { server, pool, port, logger };
 }
 
 /** For `main.ts`: runs `start`, and on failure prints the reason and exits 1. */
 export function runMain(name: string, start: () => Promise<unknown>): void {
   start().catch((err: unknown) => {
-    process.stderr.write(`${name} service failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.stderr.write(
+      `${name} service failed to start: ${err instanceof Error ? err.message : String(err)}\n`,
+    );
     process.exit(1);
   });
 }

@@ -34,5 +34,9 @@ function traceFields(): Record<string, string> {
   const span = trace.getSpan(context.active());
   const sc = span?.spanContext();
   if (!sc || !trace.isSpanContextValid(sc)) return {};
-  return { trace_id: sc.traceId, span_id: sc.spanId, trace_flags: `0${sc.traceFlags.toString(16)}`.slice(-2) };
+  return {
+    trace_id: sc.traceId,
+    span_id: sc.spanId,
+    trace_flags: `0${sc.traceFlags.toString(16)}`.slice(-2),
+  };
 }

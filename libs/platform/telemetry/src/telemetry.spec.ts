@@ -1,6 +1,13 @@
 import { Writable } from 'node:stream';
 import { context } from '@opentelemetry/api';
-import { contextFromTraceparent, createLogger, currentTraceparent, startTelemetry, withSpan, type Telemetry } from './index';
+import {
+  contextFromTraceparent,
+  createLogger,
+  currentTraceparent,
+  startTelemetry,
+  withSpan,
+  type Telemetry,
+} from './index';
 
 const TRACEPARENT = /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/;
 
@@ -44,7 +51,9 @@ describe('telemetry', () => {
 
   it('continues a trace from a traceparent received over a wire', async () => {
     const parent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
-    const child = await context.with(contextFromTraceparent(parent), () => withSpan('child', () => currentTraceparent()));
+    const child = await context.with(contextFromTraceparent(parent), () =>
+      withSpan('child', () => currentTraceparent()),
+    );
     expect(child).toMatch(/^00-0af7651916cd43dd8448eb211c80319c-(?!b7ad6b7169203331)[0-9a-f]{16}-01$/);
   });
 

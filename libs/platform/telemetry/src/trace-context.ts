@@ -1,4 +1,12 @@
-import { context, propagation, trace, SpanStatusCode, type Context, type Span, type SpanOptions } from '@opentelemetry/api';
+import {
+  context,
+  propagation,
+  trace,
+  SpanStatusCode,
+  type Context,
+  type Span,
+  type SpanOptions,
+} from '@opentelemetry/api';
 
 const TRACER = 'dops';
 
@@ -16,7 +24,10 @@ export function currentTraceparent(ctx: Context = context.active()): string | un
  * A context whose remote parent is `traceparent` (from a worker message or a queue job), for
  * `context.with(...)`; the active context unchanged when it is missing or malformed.
  */
-export function contextFromTraceparent(traceparent: string | undefined, base: Context = context.active()): Context {
+export function contextFromTraceparent(
+  traceparent: string | undefined,
+  base: Context = context.active(),
+): Context {
   if (!traceparent) return base;
   return propagation.extract(base, { traceparent });
 }
@@ -25,13 +36,20 @@ export function contextFromTraceparent(traceparent: string | undefined, base: Co
  * Runs `fn` inside a new active span named `name`; the span ends when `fn` settles, records a
  * thrown error (and rethrows it). Without a started SDK the span is a no-op.
  */
-export async function withSpan<T>(name: string, fn: (span: Span) => Promise<T> | T, options: SpanOptions = {}): Promise<T> {
+export async function withSpan<T>(
+  name: string,
+  fn: (span: Span) => Promise<T> | T,
+  options: SpanOptions = {},
+): Promise<T> {
   return trace.getTracer(TRACER).startActiveSpan(name, options, async (span) => {
     try {
       return await fn(span);
     } catch (err) {
       span.recordException(err instanceof Error ? err : String(err));
-      span.setStatus({ code: SpanStatusCode.ERROR, message: err instanceof Error ? err.message : String(err) });
+      span.setStatus({
+        code: SpanStatusCode.ERROR,
+        message: err instanceof Error ? err.message : String(err),
+      });
       throw err;
     } finally {
       span.end();

@@ -11,7 +11,10 @@ export interface WaitForOptions {
  * Polls `predicate` until it returns something truthy and resolves to that value; rejects with
  * the last error (or a timeout error) after `timeoutMs`.
  */
-export async function waitFor<T>(predicate: () => T | Promise<T>, options: WaitForOptions = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  predicate: () => T | Promise<T>,
+  options: WaitForOptions = {},
+): Promise<NonNullable<T>> {
   const timeoutMs = options.timeoutMs ?? 5_000;
   const intervalMs = options.intervalMs ?? 10;
   const until = Date.now() + timeoutMs;
@@ -25,7 +28,10 @@ export async function waitFor<T>(predicate: () => T | Promise<T>, options: WaitF
     }
     if (Date.now() >= until) {
       const what = options.description ?? 'condition';
-      throw new Error(`waitFor: ${what} not met within ${timeoutMs} ms`, lastError === undefined ? undefined : { cause: lastError });
+      throw new Error(
+        `waitFor: ${what} not met within ${timeoutMs} ms`,
+        lastError === undefined ? undefined : { cause: lastError },
+      );
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }

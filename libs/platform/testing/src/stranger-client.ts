@@ -16,14 +16,19 @@ export interface StrangerResult {
  */
 export function stranger(address: string, ...args: string[]): Promise<StrangerResult> {
   return new Promise((resolve, reject) => {
-    execFile(resolvePythonExecutable(), [SCRIPT, address, ...args], { timeout: 60_000 }, (err, stdout, stderr) => {
-      const exitCode = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
-      const text = exitCode === 0 ? stdout : stderr;
-      try {
-        resolve({ exitCode, json: JSON.parse(text.trim().split('\n').pop() ?? '') });
-      } catch {
-        reject(new Error(`stranger client exited ${exitCode}: ${stderr || stdout}`));
-      }
-    });
+    execFile(
+      resolvePythonExecutable(),
+      [SCRIPT, address, ...args],
+      { timeout: 60_000 },
+      (err, stdout, stderr) => {
+        const exitCode = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        const text = exitCode === 0 ? stdout : stderr;
+        try {
+          resolve({ exitCode, json: JSON.parse(text.trim().split('\n').pop() ?? '') });
+        } catch {
+          reject(new Error(`stranger client exited ${exitCode}: ${stderr || stdout}`));
+        }
+      },
+    );
   });
 }

@@ -1,5 +1,10 @@
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import { createGrpcServer, type GrpcServer, type GrpcServerOptions, type ServiceRegistration } from '@dops/grpc-server';
+import {
+  createGrpcServer,
+  type GrpcServer,
+  type GrpcServerOptions,
+  type ServiceRegistration,
+} from '@dops/grpc-server';
 import { createLogger } from '@dops/telemetry';
 
 export interface TestServer {

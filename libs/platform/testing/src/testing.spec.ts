@@ -35,7 +35,9 @@ describe('testing helpers', () => {
   it('waitFor resolves to the first truthy value and times out with the description', async () => {
     let n = 0;
     await expect(waitFor(() => (++n >= 3 ? n : 0))).resolves.toBe(3);
-    await expect(waitFor(() => false, { timeoutMs: 30, description: 'never' })).rejects.toThrow('waitFor: never not met within 30 ms');
+    await expect(waitFor(() => false, { timeoutMs: 30, description: 'never' })).rejects.toThrow(
+      'waitFor: never not met within 30 ms',
+    );
   });
 
   it('collect takes everything when n is omitted', async () => {

@@ -4,7 +4,9 @@ import type { BaseServiceConfig } from '@dops/config';
  * Worker settings for integration tests: the real Python worker on the CPU backend with short
  * heartbeats and stop bounds, so failures surface in seconds.
  */
-export function testWorkerConfig(overrides: Partial<BaseServiceConfig['worker']> = {}): BaseServiceConfig['worker'] {
+export function testWorkerConfig(
+  overrides: Partial<BaseServiceConfig['worker']> = {},
+): BaseServiceConfig['worker'] {
   return {
     python: undefined,
     backend: 'cpu',

@@ -7,7 +7,10 @@ const DEVICE_ID = /^[a-z]+:[0-9A-Za-z:._-]{1,120}$/;
 export function parseDeviceId(value: string, field = 'device_id'): string {
   if (!value) throw DopsError.invalidArgument(field, 'is required');
   if (!DEVICE_ID.test(value)) {
-    throw DopsError.invalidArgument(field, `'${value.slice(0, 40)}' is not a device id (e.g. cpu:0, pci:0000:01:00.0)`);
+    throw DopsError.invalidArgument(
+      field,
+      `'${value.slice(0, 40)}' is not a device id (e.g. cpu:0, pci:0000:01:00.0)`,
+    );
   }
   return value;
 }

@@ -7,7 +7,11 @@ import { WorkerPool } from './worker-pool';
  * unset, DOPS_PYTHON / the repository's .venv / python3; the heartbeat timeout becomes a count
  * of missed pings.
  */
-export function workerPoolFromConfig(name: string, worker: BaseServiceConfig['worker'], logger: SupervisorLogger): WorkerPool {
+export function workerPoolFromConfig(
+  name: string,
+  worker: BaseServiceConfig['worker'],
+  logger: SupervisorLogger,
+): WorkerPool {
   return new WorkerPool({
     name,
     backend: worker.backend,

@@ -10,7 +10,11 @@ export interface ServingSink {
  * `failed`), NOT_SERVING from then until a reset brings every worker back.
  */
 export function reportWorkerHealth(pool: WorkerPool, health: ServingSink, service: string): void {
-  const update = () => health.setServing(service, pool.list().every((w) => w.supervisor.state !== 'failed'));
+  const update = () =>
+    health.setServing(
+      service,
+      pool.list().every((w) => w.supervisor.state !== 'failed'),
+    );
   pool.on('state', update);
   update();
 }

@@ -111,7 +111,11 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
 
 function initializeResultOf(supervisor: WorkerSupervisor): InitializeResult & { deviceCount?: number } {
   const init = supervisor.health().initializeResult;
-  if (!init) throw new DopsError('INTERNAL', `worker ${supervisor.options.name} is ready without an initialize result`);
+  if (!init)
+    throw new DopsError(
+      'INTERNAL',
+      `worker ${supervisor.options.name} is ready without an initialize result`,
+    );
   return init;
 }
 
