@@ -9,12 +9,14 @@ log() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*"; }
 stamp_ok() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 export NX_DAEMON=false NX_NO_CLOUD=true NX_SKIP_NX_CACHE=${NX_SKIP_NX_CACHE:-false}
 
-# 1. npm packages (exactly the lockfile)
-npm_hash=$(sha256sum package-lock.json | cut -c1-16)
+# 1. npm packages, as the lockfile pins them. `npm ci` refuses lockfiles written by npm builds
+#    that leave other platforms' optional binaries out (seen with npm 11 here); `npm install`
+#    then installs the same pinned versions.
+npm_hash=$(cat package.json package-lock.json | sha256sum | cut -c1-16)
 if ! stamp_ok node_modules/.dops-stamp "$npm_hash"; then
-  log "installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
-  echo "$npm_hash" > node_modules/.dops-stamp
+  log "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error
+  echo "$(cat package.json package-lock.json | sha256sum | cut -c1-16)" > node_modules/.dops-stamp
 fi
 
 # 2. Python environment in .venv. torch comes from a local CPU-only wheel when pip's

@@ -21,6 +21,8 @@ export DOPS_MODEL_ROOTS="${DOPS_MODEL_ROOTS:-$ROOT/tools/fixtures/generated}"
 # The tiny fixtures are built with tiny configs of the same names as the shipped real ones.
 [ "$DOPS_MODEL_ROOTS" = "$ROOT/tools/fixtures/generated" ] && export DOPS_MODEL_CONFIG_DIR="${DOPS_MODEL_CONFIG_DIR:-$ROOT/tools/fixtures/generated/configs}"
 export DOPS_MODEL_STATE_PATH="${DOPS_MODEL_STATE_PATH:-$ROOT/var/models/registry.json}"
+export DOPS_INFERENCE_MODEL_ROOTS="${DOPS_INFERENCE_MODEL_ROOTS:-$DOPS_MODEL_ROOTS}"
+[ -n "${DOPS_MODEL_CONFIG_DIR:-}" ] && export DOPS_INFERENCE_CONFIG_DIR="${DOPS_INFERENCE_CONFIG_DIR:-$DOPS_MODEL_CONFIG_DIR}"
 export DOPS_ARTIFACT_ROOT="${DOPS_ARTIFACT_ROOT:-$ROOT/var/artifacts}" DOPS_INPUT_ROOT="${DOPS_INPUT_ROOT:-$ROOT/var/inputs}"
 
 declare -A PORT=([device]=50051 [memory]=50052 [model]=50053 [inference]=50054)

@@ -4,7 +4,15 @@ import { inferenceV1 } from '@dops/proto';
 import type { WorkerCapabilities } from './worker-capabilities';
 
 /** Scheduler names the worker knows (python-workers inference/request.py SCHEDULER_NAMES). */
-export const SCHEDULER_NAMES = ['Euler', 'Euler a', 'DPM++ 2M', 'DPM++ 2M Karras', 'DDIM', 'UniPC', 'LCM'] as const;
+export const SCHEDULER_NAMES = [
+  'Euler',
+  'Euler a',
+  'DPM++ 2M',
+  'DPM++ 2M Karras',
+  'DDIM',
+  'UniPC',
+  'LCM',
+] as const;
 const DEFAULT_SCHEDULER = 'Euler a';
 const MAX_SEED = Number.MAX_SAFE_INTEGER;
 const MAX_PROMPT_CHARS = 20_000;
@@ -73,26 +81,37 @@ export function toWorkerParams(
   };
 
   if (!params.modelId) v.add('model_id', 'is required');
-  else if (params.modelId.length > MAX_MODEL_ID) v.add('model_id', `must be at most ${MAX_MODEL_ID} characters`);
+  else if (params.modelId.length > MAX_MODEL_ID)
+    v.add('model_id', `must be at most ${MAX_MODEL_ID} characters`);
   const mode = MODES[params.mode];
   if (!mode) v.add('mode', 'must be MODE_TXT2IMG, MODE_IMG2IMG or MODE_INPAINT');
-  if (params.prompt.length > MAX_PROMPT_CHARS) v.add('prompt', `must be at most ${MAX_PROMPT_CHARS} characters`);
-  if (params.negativePrompt.length > MAX_PROMPT_CHARS) v.add('negative_prompt', `must be at most ${MAX_PROMPT_CHARS} characters`);
+  if (params.prompt.length > MAX_PROMPT_CHARS)
+    v.add('prompt', `must be at most ${MAX_PROMPT_CHARS} characters`);
+  if (params.negativePrompt.length > MAX_PROMPT_CHARS)
+    v.add('negative_prompt', `must be at most ${MAX_PROMPT_CHARS} characters`);
 
   for (const field of ['width', 'height'] as const) {
     const value = params[field];
     if (value === undefined) continue;
-    if (value < limits.size.min || value > limits.size.max) v.add(field, `must be between ${limits.size.min} and ${limits.size.max}`);
-    else if (value % limits.size.multiple !== 0) v.add(field, `must be a multiple of ${limits.size.multiple}`);
+    if (value < limits.size.min || value > limits.size.max)
+      v.add(field, `must be between ${limits.size.min} and ${limits.size.max}`);
+    else if (value % limits.size.multiple !== 0)
+      v.add(field, `must be a multiple of ${limits.size.multiple}`);
   }
-  if (params.steps !== undefined && (params.steps < 1 || params.steps > limits.stepsMax)) v.add('steps', `must be between 1 and ${limits.stepsMax}`);
-  if (params.cfgScale !== undefined && !inRange(params.cfgScale, 0, limits.cfgMax)) v.add('cfg_scale', `must be between 0 and ${limits.cfgMax}`);
-  if (params.seed !== undefined && !(Number.isSafeInteger(params.seed) && params.seed >= 0 && params.seed <= MAX_SEED)) {
+  if (params.steps !== undefined && (params.steps < 1 || params.steps > limits.stepsMax))
+    v.add('steps', `must be between 1 and ${limits.stepsMax}`);
+  if (params.cfgScale !== undefined && !inRange(params.cfgScale, 0, limits.cfgMax))
+    v.add('cfg_scale', `must be between 0 and ${limits.cfgMax}`);
+  if (
+    params.seed !== undefined &&
+    !(Number.isSafeInteger(params.seed) && params.seed >= 0 && params.seed <= MAX_SEED)
+  ) {
     v.add('seed', `must be between 0 and ${MAX_SEED}`);
   }
   if (params.batchCount > limits.batchMax) v.add('batch_count', `must be between 1 and ${limits.batchMax}`);
   const scheduler = params.scheduler || DEFAULT_SCHEDULER;
-  if (!limits.schedulers.includes(scheduler)) v.add('scheduler', `must be one of ${limits.schedulers.join(', ')}`);
+  if (!limits.schedulers.includes(scheduler))
+    v.add('scheduler', `must be one of ${limits.schedulers.join(', ')}`);
 
   const worker: Record<string, unknown> = {
     mode: mode ?? 'txt2img',
@@ -123,25 +142,31 @@ export function toWorkerParams(
     if (params.strength !== undefined) {
       if (!inRange(params.strength, 0, 1)) v.add('strength', 'must be between 0 and 1');
       // diffusers runs int(steps × strength) steps and fails on zero.
-      else if (Math.floor((params.steps ?? 20) * params.strength) < 1) v.add('strength', `× steps leaves no denoising step`);
+      else if (Math.floor((params.steps ?? 20) * params.strength) < 1)
+        v.add('strength', `× steps leaves no denoising step`);
       else worker.strength = params.strength;
     }
     worker.initImage = confined(params.initImage, [roots.inputRoot], 'init_image', 'the input root', v);
-    if (mode === 'inpaint') worker.mask = confined(params.mask, [roots.inputRoot], 'mask', 'the input root', v);
+    if (mode === 'inpaint')
+      worker.mask = confined(params.mask, [roots.inputRoot], 'mask', 'the input root', v);
     else if (params.mask) v.add('mask', 'is only allowed with MODE_INPAINT');
   }
 
   if (params.loras.length > limits.maxLoras) v.add('loras', `at most ${limits.maxLoras} are allowed`);
   worker.loras = params.loras.map((lora, i) => {
     const path = confined(lora.path, roots.modelRoots, `loras[${i}].path`, 'a model root', v);
-    if (path && !path.toLowerCase().endsWith('.safetensors')) v.add(`loras[${i}].path`, 'must be a .safetensors file');
-    if (lora.weight !== undefined && !inRange(lora.weight, -10, 10)) v.add(`loras[${i}].weight`, 'must be between -10 and 10');
+    if (path && !path.toLowerCase().endsWith('.safetensors'))
+      v.add(`loras[${i}].path`, 'must be a .safetensors file');
+    if (lora.weight !== undefined && !inRange(lora.weight, -10, 10))
+      v.add(`loras[${i}].weight`, 'must be between -10 and 10');
     return { path, weight: lora.weight ?? 1 };
   });
-  if (params.controlnets.length > limits.maxControlnets) v.add('controlnets', `at most ${limits.maxControlnets} are allowed`);
+  if (params.controlnets.length > limits.maxControlnets)
+    v.add('controlnets', `at most ${limits.maxControlnets} are allowed`);
   worker.controlnets = params.controlnets.map((cn, i) => {
     const scale = cn.conditioningScale;
-    if (scale !== undefined && !inRange(scale, 0, 2)) v.add(`controlnets[${i}].conditioning_scale`, 'must be between 0 and 2');
+    if (scale !== undefined && !inRange(scale, 0, 2))
+      v.add(`controlnets[${i}].conditioning_scale`, 'must be between 0 and 2');
     return {
       path: confined(cn.path, roots.modelRoots, `controlnets[${i}].path`, 'a model root', v),
       image: confined(cn.image, [roots.inputRoot], `controlnets[${i}].image`, 'the input root', v),
@@ -151,9 +176,18 @@ export function toWorkerParams(
 
   v.throwIfAny();
   if (mode === 'inpaint' && capabilities && !capabilities.inpaintModel && !params.allowInpaintFallback) {
-    throw new DopsError('FAILED_PRECONDITION', `${PARAMS}.mode: model '${params.modelId}' is not an inpainting model; set allow_inpaint_fallback to inpaint with it anyway`, {
-      violations: [{ field: `${PARAMS}.mode`, description: 'the model is not an inpainting model and allow_inpaint_fallback is false' }],
-    });
+    throw new DopsError(
+      'FAILED_PRECONDITION',
+      `${PARAMS}.mode: model '${params.modelId}' is not an inpainting model; set allow_inpaint_fallback to inpaint with it anyway`,
+      {
+        violations: [
+          {
+            field: `${PARAMS}.mode`,
+            description: 'the model is not an inpainting model and allow_inpaint_fallback is false',
+          },
+        ],
+      },
+    );
   }
   return worker as WorkerGenerateParams;
 }
@@ -171,16 +205,31 @@ export function protoFieldOf(workerField: string): string {
 /** The worker's DopsError with its field violations renamed to proto paths; other errors unchanged. */
 export function withProtoFields(err: unknown): unknown {
   if (!(err instanceof DopsError) || err.violations.length === 0) return err;
-  const violations = err.violations.map((violation) => ({ ...violation, field: protoFieldOf(violation.field) }));
+  const violations = err.violations.map((violation) => ({
+    ...violation,
+    field: protoFieldOf(violation.field),
+  }));
   const [first] = err.violations;
-  const message = first && err.message.startsWith(`${first.field}:`) ? `${protoFieldOf(first.field)}${err.message.slice(first.field.length)}` : err.message;
-  return new DopsError(err.code, message, { retryable: err.retryable, violations, metadata: err.metadata, retryAfterMs: err.retryAfterMs, cause: err });
+  const message =
+    first && err.message.startsWith(`${first.field}:`)
+      ? `${protoFieldOf(first.field)}${err.message.slice(first.field.length)}`
+      : err.message;
+  return new DopsError(err.code, message, {
+    retryable: err.retryable,
+    violations,
+    metadata: err.metadata,
+    retryAfterMs: err.retryAfterMs,
+    cause: err,
+  });
 }
 
 function previewInterval(seconds: number, v: Violations): number {
   if (seconds === 0) return NO_PREVIEWS_S;
   if (!inRange(seconds, MIN_PREVIEW_INTERVAL_S, MAX_PREVIEW_INTERVAL_S)) {
-    v.addTopLevel('preview_interval_seconds', `must be 0 (no previews) or between ${MIN_PREVIEW_INTERVAL_S} and ${MAX_PREVIEW_INTERVAL_S}`);
+    v.addTopLevel(
+      'preview_interval_seconds',
+      `must be 0 (no previews) or between ${MIN_PREVIEW_INTERVAL_S} and ${MAX_PREVIEW_INTERVAL_S}`,
+    );
   }
   return seconds;
 }

@@ -27,7 +27,15 @@ export interface GenerateCall {
 
 /** `inference.generate`'s result, as the worker sends it (python inference/generate.py). */
 export interface WorkerGenerateResult {
-  images: { path: string; sha256: string; width: number; height: number; format: string; seed: number; index: number }[];
+  images: {
+    path: string;
+    sha256: string;
+    width: number;
+    height: number;
+    format: string;
+    seed: number;
+    index: number;
+  }[];
   seed: number;
   seeds: number[];
   oomMitigations: string[];
@@ -46,6 +54,8 @@ export interface GenerateOutcome extends WorkerGenerateResult {
 export class Generator {
   private readonly maxGenerationMs: number;
   private readonly outputDirFor: (now: Date) => string;
+  /** Per device, aborted requests the worker has not answered yet (it stops at its next step, or is killed). */
+  private readonly stopping = new Map<string, Set<Promise<unknown>>>();
 
   constructor(
     private readonly models: InferenceModels,
@@ -62,10 +72,19 @@ export class Generator {
    */
   async generate(call: GenerateCall): Promise<GenerateOutcome> {
     // The static checks first, so a malformed request never waits for a worker.
-    const extra = { outputDir: this.outputDirFor(new Date()), previewIntervalSeconds: call.previewIntervalSeconds ?? 0 };
+    const extra = {
+      outputDir: this.outputDirFor(new Date()),
+      previewIntervalSeconds: call.previewIntervalSeconds ?? 0,
+    };
     toWorkerParams(call.params, undefined, this.options, extra);
     const modelId = call.params!.modelId;
-    const { device, supervisor } = await this.models.workerFor(modelId, call.deviceId);
+    let { device, supervisor } = await this.models.workerFor(modelId, call.deviceId);
+    if (this.stopping.get(device.id)?.size) {
+      // A cancelled generation still holds the worker (or is getting it killed and restarted):
+      // sent now, this one would queue behind it and share its fate.
+      await Promise.allSettled([...this.stopping.get(device.id)!]);
+      ({ device, supervisor } = await this.models.workerFor(modelId, device.id));
+    }
     const capabilities = await this.models
       .capabilities(device.id, modelId, { traceparent: call.traceparent })
       .catch((err: unknown) => {
@@ -73,19 +92,36 @@ export class Generator {
       });
     const workerParams = toWorkerParams(call.params, capabilities, this.options, extra);
     call.onScheduled?.(device.id);
+    const request = supervisor.request<WorkerGenerateResult>('inference.generate', workerParams, {
+      signal: call.signal,
+      deadline: call.deadline?.getTime(),
+      timeoutMs: this.maxGenerationMs,
+      traceparent: call.traceparent,
+      onProgress: call.onProgress,
+    });
+    this.trackStop(device.id, request, call.signal);
     try {
-      const result = await supervisor.request<WorkerGenerateResult>('inference.generate', workerParams, {
-        signal: call.signal,
-        deadline: call.deadline?.getTime(),
-        timeoutMs: this.maxGenerationMs,
-        traceparent: call.traceparent,
-        onProgress: call.onProgress,
-      });
+      const result = await request;
       return { ...result, deviceId: device.id };
     } catch (err) {
       // The call's own reason (client cancel vs. deadline) beats the worker's view of it.
       if (call.signal?.aborted && call.signal.reason instanceof Error) throw call.signal.reason;
       throw withProtoFields(err);
     }
+  }
+
+  private trackStop(deviceId: string, request: Promise<unknown>, signal: AbortSignal | undefined): void {
+    if (!signal) return;
+    const onAbort = () => {
+      const set = this.stopping.get(deviceId) ?? new Set();
+      this.stopping.set(deviceId, set);
+      set.add(request);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    const settled = () => {
+      signal.removeEventListener('abort', onAbort);
+      this.stopping.get(deviceId)?.delete(request);
+    };
+    request.then(settled, settled);
   }
 }

@@ -17,6 +17,8 @@ export interface HeldModel {
 
 interface Entry extends HeldModel {
   load: Pick<HostLoadOptions, 'configDir' | 'allowUnsafePickle'>;
+  /** Settles `reloading`; set from the moment the worker is lost until the model is back (or given up). */
+  settle?: () => void;
 }
 
 // A worker in one of these states has lost (or is about to lose) every model it held.
@@ -40,24 +42,41 @@ export class InferenceModels extends ModelHost {
   ) {
     super(workers);
     workers.on('state', (deviceId, state) => {
-      if (LOSING_STATES.has(state)) this.forgetCapabilities(deviceId);
+      if (LOSING_STATES.has(state)) this.lost(deviceId, state);
     });
     workers.on('probed', (deviceId) => this.reloadInto(deviceId));
   }
 
   /** ModelHost.load, remembered for affinity; a VRAM load also fetches the model's capabilities. */
-  override async load(modelId: string, path: string, deviceId: string, tier: HostTier, options: HostLoadOptions = {}): Promise<HostLoadResult> {
+  override async load(
+    modelId: string,
+    path: string,
+    deviceId: string,
+    tier: HostTier,
+    options: HostLoadOptions = {},
+  ): Promise<HostLoadResult> {
     const result = await super.load(modelId, path, deviceId, tier, options);
     const key = keyOf(deviceId, modelId);
     this.capabilityCache.delete(key);
-    this.held.set(key, { modelId, deviceId, path, tier: result.tier, load: { configDir: options.configDir, allowUnsafePickle: options.allowUnsafePickle } });
+    this.held.set(key, {
+      modelId,
+      deviceId,
+      path,
+      tier: result.tier,
+      load: { configDir: options.configDir, allowUnsafePickle: options.allowUnsafePickle },
+    });
     // Warm the cache now so the first generation validates against the model without waiting.
     if (result.tier === 'vram') this.capabilities(deviceId, modelId).catch(() => undefined);
     return result;
   }
 
   /** ModelHost.unload, forgotten for affinity. */
-  override async unload(modelId: string, deviceId: string, tier: HostTier, options: { traceparent?: string } = {}): Promise<boolean> {
+  override async unload(
+    modelId: string,
+    deviceId: string,
+    tier: HostTier,
+    options: { traceparent?: string } = {},
+  ): Promise<boolean> {
     const unloaded = await super.unload(modelId, deviceId, tier, options);
     const key = keyOf(deviceId, modelId);
     this.capabilityCache.delete(key);
@@ -70,8 +89,13 @@ export class InferenceModels extends ModelHost {
   /** Models on the VRAM tier, optionally of one model and/or one device. */
   onVram(filter: { modelId?: string; deviceId?: string } = {}): HeldModel[] {
     return [...this.held.values()]
-      .filter((e) => e.tier === 'vram' && (!filter.modelId || e.modelId === filter.modelId) && (!filter.deviceId || e.deviceId === filter.deviceId))
-      .map(({ load: _load, ...held }) => held);
+      .filter(
+        (e) =>
+          e.tier === 'vram' &&
+          (!filter.modelId || e.modelId === filter.modelId) &&
+          (!filter.deviceId || e.deviceId === filter.deviceId),
+      )
+      .map(({ load: _load, settle: _settle, ...held }) => held);
   }
 
   /**
@@ -84,8 +108,12 @@ export class InferenceModels extends ModelHost {
     const holding = this.onVram({ modelId, deviceId: requested?.device.id });
     if (holding.length === 0) {
       const where = requested ? `device ${requested.device.id}` : 'any device of this node';
-      const onRam = [...this.held.values()].some((e) => e.modelId === modelId && (!requested || e.deviceId === requested.device.id));
-      const reason = onRam ? `is only on the RAM tier of ${where}; load it to VRAM first` : `is not loaded on ${where}; load it first`;
+      const onRam = [...this.held.values()].some(
+        (e) => e.modelId === modelId && (!requested || e.deviceId === requested.device.id),
+      );
+      const reason = onRam
+        ? `is only on the RAM tier of ${where}; load it to VRAM first`
+        : `is not loaded on ${where}; load it first`;
       throw new DopsError('FAILED_PRECONDITION', `params.model_id: model '${modelId}' ${reason}`, {
         violations: [{ field: 'params.model_id', description: reason }],
       });
@@ -102,7 +130,11 @@ export class InferenceModels extends ModelHost {
    * `inference.capabilities` of a model on a device, cached until the model or the worker
    * changes; shared by concurrent callers, so it takes no signal. Rejects with the worker's error.
    */
-  capabilities(deviceId: string, modelId: string, options: { traceparent?: string } = {}): Promise<WorkerCapabilities> {
+  capabilities(
+    deviceId: string,
+    modelId: string,
+    options: { traceparent?: string } = {},
+  ): Promise<WorkerCapabilities> {
     const key = keyOf(deviceId, modelId);
     let cached = this.capabilityCache.get(key);
     if (!cached) {
@@ -116,21 +148,39 @@ export class InferenceModels extends ModelHost {
     return cached;
   }
 
-  private forgetCapabilities(deviceId: string): void {
-    for (const key of this.capabilityCache.keys()) if (key.startsWith(`${deviceId}\u0000`)) this.capabilityCache.delete(key);
+  /**
+   * The device's worker is gone or restarting: requests for its models wait (in `workerFor`)
+   * until they are loaded again, so none reaches the new worker before its model does.
+   */
+  private lost(deviceId: string, state: WorkerState): void {
+    for (const key of this.capabilityCache.keys())
+      if (key.startsWith(`${deviceId}\u0000`)) this.capabilityCache.delete(key);
+    for (const entry of this.held.values()) {
+      if (entry.deviceId !== deviceId) continue;
+      // A crash-looping (failed) or stopped worker comes back only on reset: let requests fail UNAVAILABLE now.
+      if (state === 'failed' || state === 'stopped') {
+        entry.settle?.();
+        continue;
+      }
+      if (!entry.settle) entry.reloading = new Promise<void>((settle) => (entry.settle = settle));
+    }
   }
 
   /** A restarted worker holds nothing: load again what it held, in the tiers it held them. */
   private reloadInto(deviceId: string): void {
     for (const entry of [...this.held.values()].filter((e) => e.deviceId === deviceId)) {
-      const reloading = this.load(entry.modelId, entry.path, deviceId, entry.tier, entry.load).then(
-        () => undefined,
-        (err: unknown) => {
-          this.held.delete(keyOf(deviceId, entry.modelId));
-          this.logger?.warn({ modelId: entry.modelId, deviceId, err: String(err) }, 'reloading a model into a restarted worker failed');
-        },
-      );
-      entry.reloading = reloading;
+      const done = () => {
+        entry.settle?.();
+        entry.settle = undefined;
+      };
+      this.load(entry.modelId, entry.path, deviceId, entry.tier, entry.load).then(done, (err: unknown) => {
+        this.held.delete(keyOf(deviceId, entry.modelId));
+        this.logger?.warn(
+          { modelId: entry.modelId, deviceId, err: String(err) },
+          'reloading a model into a restarted worker failed',
+        );
+        done();
+      });
     }
   }
 }

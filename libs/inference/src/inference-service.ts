@@ -10,7 +10,13 @@ import { toProtoCapabilities } from './worker-capabilities';
 export function toProtoResult(r: GenerateOutcome): inferenceV1.GenerationResult {
   return {
     images: r.images.map((image) => ({
-      artifact: { path: image.path, sha256: image.sha256, width: image.width, height: image.height, format: image.format },
+      artifact: {
+        path: image.path,
+        sha256: image.sha256,
+        width: image.width,
+        height: image.height,
+        format: image.format,
+      },
       seed: image.seed,
       index: image.index,
     })),
@@ -22,15 +28,26 @@ export function toProtoResult(r: GenerateOutcome): inferenceV1.GenerationResult 
 }
 
 function toProtoProgress(p: ProgressParams): inferenceV1.Progress {
-  const preview = p.preview ? { path: p.preview.path, sha256: '', width: p.preview.width, height: p.preview.height, format: 'png' } : undefined;
+  const preview = p.preview
+    ? { path: p.preview.path, sha256: '', width: p.preview.width, height: p.preview.height, format: 'png' }
+    : undefined;
   return { step: p.step, total: p.total, preview };
 }
 
 /** `dops.inference.v1.InferenceService` over a Generator and the models it runs. */
-export function inferenceService(generator: Generator, models: InferenceModels): ServiceRegistration<typeof inferenceV1.InferenceServiceService> {
+export function inferenceService(
+  generator: Generator,
+  models: InferenceModels,
+): ServiceRegistration<typeof inferenceV1.InferenceServiceService> {
   return defineService(inferenceV1.InferenceServiceService, {
     generate: async (req, ctx) => {
-      const result = await generator.generate({ params: req.params, deviceId: req.deviceId, signal: ctx.signal, deadline: ctx.deadline, traceparent: ctx.traceparent });
+      const result = await generator.generate({
+        params: req.params,
+        deviceId: req.deviceId,
+        signal: ctx.signal,
+        deadline: ctx.deadline,
+        traceparent: ctx.traceparent,
+      });
       return { result: toProtoResult(result) };
     },
     generateStream: async (req, ctx, send) => {
@@ -70,7 +87,13 @@ export function inferenceService(generator: Generator, models: InferenceModels):
       const deviceId = req.deviceId ? parseDeviceId(req.deviceId) : undefined;
       const held = models.onVram({ modelId: req.modelId || undefined, deviceId });
       const list = await Promise.all(
-        held.map(async (h) => toProtoCapabilities(h.modelId, h.deviceId, await models.capabilities(h.deviceId, h.modelId, { traceparent: ctx.traceparent }))),
+        held.map(async (h) =>
+          toProtoCapabilities(
+            h.modelId,
+            h.deviceId,
+            await models.capabilities(h.deviceId, h.modelId, { traceparent: ctx.traceparent }),
+          ),
+        ),
       );
       return { models: list };
     },

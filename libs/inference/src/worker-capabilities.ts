@@ -28,7 +28,11 @@ const MODE: Record<string, inferenceV1.Mode> = {
 };
 
 /** The wire form of one loaded model's capabilities. */
-export function toProtoCapabilities(modelId: string, deviceId: string, c: WorkerCapabilities): inferenceV1.ModelCapabilities {
+export function toProtoCapabilities(
+  modelId: string,
+  deviceId: string,
+  c: WorkerCapabilities,
+): inferenceV1.ModelCapabilities {
   return {
     modelId,
     deviceId,

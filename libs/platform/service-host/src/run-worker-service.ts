@@ -14,6 +14,8 @@ export interface WorkerServiceSpec {
   name: string;
   config: BaseServiceConfig;
   telemetry: Telemetry;
+  /** Variables the workers get beside this process's environment (e.g. their file roots). */
+  workerEnv?: Record<string, string>;
   /** The gRPC services to serve over the started pool; each reports NOT_SERVING while a worker crash-loops. */
   services: (pool: WorkerPool, logger: Logger) => ServiceRegistration<ServiceDefinition>[];
 }
@@ -33,7 +35,7 @@ export interface RunningWorkerService {
 export async function runWorkerService(spec: WorkerServiceSpec): Promise<RunningWorkerService> {
   const { name, config } = spec;
   const logger = createLogger({ name, level: config.logLevel });
-  const pool = workerPoolFromConfig(name, config.worker, logger);
+  const pool = workerPoolFromConfig(name, config.worker, logger, spec.workerEnv);
   await pool.start();
   const services = spec.services(pool, logger);
   const server = createGrpcServer({

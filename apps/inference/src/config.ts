@@ -1,0 +1,36 @@
+import { delimiter, join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { baseServiceConfig, defineConfig } from '@dops/config';
+import { z } from 'zod';
+
+/**
+ * The inference service's settings: base settings plus where the worker reads and writes
+ * files; gRPC port 50054 by default. The two roots keep the environment names the Python worker
+ * reads (DOPS_ARTIFACT_ROOT, DOPS_INPUT_ROOT).
+ */
+export const inferenceConfig = defineConfig(
+  baseServiceConfig.extend({
+    inference: z.object({
+      /** Where generated images (and previews) are written. Default `<tmp>/dops-artifacts`. */
+      artifactRoot: z
+        .string()
+        .min(1)
+        .default(join(tmpdir(), 'dops-artifacts'))
+        .meta({ env: 'DOPS_ARTIFACT_ROOT' }),
+      /** The only folder init images, masks and ControlNet hints are read from. Default `<tmp>/dops-inputs`. */
+      inputRoot: z.string().min(1).default(join(tmpdir(), 'dops-inputs')).meta({ env: 'DOPS_INPUT_ROOT' }),
+      /** LoRA and ControlNet roots, separated by the platform's path delimiter (`:` / `;`). Default none. */
+      modelRoots: z.string().default(''),
+      /** Config root for single-file checkpoints when a load names none; default the worker's shipped configs. */
+      configDir: z.string().min(1).optional(),
+      /** Longest generation of a call without a deadline. Default 600 000 ms. */
+      maxGenerationMs: z.int().min(1_000).default(600_000),
+    }),
+  }),
+  { name: 'inference', defaults: { grpc: { port: 50054 }, telemetry: { serviceName: 'dops-inference' } } },
+);
+
+/** `inference.modelRoots` as a list. */
+export function modelRootsOf(roots: string): string[] {
+  return roots.split(delimiter).filter((root) => root.length > 0);
+}
