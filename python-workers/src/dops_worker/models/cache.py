@@ -69,8 +69,10 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def load(self, path: str | os.PathLike[str], *, kind: LoadKind = "auto",
-             config_dir: str | os.PathLike[str] | None = None, allow_unsafe_pickle: bool = False) -> LoadedPipeline:
-        """Pipeline on the device. Timings ``{read_s, build_s, to_device_s}``; a RAM hit has read_s = build_s = 0.
+             config_dir: str | os.PathLike[str] | None = None, allow_unsafe_pickle: bool = False,
+             tier: Tier = "device") -> LoadedPipeline:
+        """Pipeline on the device (``tier='ram'``: held in RAM only, the device untouched — a prefetch).
+        Timings ``{read_s, build_s, to_device_s}``; a RAM hit has read_s = build_s = 0.
 
         The file is not opened on a hit (a file changed on disk since — other size or mtime — is
         re-read; a file gone is served from RAM). Throws what ``build_pipeline`` throws.
@@ -93,7 +95,8 @@ class ModelCache:
                 source: Literal["disk", "ram", "device"] = "disk"
             else:
                 source = "device" if entry.tier == "device" else "ram"
-            timings["to_device_s"] = self._to_device(entry)
+            if tier == "device":
+                timings["to_device_s"] = self._to_device(entry)
             return LoadedPipeline(entry.pipeline, entry.identification, timings, source)
 
     def unload(self, path: str | os.PathLike[str], *, tier: Tier = "ram",

@@ -8,7 +8,6 @@ the methods with the runtime registry.
 
 from __future__ import annotations
 
-import inspect
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,20 +67,15 @@ class _Models:
                 previous = None
             ctx.progress(1, _LOAD_STEPS)
             ctx.token.raise_if_cancelled()
-            kwargs: dict[str, Any] = {"config_dir": config_dir, "allow_unsafe_pickle": allow_unsafe_pickle}
-            ram_only_load = tier == "ram" and "tier" in inspect.signature(cache.load).parameters
-            if ram_only_load:
-                kwargs["tier"] = "ram"
-            loaded = cache.load(path, **kwargs)
+            loaded = cache.load(path, config_dir=config_dir, allow_unsafe_pickle=allow_unsafe_pickle,
+                                tier="device" if tier == "vram" else "ram")
             ctx.progress(2, _LOAD_STEPS)
             timings = loaded.timings
             source = loaded.source
-            if tier == "ram" and not ram_only_load:
-                # The cache always ends a load on the device; a RAM-tier load hands the device copy back.
+            if tier == "ram" and source == "device":
+                # Asked for the RAM tier while on the device: hand the device copy back.
                 cache.unload(path, tier="device", config_dir=config_dir)
-                timings = {**timings, "to_device_s": 0.0}
-                if source == "device":
-                    source = "ram"
+                source = "ram"
             held = _Held(model_id, path, config_dir, tier, _pipeline_bytes(loaded.pipeline), loaded.pipeline)
             self._held[model_id] = held
             ctx.progress(3, _LOAD_STEPS)
