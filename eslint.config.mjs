@@ -36,6 +36,7 @@ export default [
               sourceTag: 'scope:postprocessing',
               onlyDependOnLibsWithTags: ['scope:postprocessing', 'scope:shared'],
             },
+            { sourceTag: 'scope:cli', onlyDependOnLibsWithTags: ['scope:cli', 'scope:shared'] },
           ],
         },
       ],

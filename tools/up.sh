@@ -11,7 +11,9 @@ export NX_DAEMON=false HF_HUB_OFFLINE=1 DOPS_PYTHON="$ROOT/.venv/bin/python" DOP
 mkdir -p var/log var/redis var/models var/artifacts var/inputs
 
 # Redis (the queues' store): AOF everysec, noeviction, as DESIGN §6 asks.
+STARTED_REDIS=false
 if ! redis-cli -p 6379 ping >/dev/null 2>&1; then
+  STARTED_REDIS=true
   redis-server --daemonize yes --port 6379 --dir "$ROOT/var/redis" --appendonly yes --appendfsync everysec \
     --maxmemory-policy noeviction --logfile "$ROOT/var/log/redis.log"
 fi
@@ -33,12 +35,13 @@ stop_all() {
   echo "stopping services (SIGTERM → graceful: calls finish, workers stop)"
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait "${pids[@]}" 2>/dev/null || true
+  [ "$STARTED_REDIS" = true ] && redis-cli -p 6379 shutdown >/dev/null 2>&1 || true
 }
 trap stop_all INT TERM EXIT
 
 for svc in "${ORDER[@]}"; do
   [ -f "apps/$svc/src/main.ts" ] || continue
-  DOPS_GRPC_PORT=${PORT[$svc]} DOPS_GRPC_HOST=127.0.0.1 npx tsx "apps/$svc/src/main.ts" > "var/log/$svc.log" 2>&1 &
+  DOPS_GRPC_PORT=${PORT[$svc]} DOPS_GRPC_HOST=127.0.0.1 node --import tsx "apps/$svc/src/main.ts" > "var/log/$svc.log" 2>&1 &
   pids+=($!)
 done
 

@@ -1,0 +1,55 @@
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { startServiceProcess, type ServiceProcess } from '@dops/testing';
+
+const DOPS = path.resolve(__dirname, '../bin/dops');
+
+function dops(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(DOPS, args, { timeout: 60_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+describe('dops command line', () => {
+  // A real device service process for the CLI to talk to.
+  let device: ServiceProcess;
+
+  beforeAll(async () => {
+    device = startServiceProcess('device');
+    await device.listening();
+  }, 120_000);
+
+  afterAll(async () => {
+    await device?.stop();
+  });
+
+  it('lists devices as JSON for scripts', async () => {
+    const r = await dops('--device', device.address, '--json', 'devices');
+    expect(r.code).toBe(0);
+    const parsed = JSON.parse(r.stdout) as { devices: { id: string }[] };
+    expect(parsed.devices.map((d) => d.id)).toEqual(['cpu:0']);
+  }, 60_000);
+
+  it('prints a table for people', async () => {
+    const r = await dops('--device', device.address, 'devices');
+    expect(r.stdout.split('\n')[0]).toMatch(/^ID\s+BACKEND\s+NAME/);
+    expect(r.stdout).toMatch(/cpu:0\s+cpu/);
+  }, 60_000);
+
+  it('exits 2 on bad usage, naming what is missing', async () => {
+    const r = await dops('submit');
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--prompt/);
+    const bad = await dops('submit', '--prompt', 'x', '--steps', 'many');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/not an integer/);
+  }, 60_000);
+
+  it('exits 4 when the service is unreachable, with the error code on stderr', async () => {
+    const r = await dops('--processing', '127.0.0.1:1', 'get', 'job-1');
+    expect(r.code).toBe(4);
+    expect(r.stderr).toMatch(/^error UNAVAILABLE/);
+  }, 60_000);
+});
