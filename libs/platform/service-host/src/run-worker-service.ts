@@ -16,6 +16,8 @@ export interface WorkerServiceSpec {
   telemetry: Telemetry;
   /** Variables the workers get beside this process's environment (e.g. their file roots). */
   workerEnv?: Record<string, string>;
+  /** Stop on SIGTERM/SIGINT and exit. Default true; tests that run a service in-process say false. */
+  handleSignals?: boolean;
   /** The gRPC services to serve over the started pool; each reports NOT_SERVING while a worker crash-loops. */
   services: (pool: WorkerPool, logger: Logger) => ServiceRegistration<ServiceDefinition>[];
 }
@@ -47,7 +49,8 @@ export async function runWorkerService(spec: WorkerServiceSpec): Promise<Running
   });
   for (const s of services) reportWorkerHealth(pool, server.health, s.serviceName);
   server.onShutdown(() => pool.stop());
-  installSignalHandlers(server, { logger, hooks: [() => spec.telemetry.shutdown()] });
+  if (spec.handleSignals ?? true)
+    installSignalHandlers(server, { logger, hooks: [() => spec.telemetry.shutdown()] });
   const port = await server.start();
   logger.info(
     { port, devices: pool.list().map((w) => w.device.id) },
