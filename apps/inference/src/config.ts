@@ -1,6 +1,7 @@
 import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { baseServiceConfig, defineConfig } from '@dops/config';
+import { queueConfig } from '@dops/queue';
 import { z } from 'zod';
 
 /**
@@ -10,6 +11,8 @@ import { z } from 'zod';
  */
 export const inferenceConfig = defineConfig(
   baseServiceConfig.extend({
+    /** The generate stage consumer; it runs only when DOPS_REDIS_URL is set. */
+    queue: queueConfig,
     inference: z.object({
       /** Where generated images (and previews) are written. Default `<tmp>/dops-artifacts`. */
       artifactRoot: z

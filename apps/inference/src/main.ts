@@ -1,13 +1,15 @@
 import { config, telemetry } from './register';
-import { Generator, InferenceModels, inferenceService } from '@dops/inference';
+import { GenerateStage, Generator, InferenceModels, inferenceService } from '@dops/inference';
 import { modelHostService } from '@dops/model-host';
 import { runMain, runWorkerService } from '@dops/service-host';
 import { modelRootsOf } from './config';
 
 const { inference } = config;
 
-runMain('inference', () =>
-  runWorkerService({
+let stage: GenerateStage | undefined;
+
+runMain('inference', async () => {
+  const running = await runWorkerService({
     name: 'inference',
     config,
     telemetry,
@@ -20,10 +22,22 @@ runMain('inference', () =>
         modelRoots: modelRootsOf(inference.modelRoots),
         maxGenerationMs: inference.maxGenerationMs,
       });
+      // Without a Redis URL the service serves gRPC only.
+      if (config.queue.redisUrl)
+        stage = new GenerateStage(generator, models, pool, {
+          redisUrl: config.queue.redisUrl,
+          queue: config.queue,
+          logger,
+        });
       return [
         inferenceService(generator, models),
         modelHostService(models, { configDir: inference.configDir }),
       ];
     },
-  }),
-);
+  });
+  if (stage) {
+    await stage.start();
+    running.server.onShutdown(() => stage!.stop());
+    running.logger.info({ nodeId: stage.nodeId }, 'consuming the inference queues');
+  }
+});

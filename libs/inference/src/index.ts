@@ -6,4 +6,6 @@ export { inferenceService, toProtoResult } from './inference-service';
 export { SCHEDULER_NAMES, protoFieldOf, toWorkerParams, withProtoFields } from './generation-request';
 export type { RequestRoots, WorkerGenerateParams, WorkerMode } from './generation-request';
 export { toProtoCapabilities } from './worker-capabilities';
+export { GenerateStage } from './queue/generate-stage';
+export type { GenerateStageOptions } from './queue/generate-stage';
 export type { WorkerCapabilities } from './worker-capabilities';

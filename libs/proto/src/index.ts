@@ -10,6 +10,8 @@ export * as memoryReservationsV1 from './generated/dops/memory/v1/reservations';
 export * as modelV1 from './generated/dops/model/v1/model';
 export * as modelHostV1 from './generated/dops/model/v1/model_host';
 export * as inferenceV1 from './generated/dops/inference/v1/inference';
+export * as postprocessingV1 from './generated/dops/postprocessing/v1/postprocessing';
+export * as processingV1 from './generated/dops/processing/v1/processing';
 export * as googleRpc from './generated/google/rpc/error_details';
 export { Status as RpcStatus } from './generated/google/rpc/status';
 export { Any } from './generated/google/protobuf/any';

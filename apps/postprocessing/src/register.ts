@@ -1,0 +1,7 @@
+// Imported first by main.ts: telemetry must patch grpc-js before anything loads it.
+import { loadConfigOrExit } from '@dops/config';
+import { startTelemetry } from '@dops/telemetry';
+import { postprocessingConfig } from './config';
+
+export const config = loadConfigOrExit(postprocessingConfig);
+export const telemetry = startTelemetry(config.telemetry);

@@ -1,0 +1,38 @@
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { baseServiceConfig, defineConfig } from '@dops/config';
+import { queueConfig } from '@dops/queue';
+import { z } from 'zod';
+
+/** The processing service's settings: base settings, the queue, and job policy; gRPC port 50055. */
+export const processingConfig = defineConfig(
+  baseServiceConfig.extend({
+    queue: queueConfig,
+    processing: z.object({
+      /** Terminal jobs are kept this long. Default 24 h. */
+      retentionMs: z.int().min(1_000).default(86_400_000),
+      /** Queued generations before SubmitJob answers RESOURCE_EXHAUSTED. Default 10 000. */
+      maxQueued: z.int().min(1).default(10_000),
+      /** Retry hint with RESOURCE_EXHAUSTED. Default 5 s. */
+      retryAfterMs: z.int().min(0).default(5_000),
+      /** Most jobs one batch may expand to. Default 1 000. */
+      maxBatchItems: z.int().min(1).default(1_000),
+      /** Deadline of a job that sets none. Default 1 h. */
+      defaultDeadlineMs: z.int().min(1_000).default(3_600_000),
+      /** Attempts of a stage failing with a retryable code. Default 3. */
+      attempts: z.int().min(1).default(3),
+      /** First retry delay (exponential with jitter after). Default 1 s. */
+      backoffMs: z.int().min(1).default(1_000),
+      /** Largest input image. Default 20 MiB. */
+      maxImageBytes: z
+        .int()
+        .min(1)
+        .default(20 * 1024 * 1024),
+      /** Shared folder input images are written to; the inference nodes' DOPS_INPUT_ROOT. */
+      inputRoot: z.string().min(1).default(join(tmpdir(), 'dops-inputs')).meta({ env: 'DOPS_INPUT_ROOT' }),
+      /** Safety stage when a request leaves it unspecified. Default `flag`. */
+      defaultSafety: z.enum(['off', 'flag', 'blur', 'block']).default('flag'),
+    }),
+  }),
+  { name: 'processing', defaults: { grpc: { port: 50055 }, telemetry: { serviceName: 'dops-processing' } } },
+);

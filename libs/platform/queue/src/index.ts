@@ -1,0 +1,52 @@
+// @dops/queue — the one place the BullMQ contract (docs/queue-contract.md) lives.
+//
+// Configuration:   queueConfig (zod, extend a service config with it), redisUrlOf, DEFAULT_PREFIX
+// Connection:      createRedis(url) — ioredis with maxRetriesPerRequest: null; connectionOptions(url)
+//                  — options for BullMQ's `connection` (BullMQ then owns and closes it)
+// Names:           QUEUE_NAMES, STAGE_QUEUE (stage → queue), nodeQueueName('inference', id) →
+//                  'inference@id', stageJobId(jobId, stage) → '<jobId>.<stage>', parseStageJobId,
+//                  cancelKey / cancelChannel / nodeKey / nodesKey (all under the prefix)
+// Job data:        StageJobData<P>, StageResult {images: Artifact[]}, StageProgress, Artifact
+// Errors:          encodeStageError(err) → Error with JSON message (UnrecoverableError when not
+//                  retryable); decodeStageError(failedReason) → DopsError
+// Retries:         BACKOFF_TYPE 'dops-jitter', stageBackoff(delayMs) for job opts,
+//                  dopsBackoffStrategy for Worker settings, jitteredDelay
+// Cancel:          publishCancel / clearCancel / isCancelled (key + pub/sub); CancelListener maps
+//                  jobId → AbortController in a stage process
+// Nodes:           NodeAnnouncer (TTL heartbeat hash), listNodes
+// Stage workers:   StageWorker({queues, redisUrl, prefix, concurrency, lockDurationMs, ...,
+//                  process: async (ctx) => ({images})}) — cancel + deadline at pick-up, abort
+//                  signal while running, ctx.reportProgress, ctx.inputs() (children's results),
+//                  error encoding and dops-jitter retries.
+export { DEFAULT_PREFIX, DEFAULT_REDIS_URL, queueConfig, redisUrlOf } from './queue-config';
+export type { QueueConfig } from './queue-config';
+export { connectionOptions, createRedis } from './connection';
+export type { Redis } from './connection';
+export {
+  QUEUE_NAMES,
+  STAGE_NAMES,
+  STAGE_QUEUE,
+  cancelChannel,
+  cancelKey,
+  isStageName,
+  nodeKey,
+  nodeQueueName,
+  nodesKey,
+  parseStageJobId,
+  stageJobId,
+} from './names';
+export type { QueueName, StageName } from './names';
+export { isStageProgress } from './stage-data';
+export type { Artifact, StageJobData, StageProgress, StageResult } from './stage-data';
+export { decodeStageError, encodeStageError } from './stage-error';
+export type { EncodedStageError } from './stage-error';
+export { BACKOFF_TYPE, dopsBackoffStrategy, jitteredDelay, stageBackoff } from './backoff';
+export { CancelListener, cancelledError, clearCancel, isCancelled, publishCancel } from './cancel';
+export type { CancelRegistration } from './cancel';
+export { NodeAnnouncer, listNodes } from './node-announcer';
+export type { AnnouncedDevice, NodeAnnouncement, NodeAnnouncerOptions } from './node-announcer';
+export { StageWorker } from './stage-worker';
+export type { StageContext, StageProcessor, StageWorkerOptions } from './stage-worker';
+// Tests:           startTestRedis({aof?}) — a real redis-server on a free port, restartable.
+export { startTestRedis } from './test-redis';
+export type { TestRedis } from './test-redis';

@@ -1,0 +1,152 @@
+import { Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { DopsError } from '@dops/errors';
+import { dopsBackoffStrategy } from './backoff';
+import { CancelListener, cancelledError, isCancelled } from './cancel';
+import { connectionOptions, createRedis } from './connection';
+import type { StageName } from './names';
+import type { StageJobData, StageProgress, StageResult } from './stage-data';
+import { encodeStageError } from './stage-error';
+
+/** What a stage processor gets for one job. */
+export interface StageContext<P> {
+  data: StageJobData<P>;
+  /** Aborted on cancel (reason: CANCELLED DopsError) or at the deadline (DEADLINE_EXCEEDED). */
+  signal: AbortSignal;
+  deadline: Date;
+  /** 1 on the first attempt. */
+  attempt: number;
+  /** `job.updateProgress({stage, ...progress})`; failures are logged, never thrown. */
+  reportProgress(progress: Omit<StageProgress, 'stage'>): void;
+  /** The return values of this stage's children (the previous stage): its input images. */
+  inputs(): Promise<StageResult[]>;
+  job: Job<StageJobData<P>, StageResult>;
+}
+
+export type StageProcessor<P> = (ctx: StageContext<P>) => Promise<StageResult>;
+
+export interface StageWorkerOptions<P> {
+  /** Queues to consume, e.g. `['inference', 'inference@node-a']`; one BullMQ Worker each. */
+  queues: readonly string[];
+  redisUrl: string;
+  /** Default `dops`. */
+  prefix?: string;
+  /** Jobs run at once per queue. Default 1. */
+  concurrency?: number;
+  /** Default 30 000 ms. */
+  lockDurationMs?: number;
+  /** Default 30 000 ms. */
+  stalledIntervalMs?: number;
+  /** Default 1. */
+  maxStalledCount?: number;
+  process: StageProcessor<P>;
+  /** Only stages named here run; a job of another stage fails INVALID_ARGUMENT. Default any. */
+  stages?: readonly StageName[];
+  logger?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+}
+
+/**
+ * A BullMQ Worker per queue that runs stage jobs by the contract: at pick-up a cancelled job
+ * fails CANCELLED and one past its deadline DEADLINE_EXCEEDED without running; while it runs, a
+ * cancel (pub/sub) or the deadline aborts its signal; progress goes to `job.updateProgress`;
+ * errors are encoded (non-retryable → UnrecoverableError) and retried with `dops-jitter`.
+ * `start()` rejects when Redis cannot be reached.
+ */
+export class StageWorker<P = Record<string, unknown>> {
+  private readonly workers: Worker[] = [];
+  private readonly cancels: CancelListener;
+  private readonly redis: Redis;
+  private readonly prefix: string;
+
+  constructor(private readonly options: StageWorkerOptions<P>) {
+    this.prefix = options.prefix ?? 'dops';
+    this.cancels = new CancelListener(options.redisUrl, this.prefix);
+    this.redis = createRedis(options.redisUrl);
+  }
+
+  async start(): Promise<void> {
+    await this.cancels.start();
+    for (const name of this.options.queues) {
+      const worker = new Worker<StageJobData<P>, StageResult>(
+        name,
+        (job, _token, signal) => this.run(job, signal),
+        {
+          connection: connectionOptions(this.options.redisUrl),
+          prefix: this.prefix,
+          concurrency: this.options.concurrency ?? 1,
+          lockDuration: this.options.lockDurationMs ?? 30_000,
+          stalledInterval: this.options.stalledIntervalMs ?? 30_000,
+          maxStalledCount: this.options.maxStalledCount ?? 1,
+          settings: { backoffStrategy: dopsBackoffStrategy },
+          autorun: false,
+        },
+      );
+      worker.on('error', (err) =>
+        this.options.logger?.warn({ err: String(err), queue: name }, 'queue worker error'),
+      );
+      this.workers.push(worker);
+      void worker.run();
+      await worker.waitUntilReady();
+    }
+  }
+
+  /** Stops taking jobs; waits for running ones unless `force`. */
+  async close(force = false): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.close(force)));
+    await this.cancels.close();
+    this.redis.disconnect();
+  }
+
+  private async run(job: Job<StageJobData<P>, StageResult>, bullSignal?: AbortSignal): Promise<StageResult> {
+    const data = job.data;
+    try {
+      if (this.options.stages && !this.options.stages.includes(data.stage))
+        throw DopsError.invalidArgument(
+          'stage',
+          `this worker runs ${this.options.stages.join(', ')}, not '${data.stage}'`,
+        );
+      if (await isCancelled(this.redis, this.prefix, data.jobId)) throw cancelledError(data.jobId);
+      if (Date.now() >= data.deadlineAt) throw deadlineError(data.jobId);
+    } catch (err) {
+      throw encodeStageError(err);
+    }
+    const registration = this.cancels.register(data.jobId);
+    const deadline = new AbortController();
+    const timer = setTimeout(() => deadline.abort(deadlineError(data.jobId)), data.deadlineAt - Date.now());
+    const signals = [registration.signal, deadline.signal];
+    if (bullSignal) signals.push(bullSignal);
+    const signal = AbortSignal.any(signals);
+    // A cancel published between the check above and the registration must not be lost.
+    if (await isCancelled(this.redis, this.prefix, data.jobId)) this.cancels.abort(data.jobId);
+    try {
+      this.options.logger?.info(
+        { jobId: data.jobId, stage: data.stage, attempt: job.attemptsMade + 1 },
+        'stage started',
+      );
+      return await this.options.process({
+        data,
+        signal,
+        deadline: new Date(data.deadlineAt),
+        attempt: job.attemptsMade + 1,
+        reportProgress: (progress) => {
+          job
+            .updateProgress({ stage: data.stage, ...progress })
+            .catch((err: unknown) =>
+              this.options.logger?.warn({ err: String(err), jobId: data.jobId }, 'progress update failed'),
+            );
+        },
+        inputs: async () => Object.values(await job.getChildrenValues<StageResult>()),
+        job,
+      });
+    } catch (err) {
+      throw encodeStageError(signal.aborted && signal.reason instanceof DopsError ? signal.reason : err);
+    } finally {
+      clearTimeout(timer);
+      registration.release();
+    }
+  }
+}
+
+function deadlineError(jobId: string): DopsError {
+  return new DopsError('DEADLINE_EXCEEDED', `job '${jobId}' passed its deadline`, { retryable: false });
+}

@@ -1,0 +1,11 @@
+export { Processing, fairPriority } from './processing';
+export type { ProcessingOptions } from './processing';
+export { processingService } from './processing-service';
+export { expandBatch } from './batch-expansion';
+export type { ParamOverrides } from './batch-expansion';
+export { probeImage } from './image-probe';
+export type { ImageInfo } from './image-probe';
+export { TEMPLATES, checkSpec, templateOf } from './workflow';
+export type { TemplateName, WorkflowLimits } from './workflow';
+export { toProtoJob } from './job-record';
+export type { JobRecord, JobStateName } from './job-record';

@@ -1,0 +1,88 @@
+import type { Artifact, StageName } from '@dops/queue';
+import { processingV1 } from '@dops/proto';
+
+export type JobStateName = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
+export const TERMINAL: ReadonlySet<JobStateName> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
+
+/** One stage of a job's workflow, with the params its stage job carries. */
+export interface StagePlan {
+  stage: StageName;
+  params: Record<string, unknown>;
+}
+
+/** A job as kept in Redis (`<prefix>:proc:job:<id>`, JSON). */
+export interface JobRecord {
+  id: string;
+  state: JobStateName;
+  template: string;
+  clientId: string;
+  sessionId?: string;
+  batchId?: string;
+  priority: processingV1.Priority;
+  stage: string;
+  plan: StagePlan[];
+  createdAt: number;
+  updatedAt: number;
+  deadlineAt: number;
+  /** The job's time budget, so a retry gets a new deadline. */
+  budgetMs: number;
+  images: Artifact[];
+  error?: { code: string; message: string; retryable: boolean; stage: string };
+  runs: number;
+  held: boolean;
+  /** The queue its first stage went to (`inference` or `inference@<node>`). */
+  firstQueue?: string;
+  /** Counted in its client's queued-job count (fairness) until it leaves QUEUED. */
+  counted: boolean;
+  traceparent?: string;
+}
+
+/** A job event on its stream (`<prefix>:proc:job:<id>:events`). */
+export type JobEvent =
+  | { kind: 'state' }
+  | { kind: 'stage'; stage: string; status: 'started' | 'completed' }
+  | { kind: 'progress'; stage: string; step: number; total: number; preview?: Artifact };
+
+const STATES: Record<JobStateName, processingV1.JobState> = {
+  QUEUED: processingV1.JobState.QUEUED,
+  RUNNING: processingV1.JobState.RUNNING,
+  SUCCEEDED: processingV1.JobState.SUCCEEDED,
+  FAILED: processingV1.JobState.FAILED,
+  CANCELLED: processingV1.JobState.CANCELLED,
+};
+
+/** The proto enum of a state name. */
+export function toProtoState(state: JobStateName): processingV1.JobState {
+  return STATES[state];
+}
+
+/** The state name of a proto enum; undefined for UNSPECIFIED. */
+export function fromProtoState(state: processingV1.JobState): JobStateName | undefined {
+  return (Object.keys(STATES) as JobStateName[]).find((k) => STATES[k] === state);
+}
+
+export function toProtoArtifact(a: Artifact): processingV1.Artifact {
+  return { path: a.path, sha256: a.sha256, width: a.width, height: a.height, format: a.format, seed: a.seed };
+}
+
+/** The public view of a record. */
+export function toProtoJob(r: JobRecord): processingV1.Job {
+  return {
+    id: r.id,
+    state: toProtoState(r.state),
+    template: r.template,
+    clientId: r.clientId,
+    sessionId: r.sessionId ?? '',
+    batchId: r.batchId ?? '',
+    priority: r.priority,
+    stage: r.stage,
+    stages: r.plan.map((p) => p.stage),
+    createdAt: new Date(r.createdAt),
+    updatedAt: new Date(r.updatedAt),
+    deadlineAt: new Date(r.deadlineAt),
+    images: r.images.map(toProtoArtifact),
+    error: r.error,
+    runs: r.runs,
+    held: r.held,
+  };
+}

@@ -1,0 +1,138 @@
+import type { Redis } from '@dops/queue';
+import { DopsError } from '@dops/errors';
+import { TERMINAL, type JobEvent, type JobRecord } from './job-record';
+import type { Keys } from './keys';
+
+const MAX_EVENTS = 1_000;
+
+/**
+ * Jobs in Redis: one JSON record per job and one event stream per job (what WatchJob replays
+ * from), updated together in one MULTI under WATCH, so a terminal state is never overwritten and
+ * every state change has its event. Terminal jobs expire after `retentionMs`.
+ */
+export class JobStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly retentionMs: number,
+  ) {}
+
+  /** Writes a new record and indexes it. */
+  async create(record: JobRecord): Promise<void> {
+    const multi = this.redis
+      .multi()
+      .set(this.keys.job(record.id), JSON.stringify(record))
+      .xadd(
+        this.keys.events(record.id),
+        'MAXLEN',
+        '~',
+        MAX_EVENTS,
+        '*',
+        'e',
+        JSON.stringify({ kind: 'state' }),
+      )
+      .zadd(this.keys.jobs(), record.createdAt, record.id);
+    if (record.sessionId) multi.zadd(this.keys.sessionJobs(record.sessionId), record.createdAt, record.id);
+    if (record.batchId) multi.zadd(this.keys.batchJobs(record.batchId), record.createdAt, record.id);
+    if (record.counted) multi.incr(this.keys.clientQueued(record.clientId));
+    await multi.exec();
+  }
+
+  async get(id: string): Promise<JobRecord | undefined> {
+    const raw = await this.redis.get(this.keys.job(id));
+    return raw ? (JSON.parse(raw) as JobRecord) : undefined;
+  }
+
+  /** Throws NOT_FOUND naming `field` when there is no such job. */
+  async require(id: string, field = 'job_id'): Promise<JobRecord> {
+    const record = id ? await this.get(id) : undefined;
+    if (!record)
+      throw new DopsError('NOT_FOUND', `${field}: job '${id}' not found`, {
+        violations: [{ field, description: `job '${id}' not found` }],
+      });
+    return record;
+  }
+
+  /**
+   * Applies `change` to the record (skipped when it returns undefined, or when the record is
+   * terminal and `fromTerminal` is not set) and appends `event` plus a state event when the
+   * state changed. Returns the new record, or undefined when nothing changed.
+   */
+  async update(
+    id: string,
+    change: (r: JobRecord) => JobRecord | undefined,
+    options: { event?: JobEvent; fromTerminal?: boolean } = {},
+  ): Promise<JobRecord | undefined> {
+    const key = this.keys.job(id);
+    for (let attempt = 0; attempt < 50; attempt++) {
+      await this.redis.watch(key);
+      const raw = await this.redis.get(key);
+      const before = raw ? (JSON.parse(raw) as JobRecord) : undefined;
+      const after =
+        before && (options.fromTerminal || !TERMINAL.has(before.state))
+          ? change(structuredClone(before))
+          : undefined;
+      if (!before || !after) {
+        await this.redis.unwatch();
+        return undefined;
+      }
+      after.updatedAt = Date.now();
+      const multi = this.redis.multi().set(key, JSON.stringify(after));
+      const events = this.keys.events(id);
+      if (options.event)
+        multi.xadd(events, 'MAXLEN', '~', MAX_EVENTS, '*', 'e', JSON.stringify(options.event));
+      if (before.state !== after.state || before.held !== after.held)
+        multi.xadd(events, 'MAXLEN', '~', MAX_EVENTS, '*', 'e', JSON.stringify({ kind: 'state' }));
+      if (before.counted && !after.counted) multi.decr(this.keys.clientQueued(after.clientId));
+      if (!before.counted && after.counted) multi.incr(this.keys.clientQueued(after.clientId));
+      if (TERMINAL.has(after.state)) {
+        multi.pexpire(key, this.retentionMs).pexpire(events, this.retentionMs);
+      } else {
+        multi.persist(key).persist(events);
+      }
+      if ((await multi.exec()) !== null) return after;
+    }
+    throw DopsError.unavailable(`job '${id}' is being updated too often; try again`);
+  }
+
+  /** Appends an event that changes no field (progress). */
+  async appendEvent(id: string, event: JobEvent): Promise<void> {
+    await this.redis.xadd(this.keys.events(id), 'MAXLEN', '~', MAX_EVENTS, '*', 'e', JSON.stringify(event));
+  }
+
+  /** The record and the id of the last event written with it (the point a watch continues from). */
+  async snapshot(id: string): Promise<{ record?: JobRecord; lastEventId: string }> {
+    const result = await this.redis
+      .multi()
+      .get(this.keys.job(id))
+      .xrevrange(this.keys.events(id), '+', '-', 'COUNT', 1)
+      .exec();
+    const raw = result?.[0]?.[1] as string | null;
+    const last = (result?.[1]?.[1] as [string, string[]][] | undefined)?.[0]?.[0];
+    return { record: raw ? (JSON.parse(raw) as JobRecord) : undefined, lastEventId: last ?? '0-0' };
+  }
+
+  /** Ids of an index, newest first, from `offset`; missing (expired) records are pruned. */
+  async page(index: string, offset: number, count: number): Promise<{ records: JobRecord[]; next?: number }> {
+    const ids = await this.redis.zrevrange(index, offset, offset + count - 1);
+    const records: JobRecord[] = [];
+    for (const id of ids) {
+      const r = await this.get(id);
+      if (r) records.push(r);
+      else await this.redis.zrem(index, id);
+    }
+    return { records, next: ids.length === count ? offset + count : undefined };
+  }
+
+  /** Every record of an index (sessions and batches; bounded by the batch maximum). */
+  async all(index: string): Promise<JobRecord[]> {
+    const ids = await this.redis.zrange(index, 0, -1);
+    const records = await Promise.all(ids.map((id) => this.get(id)));
+    return records.filter((r): r is JobRecord => r !== undefined);
+  }
+
+  /** The client's jobs now QUEUED (its fairness count). */
+  async queuedOf(clientId: string): Promise<number> {
+    return Number((await this.redis.get(this.keys.clientQueued(clientId))) ?? 0);
+  }
+}

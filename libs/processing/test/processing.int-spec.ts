@@ -1,0 +1,276 @@
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DopsError } from '@dops/errors';
+import { inferenceV1, processingV1 } from '@dops/proto';
+import {
+  NodeAnnouncer,
+  StageWorker,
+  createRedis,
+  type Redis,
+  type StageJobData,
+  startTestRedis,
+  type TestRedis,
+} from '@dops/queue';
+import { collect, waitFor } from '@dops/testing';
+import { Processing, expandBatch, fairPriority } from '../src/index';
+
+let redis: TestRedis;
+let client: Redis;
+let n = 0;
+
+beforeAll(async () => {
+  redis = await startTestRedis({ aof: true });
+  client = createRedis(redis.url);
+});
+afterAll(async () => {
+  client.disconnect();
+  await redis.stop();
+});
+
+async function setup(over: Partial<ConstructorParameters<typeof Processing>[0]> = {}) {
+  const prefix = `p${process.pid}x${++n}`;
+  const announcer = new NodeAnnouncer(client, {
+    prefix,
+    nodeId: 'fake',
+    service: 'inference',
+    devices: () => [{ id: 'cpu:0', backend: 'cpu', state: 'busy', residentModels: ['m'], activeJobs: 1 }],
+  });
+  await announcer.start();
+  const processing = new Processing({
+    redisUrl: redis.url,
+    prefix,
+    retentionMs: 60_000,
+    maxQueued: 1_000,
+    retryAfterMs: 2_000,
+    maxBatchItems: 20,
+    defaultDeadlineMs: 60_000,
+    attempts: 2,
+    backoffMs: 10,
+    maxImageBytes: 1_000_000,
+    inputRoot: join(tmpdir(), 'dops-in'),
+    defaultSafety: 'off',
+    ...over,
+  });
+  await processing.start();
+  return {
+    prefix,
+    processing,
+    close: async () => {
+      await processing.close();
+      await announcer.stop();
+    },
+  };
+}
+
+function submit(over: Partial<processingV1.SubmitJobRequest> = {}): processingV1.SubmitJobRequest {
+  return {
+    clientId: 'a',
+    idempotencyKey: '',
+    sessionId: '',
+    priority: processingV1.Priority.NORMAL,
+    deadlineSeconds: 0,
+    spec: {
+      template: 'txt2img',
+      safety: processingV1.SafetyPolicy.UNSPECIFIED,
+      params: inferenceV1.GenerationParams.fromPartial({ modelId: 'm', steps: 1, width: 64, height: 64 }),
+    },
+    ...over,
+  };
+}
+
+function stage(prefix: string, ran: string[], slowMs = 0) {
+  return new StageWorker({
+    queues: ['inference'],
+    redisUrl: redis.url,
+    prefix,
+    concurrency: 1,
+    process: async (ctx) => {
+      ran.push((ctx.data as StageJobData).jobId);
+      if (slowMs)
+        await new Promise((resolve, reject) => {
+          const t = setTimeout(resolve, slowMs);
+          ctx.signal.addEventListener('abort', () => {
+            clearTimeout(t);
+            reject(ctx.signal.reason);
+          });
+        });
+      return {
+        images: [{ path: `/x/${ctx.data.jobId}.png`, sha256: 'ab', width: 64, height: 64, format: 'png' }],
+      };
+    },
+  });
+}
+
+it('submits at once, runs, and watch replays the current state first', async () => {
+  const { prefix, processing, close } = await setup();
+  const { job } = await processing.submitJob(submit());
+  expect(job.state).toBe('QUEUED');
+  const ran: string[] = [];
+  const worker = stage(prefix, ran, 300);
+  await worker.start();
+  await waitFor(async () => (await processing.getJob(job.id)).state === 'RUNNING');
+  const ac = new AbortController();
+  const events = await collect(processing.watchJob(job.id, ac.signal));
+  expect(events[0]!.job?.state).toBe(processingV1.JobState.RUNNING);
+  expect(events.at(-1)!.job?.state).toBe(processingV1.JobState.SUCCEEDED);
+  expect(events.at(-1)!.job?.images[0]!.path).toBe(`/x/${job.id}.png`);
+  await worker.close();
+  await close();
+});
+
+it('gives one job for one idempotency key submitted twice concurrently', async () => {
+  const { processing, close } = await setup();
+  const [a, b] = await Promise.all([
+    processing.submitJob(submit({ idempotencyKey: 'k' })),
+    processing.submitJob(submit({ idempotencyKey: 'k' })),
+  ]);
+  expect(a.job.id).toBe(b.job.id);
+  expect([a.created, b.created].sort()).toEqual([false, true]);
+  await close();
+});
+
+it('never runs a cancelled queued job; cancels a running one only; retries it', async () => {
+  const { prefix, processing, close } = await setup();
+  const queued = (await processing.submitJob(submit())).job;
+  expect((await processing.cancelJob(queued.id)).state).toBe('CANCELLED');
+  const running = (await processing.submitJob(submit())).job;
+  const other = (await processing.submitJob(submit({ clientId: 'b' }))).job;
+  const ran: string[] = [];
+  const worker = stage(prefix, ran, 2_000);
+  await worker.start();
+  await waitFor(async () => (await processing.getJob(running.id)).state === 'RUNNING');
+  await processing.cancelJob(running.id);
+  await waitFor(async () => (await processing.getJob(running.id)).state === 'CANCELLED', {
+    timeoutMs: 1_000,
+  });
+  await waitFor(async () => (await processing.getJob(other.id)).state === 'SUCCEEDED', { timeoutMs: 5_000 });
+  expect(ran).not.toContain(queued.id);
+  await processing.retryJob(running.id);
+  await waitFor(async () => (await processing.getJob(running.id)).state === 'SUCCEEDED', {
+    timeoutMs: 5_000,
+  });
+  await worker.close();
+  await close();
+});
+
+it('rejects bad input before queueing', async () => {
+  const { processing, close } = await setup({ maxQueued: 2 });
+  const code = (p: Promise<unknown>) =>
+    p.then(
+      () => 'ok',
+      (e: DopsError) => `${e.code} ${e.violations[0]?.field ?? ''}`.trim(),
+    );
+  expect(await code(processing.submitJob(submit({ spec: { ...submit().spec!, template: 'nope' } })))).toBe(
+    'NOT_FOUND spec.template',
+  );
+  expect(await code(processing.getJob('missing'))).toBe('NOT_FOUND job_id');
+  expect(await code(processing.submitJob(submit({ sessionId: 'nope' })))).toMatch(/^NOT_FOUND/);
+  expect(
+    await code(
+      processing.submitJob(
+        submit({
+          spec: { ...submit().spec!, params: inferenceV1.GenerationParams.fromPartial({ modelId: 'zz' }) },
+        }),
+      ),
+    ),
+  ).toBe('NOT_FOUND spec.params.model_id');
+  expect(
+    await code(
+      processing.submitJob(
+        submit({
+          spec: { ...submit().spec!, template: 'img2img', initImage: { data: Buffer.from('not an image') } },
+        }),
+      ),
+    ),
+  ).toBe('INVALID_ARGUMENT spec.init_image');
+  await processing.submitJob(submit());
+  await processing.submitJob(submit());
+  const full = await processing.submitJob(submit()).catch((e: DopsError) => e);
+  expect((full as DopsError).code).toBe('RESOURCE_EXHAUSTED');
+  expect((full as DopsError).retryAfterMs).toBe(2_000);
+  await close();
+});
+
+it('expands batches and rejects unequal zips and oversized batches naming the field', () => {
+  const list = (field: string, values: string[]) => ({ field, values });
+  expect(
+    expandBatch(
+      { cartesian: [list('prompt', ['a', 'b']), list('steps', ['1', '2'])], zip: [], repeat: 2 },
+      100,
+      5,
+    ),
+  ).toHaveLength(8);
+  expect(
+    expandBatch(
+      { cartesian: [], zip: [list('prompt', ['a', 'b']), list('seed', ['1', '2'])], repeat: 0 },
+      100,
+      undefined,
+    ),
+  ).toEqual([
+    { prompt: 'a', seed: 1 },
+    { prompt: 'b', seed: 2 },
+  ]);
+  expect(() =>
+    expandBatch(
+      { cartesian: [], zip: [list('prompt', ['a', 'b']), list('seed', ['1'])], repeat: 0 },
+      100,
+      undefined,
+    ),
+  ).toThrow(/expansion.zip\[1\].values/);
+  expect(() =>
+    expandBatch({ cartesian: [list('seed', ['1', '2', '3'])], zip: [], repeat: 10 }, 20, undefined),
+  ).toThrow(/expansion: expands to 30/);
+});
+
+it("runs client B's one job before most of client A's twenty", async () => {
+  expect(fairPriority(processingV1.Priority.NORMAL, 0)).toBeLessThan(
+    fairPriority(processingV1.Priority.NORMAL, 1),
+  );
+  const { prefix, processing, close } = await setup();
+  const batch = await processing.submitBatch({
+    clientId: 'A',
+    idempotencyKey: '',
+    sessionId: '',
+    spec: submit().spec,
+    priority: processingV1.Priority.NORMAL,
+    deadlineSeconds: 0,
+    expansion: {
+      cartesian: [{ field: 'seed', values: Array.from({ length: 20 }, (_, i) => String(i)) }],
+      zip: [],
+      repeat: 0,
+    },
+  });
+  const b = (await processing.submitJob(submit({ clientId: 'B' }))).job;
+  const ran: string[] = [];
+  const worker = stage(prefix, ran);
+  await worker.start();
+  await waitFor(async () => (await processing.getBatch(batch.batch.id)).succeeded === 20, {
+    timeoutMs: 20_000,
+  });
+  expect(ran.indexOf(b.id)).toBeLessThan(3);
+  await worker.close();
+  await close();
+});
+
+it('fails a job past its deadline at pick-up, and keeps a queued job across a Redis restart with AOF', async () => {
+  const { prefix, processing, close } = await setup();
+  const late = (await processing.submitJob(submit({ deadlineSeconds: 1 }))).job;
+  const kept = (await processing.submitJob(submit())).job;
+  await new Promise((r) => setTimeout(r, 1_100));
+  await redis.restart();
+  const ran: string[] = [];
+  const worker = stage(prefix, ran);
+  await worker.start();
+  await waitFor(
+    async () =>
+      (await processing.getJob(late.id).catch(() => undefined))?.error?.code === 'DEADLINE_EXCEEDED',
+    { timeoutMs: 10_000 },
+  );
+  await waitFor(
+    async () => (await processing.getJob(kept.id).catch(() => undefined))?.state === 'SUCCEEDED',
+    { timeoutMs: 10_000 },
+  );
+  expect(ran).toEqual([kept.id]);
+  await worker.close();
+  await close();
+});

@@ -1,0 +1,205 @@
+"""``postprocess.run`` params → a typed, validated PostprocessRequest, before any work is done.
+
+One operation per request (``upscale``, ``faceRestore``, ``safety``, ``convert``). Every failure
+is a WorkerError naming the field in ``details.field`` (camelCase, as on the wire). Only image
+headers are read here; the pixels are read when the operation runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from dops_worker.protocol.errors import ErrorCode, WorkerError
+from dops_worker.runtime.params import META_KEY
+
+Operation = Literal["upscale", "faceRestore", "safety", "convert"]
+OPERATIONS: tuple[Operation, ...] = ("upscale", "faceRestore", "safety", "convert")
+Policy = Literal["flag", "blur", "block"]
+POLICIES: tuple[Policy, ...] = ("flag", "blur", "block")
+Format = Literal["png", "jpeg", "webp"]
+FORMATS: tuple[Format, ...] = ("png", "jpeg", "webp")
+
+# Inputs: one side at most 8192 px and 40 MP; upscaled outputs at most 16384 px a side and 64 MP
+# (the float32 accumulation buffers of a 64 MP tiled upscale take ~1.5 GB).
+MAX_INPUT_SIDE = 8192
+MAX_INPUT_PIXELS = 40_000_000
+MAX_OUTPUT_SIDE = 16384
+MAX_OUTPUT_PIXELS = 64_000_000
+DEFAULT_TILE_SIZE = 512
+DEFAULT_TILE_OVERLAP = 32
+DEFAULT_FACE_SIZE = 512  # GFPGAN, CodeFormer and RestoreFormer restore 512² aligned faces
+DEFAULT_QUALITY = {"jpeg": 90, "webp": 80}
+# The formats PIL may read an input as; anything else (e.g. a PDF or EPS, which run Ghostscript) is refused.
+READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
+
+_COMMON = {"operation", "image", "outputDir", META_KEY}
+_FIELDS: dict[str, set[str]] = {
+    "upscale": {"modelPath", "tileSize", "tileOverlap"},
+    "faceRestore": {"modelPath", "strength", "faceSize"},
+    "safety": {"modelPath", "policy", "blurRadius"},
+    "convert": {"format", "quality"},
+}
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    path: Path
+    width: int
+    height: int
+    format: str  # lower case: png, jpeg, webp, bmp, tiff
+
+
+@dataclass(frozen=True)
+class PostprocessRequest:
+    operation: Operation
+    image: ImageRef
+    output_dir: Path
+    model_path: Path | None = None
+    tile_size: int = DEFAULT_TILE_SIZE  # 0 = one pass over the whole image
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
+    strength: float = 1.0
+    face_size: int = DEFAULT_FACE_SIZE
+    policy: Policy = "flag"
+    blur_radius: float | None = None  # None = scaled to the image (operations.blur_radius_for)
+    format: Format = "png"
+    quality: int | None = None
+
+
+def invalid(field_name: str, reason: str, code: ErrorCode = ErrorCode.INVALID_ARGUMENT) -> WorkerError:
+    return WorkerError(code, f"{field_name}: {reason}", details={"field": field_name, "reason": reason})
+
+
+def parse_postprocess_request(params: Any, *, input_roots: Sequence[Path], output_root: Path) -> PostprocessRequest:
+    """Raises WorkerError INVALID_ARGUMENT (or NOT_FOUND for a missing file) naming the field."""
+    if not isinstance(params, dict):
+        raise invalid("params", "must be an object")
+    operation = params.get("operation")
+    if operation not in OPERATIONS:
+        raise invalid("operation", f"must be one of {', '.join(OPERATIONS)}")
+    allowed = _COMMON | _FIELDS[operation]
+    for key in params:
+        if key not in allowed:
+            raise invalid(key, f"is not a field of operation {operation}")
+    image = read_image_header(params.get("image"), "image", input_roots)
+    output_dir = confined(_string(params, "outputDir", required=True), [output_root], "outputDir")
+    fields: dict[str, Any] = {}
+    if operation == "upscale":
+        fields["model_path"] = _model_file(params, "modelPath")
+        fields["tile_size"] = _int(params, "tileSize", 0, 2048, DEFAULT_TILE_SIZE)
+        if 0 < fields["tile_size"] < 32:
+            raise invalid("tileSize", "must be 0 (no tiling) or between 32 and 2048")
+        fields["tile_overlap"] = _int(params, "tileOverlap", 0, 256, DEFAULT_TILE_OVERLAP)
+        if fields["tile_size"] and fields["tile_overlap"] * 2 >= fields["tile_size"]:
+            raise invalid("tileOverlap", "must be less than half of tileSize")
+    elif operation == "faceRestore":
+        fields["model_path"] = _model_file(params, "modelPath")
+        fields["strength"] = _number(params, "strength", 0.0, 1.0, 1.0)
+        fields["face_size"] = _int(params, "faceSize", 64, 1024, DEFAULT_FACE_SIZE)
+        if fields["face_size"] % 32:
+            raise invalid("faceSize", "must be a multiple of 32")
+    elif operation == "safety":
+        fields["model_path"] = _model_folder(params, "modelPath")
+        policy = params.get("policy", "flag")
+        if policy not in POLICIES:
+            raise invalid("policy", f"must be one of {', '.join(POLICIES)}")
+        fields["policy"] = policy
+        if params.get("blurRadius") is not None:
+            fields["blur_radius"] = _number(params, "blurRadius", 1.0, 512.0, None)
+    else:
+        fmt = params.get("format")
+        if fmt not in FORMATS:
+            raise invalid("format", f"must be one of {', '.join(FORMATS)}")
+        fields["format"] = fmt
+        if params.get("quality") is not None:
+            if fmt == "png":
+                raise invalid("quality", "is only allowed for jpeg and webp (png is lossless)")
+            fields["quality"] = _int(params, "quality", 1, 100, None)
+    return PostprocessRequest(operation=operation, image=image, output_dir=output_dir, **fields)
+
+
+def confined(raw: str, roots: Sequence[Path], field_name: str) -> Path:
+    """``raw`` resolved (relative = against the first root); INVALID_ARGUMENT unless inside one of ``roots``."""
+    if not raw:
+        raise invalid(field_name, "must not be empty")
+    path = (roots[0].resolve() / raw).resolve()  # an absolute raw replaces the root; symlinks resolved first
+    if not any(path.is_relative_to(root.resolve()) for root in roots):
+        raise invalid(field_name, "must be inside the worker's input or artifact root")
+    return path
+
+
+def read_image_header(value: Any, field_name: str, roots: Sequence[Path]) -> ImageRef:
+    """The image's size and format from its header; INVALID_ARGUMENT for a non-image or a too large one."""
+    if value is None:
+        raise invalid(field_name, "is required")
+    if not isinstance(value, str):
+        raise invalid(field_name, "must be a path (string); images never travel inline")
+    path = confined(value, roots, field_name)
+    if not path.is_file():
+        raise invalid(field_name, f"no such file: {value}", ErrorCode.NOT_FOUND)
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path, formats=READABLE_FORMATS) as image:
+            width, height = image.size
+            fmt = (image.format or "").lower()
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise invalid(field_name, f"is not a readable image (png, jpeg, webp, bmp, tiff): {exc}") from exc
+    if width > MAX_INPUT_SIDE or height > MAX_INPUT_SIDE or width * height > MAX_INPUT_PIXELS:
+        raise invalid(field_name, f"is too large ({width}x{height}); at most {MAX_INPUT_SIDE} px a side and "
+                                  f"{MAX_INPUT_PIXELS} pixels")
+    return ImageRef(path, width, height, fmt)
+
+
+def _string(params: dict[str, Any], name: str, *, required: bool = False) -> str:
+    value = params.get(name)
+    if value is None:
+        if required:
+            raise invalid(name, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise invalid(name, "must be a string")
+    return value
+
+
+def _int(params: dict[str, Any], name: str, minimum: int, maximum: int, default: int | None) -> Any:
+    value = params.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        raise invalid(name, "must be an integer")
+    if not minimum <= value <= maximum:
+        raise invalid(name, f"must be between {minimum} and {maximum}")
+    return int(value)
+
+
+def _number(params: dict[str, Any], name: str, minimum: float, maximum: float, default: float | None) -> Any:
+    value = params.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
+        raise invalid(name, f"must be a number between {minimum:g} and {maximum:g}")
+    return float(value)
+
+
+def _model_file(params: dict[str, Any], name: str) -> Path:
+    raw = _string(params, name, required=True)
+    path = Path(raw).resolve()
+    if not path.is_file():
+        raise invalid(name, f"no such file: {raw}", ErrorCode.NOT_FOUND)
+    if path.suffix.lower() != ".safetensors":
+        # .pth/.ckpt are pickles: arbitrary code on load.
+        raise invalid(name, "must be a .safetensors file")
+    return path
+
+
+def _model_folder(params: dict[str, Any], name: str) -> Path:
+    raw = _string(params, name, required=True)
+    path = Path(raw).resolve()
+    if not path.is_dir():
+        raise invalid(name, f"no such folder: {raw}", ErrorCode.NOT_FOUND)
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise invalid(name, "must be a safety checker folder with config.json and model.safetensors")
+    return path
