@@ -27,8 +27,14 @@ export DOPS_INFERENCE_MODEL_ROOTS="${DOPS_INFERENCE_MODEL_ROOTS:-$DOPS_MODEL_ROO
 [ -n "${DOPS_MODEL_CONFIG_DIR:-}" ] && export DOPS_INFERENCE_CONFIG_DIR="${DOPS_INFERENCE_CONFIG_DIR:-$DOPS_MODEL_CONFIG_DIR}"
 export DOPS_ARTIFACT_ROOT="${DOPS_ARTIFACT_ROOT:-$ROOT/var/artifacts}" DOPS_INPUT_ROOT="${DOPS_INPUT_ROOT:-$ROOT/var/inputs}"
 
-declare -A PORT=([device]=50051 [memory]=50052 [model]=50053 [inference]=50054)
-ORDER=(device memory inference model)
+# Workflows: the queue services share Redis; postprocessing uses the bundled upscaler and safety checker.
+export DOPS_REDIS_URL="${DOPS_REDIS_URL:-redis://127.0.0.1:6379}"
+export DOPS_POSTPROCESSING_MODEL_ROOTS="${DOPS_POSTPROCESSING_MODEL_ROOTS:-$DOPS_MODEL_ROOTS}"
+fx="$ROOT/tools/fixtures/generated"
+[ -d "$fx/safety-checker-tiny-passes-all" ] && export DOPS_POSTPROCESSING_SAFETY_CHECKER_PATH="${DOPS_POSTPROCESSING_SAFETY_CHECKER_PATH:-$fx/safety-checker-tiny-passes-all}"
+
+declare -A PORT=([device]=50051 [memory]=50052 [model]=50053 [inference]=50054 [processing]=50055 [postprocessing]=50056)
+ORDER=(device memory inference model postprocessing processing)
 pids=()
 stop_all() {
   trap - INT TERM EXIT
@@ -59,10 +65,11 @@ echo "  redis      127.0.0.1:6379"
 echo
 echo "try:  .venv/bin/python tools/grpc/stranger_client.py 127.0.0.1:50051 call dops.device.v1.DeviceService/ListDevices '{}'"
 
-if [ -f tools/demo/generate.ts ]; then
-  echo; echo "demo: a txt2img with the bundled tiny model"
-  npx tsx tools/demo/generate.ts
-fi
+echo; echo "demo: txt2img → upscale → safety check with the bundled tiny models, through the processing service"
+mkdir -p var/out
+apps/cli/bin/dops submit --model sd15-tiny.safetensors --prompt "a lighthouse on a cliff at dawn" \
+  --width 64 --height 64 --steps 4 --seed 42 \
+  --upscale "$fx/upscaler-compact-2x-tiny.safetensors" --safety flag --out var/out
 $ONCE && exit 0
 echo; echo "up; Ctrl-C stops everything"
 wait

@@ -26,6 +26,11 @@ export const inferenceConfig = defineConfig(
       modelRoots: z.string().default(''),
       /** Config root for single-file checkpoints when a load names none; default the worker's shipped configs. */
       configDir: z.string().min(1).optional(),
+      /**
+       * Model service (`host:port`) asked to load a queued job's model when no device here holds
+       * it. Empty = such jobs fail FAILED_PRECONDITION. Default `127.0.0.1:50053`.
+       */
+      modelServiceAddress: z.string().default('127.0.0.1:50053'),
       /** Longest generation of a call without a deadline. Default 600 000 ms. */
       maxGenerationMs: z.int().min(1_000).default(600_000),
     }),

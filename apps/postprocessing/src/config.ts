@@ -1,6 +1,7 @@
 import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { baseServiceConfig, defineConfig } from '@dops/config';
+import { queueConfig } from '@dops/queue';
 import { z } from 'zod';
 
 /**
@@ -10,6 +11,7 @@ import { z } from 'zod';
  */
 export const postprocessingConfig = defineConfig(
   baseServiceConfig.extend({
+    queue: queueConfig,
     postprocessing: z.object({
       /** Where outputs are written; also read from (a workflow stage's input is the previous stage's output). Default `<tmp>/dops-artifacts`. */
       artifactRoot: z

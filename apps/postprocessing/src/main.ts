@@ -1,12 +1,14 @@
 import { config, telemetry } from './register';
-import { Postprocessor, postprocessingService } from '@dops/postprocessing';
+import { Postprocessor, postprocessingService, postprocessingStage } from '@dops/postprocessing';
+import { StageWorker } from '@dops/queue';
 import { runMain, runWorkerService } from '@dops/service-host';
 import { modelRootsOf } from './config';
 
-const { postprocessing } = config;
+const { postprocessing, queue } = config;
 
-runMain('postprocessing', () =>
-  runWorkerService({
+runMain('postprocessing', async () => {
+  let postprocessor: Postprocessor | undefined;
+  const running = await runWorkerService({
     name: 'postprocessing',
     config,
     telemetry,
@@ -15,17 +17,34 @@ runMain('postprocessing', () =>
       DOPS_ARTIFACT_ROOT: postprocessing.artifactRoot,
       DOPS_INPUT_ROOT: postprocessing.inputRoot,
     },
-    services: (pool) => [
-      postprocessingService(
-        new Postprocessor(pool, {
-          inputRoot: postprocessing.inputRoot,
-          artifactRoot: postprocessing.artifactRoot,
-          modelRoots: modelRootsOf(postprocessing.modelRoots),
-          safetyCheckerPath: postprocessing.safetyCheckerPath,
-          defaultSafetyPolicy: postprocessing.defaultSafetyPolicy,
-          maxRequestMs: postprocessing.maxRequestMs,
-        }),
-      ),
-    ],
-  }),
-);
+    services: (pool) => {
+      postprocessor = new Postprocessor(pool, {
+        inputRoot: postprocessing.inputRoot,
+        artifactRoot: postprocessing.artifactRoot,
+        modelRoots: modelRootsOf(postprocessing.modelRoots),
+        safetyCheckerPath: postprocessing.safetyCheckerPath,
+        defaultSafetyPolicy: postprocessing.defaultSafetyPolicy,
+        maxRequestMs: postprocessing.maxRequestMs,
+      });
+      return [postprocessingService(postprocessor)];
+    },
+  });
+  // Without a Redis URL the service serves gRPC only; with one it also runs workflow stages.
+  if (queue.redisUrl && postprocessor) {
+    const stage = new StageWorker({
+      queues: ['postprocessing'],
+      redisUrl: queue.redisUrl,
+      prefix: queue.prefix,
+      concurrency: queue.concurrency ?? Math.max(1, running.pool.list().length),
+      lockDurationMs: queue.lockDurationMs,
+      stalledIntervalMs: queue.stalledIntervalMs,
+      maxStalledCount: queue.maxStalledCount,
+      stages: ['upscale', 'face_restore', 'safety', 'convert'],
+      process: postprocessingStage(postprocessor),
+      logger: running.logger,
+    });
+    await stage.start();
+    running.server.onShutdown(() => stage.close());
+    running.logger.info({}, 'consuming the postprocessing queue');
+  }
+});

@@ -9,6 +9,8 @@ export const processingConfig = defineConfig(
   baseServiceConfig.extend({
     queue: queueConfig,
     processing: z.object({
+      /** Model service (`host:port`) that tells whether a model id exists; empty = only announced models. Default `127.0.0.1:50053`. */
+      modelServiceAddress: z.string().default('127.0.0.1:50053'),
       /** Terminal jobs are kept this long. Default 24 h. */
       retentionMs: z.int().min(1_000).default(86_400_000),
       /** Queued generations before SubmitJob answers RESOURCE_EXHAUSTED. Default 10 000. */

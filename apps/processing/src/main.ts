@@ -1,5 +1,8 @@
 import { config, telemetry } from './register';
+import { DopsError } from '@dops/errors';
+import { call, createClient } from '@dops/grpc-client';
 import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
+import { modelV1 } from '@dops/proto';
 import { Processing, processingService } from '@dops/processing';
 import { redisUrlOf } from '@dops/queue';
 import { runMain } from '@dops/service-host';
@@ -7,8 +10,23 @@ import { createLogger } from '@dops/telemetry';
 
 runMain('processing', async () => {
   const logger = createLogger({ name: 'processing', level: config.logLevel });
+  const models = config.processing.modelServiceAddress
+    ? createClient(modelV1.ModelServiceClient, config.processing.modelServiceAddress)
+    : undefined;
   const processing = new Processing({
     ...config.processing,
+    // A model the registry knows is accepted even when no node holds it yet (it is loaded on pick-up).
+    modelExists: models
+      ? (id) =>
+          call(models.getModel, { id }, { deadlineMs: 5_000 }).then(
+            () => true,
+            (err: unknown) => {
+              if (err instanceof DopsError && (err.code === 'NOT_FOUND' || err.code === 'INVALID_ARGUMENT'))
+                return false;
+              throw err;
+            },
+          )
+      : undefined,
     redisUrl: redisUrlOf(config.queue),
     prefix: config.queue.prefix,
   });

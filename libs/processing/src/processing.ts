@@ -39,6 +39,12 @@ export interface ProcessingOptions extends WorkflowLimits {
   /** BullMQ attempts of a stage (retryable codes only). */
   attempts: number;
   backoffMs: number;
+  /**
+   * Whether the model registry knows `modelId` (the model service): a known model that no node
+   * holds yet is loaded by the inference node that picks the job. Unset: only models some
+   * inference node announces are accepted.
+   */
+  modelExists?: (modelId: string) => Promise<boolean>;
 }
 
 const PRIORITY_BASE: Record<processingV1.Priority, number> = {
@@ -514,11 +520,10 @@ export class Processing {
   /** NOT_FOUND naming `spec.params.model_id` when no announced inference node holds the model. */
   private async checkModel(modelId: string): Promise<void> {
     const nodes = await listNodes(this.redis, this.options.prefix);
-    if (
-      !nodes.some(
-        (n) => n.service === 'inference' && n.devices.some((d) => d.residentModels.includes(modelId)),
-      )
-    )
+    const resident = nodes.some(
+      (n) => n.service === 'inference' && n.devices.some((d) => d.residentModels.includes(modelId)),
+    );
+    if (!resident && !(await this.options.modelExists?.(modelId)))
       throw new DopsError(
         'NOT_FOUND',
         `spec.params.model_id: model '${modelId}' is not loaded on any inference node`,

@@ -15,6 +15,11 @@ import type { InferenceModels } from '../inference-models';
 
 export interface GenerateStageOptions {
   redisUrl: string;
+  /**
+   * Brings a model this node does not hold onto a device's VRAM (through the model service, which
+   * reserves memory and plans evictions first). Unset: such a job fails FAILED_PRECONDITION.
+   */
+  ensureLoaded?: (modelId: string, signal: AbortSignal) => Promise<void>;
   queue: QueueConfig;
   logger?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
 }
@@ -55,6 +60,11 @@ export class GenerateStage {
       process: async (ctx): Promise<StageResult> => {
         this.active++;
         try {
+          const modelId = String(ctx.data.params['modelId'] ?? '');
+          if (options.ensureLoaded && modelId && models.onVram({ modelId }).length === 0) {
+            await options.ensureLoaded(modelId, ctx.signal);
+            await this.announce().catch(() => undefined);
+          }
           const outcome = await generator.generate({
             params: inferenceV1.GenerationParams.fromJSON(ctx.data.params),
             signal: ctx.signal,
