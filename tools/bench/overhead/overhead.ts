@@ -63,9 +63,9 @@ const CASES: Case[] = [
   {
     label: 'large (diffusion-dominated)',
     ...common,
-    width: Number(arg('large-size', '128')),
-    height: Number(arg('large-size', '128')),
-    steps: Number(arg('large-steps', '12')),
+    width: Number(arg('large-size', '96')),
+    height: Number(arg('large-size', '96')),
+    steps: Number(arg('large-steps', '8')),
   },
 ];
 
@@ -192,7 +192,12 @@ async function timeService(root: string): Promise<{ loadS: number; cases: Servic
       process.stdout.write(
         `service ${c.width}x${c.height} ${c.steps} steps   median ${(s.medianS * 1000).toFixed(1)} ms  p90 ${(s.p90S * 1000).toFixed(1)} ms\n`,
       );
-      cases.push({ generate: s, workerGenerateS: stats(gen).medianS, workerWriteS: stats(write).medianS, sha256 });
+      cases.push({
+        generate: s,
+        workerGenerateS: stats(gen).medianS,
+        workerWriteS: stats(write).medianS,
+        sha256,
+      });
     }
     return { loadS, cases };
   } finally {
@@ -224,13 +229,20 @@ function timeDirect(root: string): DirectOut {
     python,
     [
       path.join(__dirname, 'direct.py'),
-      '--model', CHECKPOINT,
-      '--config-dir', CONFIGS,
-      '--model-id', MODEL_ID,
-      '--n', String(n),
-      '--warmup', String(warmup),
-      '--out-dir', path.join(root, 'direct'),
-      '--cases', JSON.stringify(cases),
+      '--model',
+      CHECKPOINT,
+      '--config-dir',
+      CONFIGS,
+      '--model-id',
+      MODEL_ID,
+      '--n',
+      String(n),
+      '--warmup',
+      String(warmup),
+      '--out-dir',
+      path.join(root, 'direct'),
+      '--cases',
+      JSON.stringify(cases),
       ...(withGenerate ? ['--with-generate'] : []),
     ],
     { env: childEnv, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 16 << 20 },
@@ -304,7 +316,13 @@ async function main(): Promise<void> {
     const doc = {
       date: new Date().toISOString(),
       machine,
-      settings: { n, warmup, threads: Number(threads), modelId: MODEL_ID, checkpoint: 'tools/fixtures/generated/sd15-tiny.safetensors' },
+      settings: {
+        n,
+        warmup,
+        threads: Number(threads),
+        modelId: MODEL_ID,
+        checkpoint: 'tools/fixtures/generated/sd15-tiny.safetensors',
+      },
       modelLoadS: { serviceLoadModelRpc: +service.loadS.toFixed(3), direct: direct.loadS },
       results,
       totalS,
@@ -325,7 +343,7 @@ async function main(): Promise<void> {
         `Model: tiny SD 1.5 fixture (sd15-tiny.safetensors, float32, cpu), loaded by the project loader on both sides. Request: txt2img "${PROMPT}", negative "blurry", cfg 7, Euler a, seed 42, 1 image. n = ${n} timed runs after ${warmup} warm-up runs, per side and case; sequential, one in flight.`,
         '',
         '- **service**: unary `InferenceService.Generate` over gRPC (127.0.0.1, in-process server) → Generator → WorkerPool → Python worker over stdio → PNG written; wall time at the client.',
-        '- **direct + PNG**: `direct.py`, same assembled diffusers pipeline, `pipe(...)` with the worker\'s arguments, then the worker\'s PNG writer (same metadata, fsync + rename). Ran after the pool was stopped.',
+        "- **direct + PNG**: `direct.py`, same assembled diffusers pipeline, `pipe(...)` with the worker's arguments, then the worker's PNG writer (same metadata, fsync + rename). Ran after the pool was stopped.",
         '- **direct pipe**: `pipe(...)` only, no PNG.',
         '',
         '| request | service median / p90 ms | direct+PNG median / p90 ms | direct pipe median / p90 ms | overhead ms (vs direct+PNG) | ratio service / direct+PNG | ratio service / pipe | worker-reported generate+write ms | same PNG bytes |',
@@ -334,7 +352,7 @@ async function main(): Promise<void> {
         '',
         `Model load: LoadModel RPC ${service.loadS.toFixed(2)} s; direct ${direct.loadS.toFixed(2)} s. Whole run ${totalS} s.`,
         '',
-        'Reproduce: `npx tsx tools/bench/overhead/overhead.ts [--n 15] [--warmup 2] [--threads 1] [--large-size 128] [--large-steps 12] [--with-generate]`',
+        'Reproduce: `npx tsx tools/bench/overhead/overhead.ts [--n 15] [--warmup 2] [--threads 1] [--large-size 96] [--large-steps 8] [--with-generate]`',
         '',
       ].join('\n'),
     );
@@ -345,6 +363,8 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`overhead bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.stderr.write(
+    `overhead bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
   process.exit(1);
 });
