@@ -1,6 +1,6 @@
-import { isAbsolute, relative, resolve } from 'node:path';
-import { DopsError, type FieldViolation } from '@dops/errors';
+import { DopsError } from '@dops/errors';
 import { inferenceV1 } from '@dops/proto';
+import { Violations } from '@dops/validation';
 import type { WorkerCapabilities } from './worker-capabilities';
 
 /** Scheduler names the worker knows (python-workers inference/request.py SCHEDULER_NAMES). */
@@ -69,7 +69,7 @@ export function toWorkerParams(
   extra: { outputDir: string; previewIntervalSeconds: number },
 ): WorkerGenerateParams {
   if (!params) throw DopsError.invalidArgument(PARAMS, 'is required');
-  const v = new Violations();
+  const v = new Violations(PARAMS);
   const limits = {
     size: capabilities?.size ?? DEFAULT_LIMITS.size,
     stepsMax: capabilities?.steps.max ?? DEFAULT_LIMITS.steps.max,
@@ -146,15 +146,15 @@ export function toWorkerParams(
         v.add('strength', `× steps leaves no denoising step`);
       else worker.strength = params.strength;
     }
-    worker.initImage = confined(params.initImage, [roots.inputRoot], 'init_image', 'the input root', v);
+    worker.initImage = v.confined(params.initImage, [roots.inputRoot], 'init_image', 'the input root');
     if (mode === 'inpaint')
-      worker.mask = confined(params.mask, [roots.inputRoot], 'mask', 'the input root', v);
+      worker.mask = v.confined(params.mask, [roots.inputRoot], 'mask', 'the input root');
     else if (params.mask) v.add('mask', 'is only allowed with MODE_INPAINT');
   }
 
   if (params.loras.length > limits.maxLoras) v.add('loras', `at most ${limits.maxLoras} are allowed`);
   worker.loras = params.loras.map((lora, i) => {
-    const path = confined(lora.path, roots.modelRoots, `loras[${i}].path`, 'a model root', v);
+    const path = v.confined(lora.path, roots.modelRoots, `loras[${i}].path`, 'a model root');
     if (path && !path.toLowerCase().endsWith('.safetensors'))
       v.add(`loras[${i}].path`, 'must be a .safetensors file');
     if (lora.weight !== undefined && !inRange(lora.weight, -10, 10))
@@ -168,8 +168,8 @@ export function toWorkerParams(
     if (scale !== undefined && !inRange(scale, 0, 2))
       v.add(`controlnets[${i}].conditioning_scale`, 'must be between 0 and 2');
     return {
-      path: confined(cn.path, roots.modelRoots, `controlnets[${i}].path`, 'a model root', v),
-      image: confined(cn.image, [roots.inputRoot], `controlnets[${i}].image`, 'the input root', v),
+      path: v.confined(cn.path, roots.modelRoots, `controlnets[${i}].path`, 'a model root'),
+      image: v.confined(cn.image, [roots.inputRoot], `controlnets[${i}].image`, 'the input root'),
       conditioningScale: scale ?? 1,
     };
   });
@@ -236,40 +236,4 @@ function previewInterval(seconds: number, v: Violations): number {
 
 function inRange(value: number, min: number, max: number): boolean {
   return Number.isFinite(value) && value >= min && value <= max;
-}
-
-/** `raw` made absolute (relative = against the first root); a violation when empty or outside every root. */
-function confined(raw: string, roots: readonly string[], field: string, what: string, v: Violations): string {
-  if (!raw) {
-    v.add(field, 'is required');
-    return '';
-  }
-  if (roots.length === 0) {
-    v.add(field, `no ${what} is configured on this service`);
-    return '';
-  }
-  const path = isAbsolute(raw) ? resolve(raw) : resolve(roots[0]!, raw);
-  const inside = roots.some((root) => {
-    const rel = relative(resolve(root), path);
-    return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-  });
-  if (!inside) v.add(field, `must be inside ${what}`);
-  return path;
-}
-
-class Violations {
-  private readonly list: FieldViolation[] = [];
-
-  add(field: string, description: string): void {
-    this.list.push({ field: `${PARAMS}.${field}`, description });
-  }
-
-  addTopLevel(field: string, description: string): void {
-    this.list.push({ field, description });
-  }
-
-  throwIfAny(): void {
-    const error = DopsError.fromViolations(this.list);
-    if (error) throw error;
-  }
 }

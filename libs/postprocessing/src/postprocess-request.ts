@@ -1,6 +1,8 @@
-import { isAbsolute, relative, resolve } from 'node:path';
-import { DopsError, type FieldViolation } from '@dops/errors';
+import { DopsError } from '@dops/errors';
 import { postprocessingV1 } from '@dops/proto';
+import { Violations } from '@dops/validation';
+
+export { Violations };
 
 export type Operation = 'upscale' | 'faceRestore' | 'safety' | 'convert';
 export type SafetyPolicyName = 'flag' | 'blur' | 'block';
@@ -61,54 +63,6 @@ export function policyOf(
 }
 
 /** Collects every bad field of a request, then throws them together (INVALID_ARGUMENT). */
-export class Violations {
-  private readonly list: FieldViolation[] = [];
-
-  add(field: string, description: string): void {
-    this.list.push({ field, description });
-  }
-
-  throwIfAny(): void {
-    const error = DopsError.fromViolations(this.list);
-    if (error) throw error;
-  }
-
-  /** `raw` made absolute (relative = against the first root); a violation when empty or outside every root. */
-  confined(raw: string, roots: readonly string[], field: string, what: string): string {
-    if (!raw) {
-      this.add(field, 'is required');
-      return '';
-    }
-    if (roots.length === 0) {
-      this.add(field, `no ${what} is configured on this service`);
-      return '';
-    }
-    const path = isAbsolute(raw) ? resolve(raw) : resolve(roots[0]!, raw);
-    const inside = roots.some((root) => {
-      const rel = relative(resolve(root), path);
-      return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-    });
-    if (!inside) this.add(field, `must be inside ${what}`);
-    return path;
-  }
-
-  /** An optional integer in [min, max]; undefined when unset. */
-  intIn(value: number | undefined, min: number, max: number, field: string): number | undefined {
-    if (value === undefined) return undefined;
-    if (!Number.isInteger(value) || value < min || value > max)
-      this.add(field, `must be between ${min} and ${max}`);
-    return value;
-  }
-
-  /** An optional number in [min, max]; undefined when unset. */
-  numberIn(value: number | undefined, min: number, max: number, field: string): number | undefined {
-    if (value === undefined) return undefined;
-    if (!Number.isFinite(value) || value < min || value > max)
-      this.add(field, `must be between ${min} and ${max}`);
-    return value;
-  }
-}
-
 /**
  * The request's image (inside the input or artifact root) and output folder, common to every
  * operation; records a violation naming `image` when it is empty or outside both roots.

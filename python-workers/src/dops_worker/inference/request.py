@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from dops_worker.protocol.errors import ErrorCode, WorkerError
+from dops_worker.protocol.errors import ErrorCode
+from dops_worker.protocol.files import ImageRef, confined, invalid, read_image_header
 from dops_worker.runtime.params import META_KEY
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
@@ -65,13 +66,6 @@ class ControlNetSpec:
 
 
 @dataclass(frozen=True)
-class ImageRef:
-    path: Path
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
 class GenerateRequest:
     mode: Mode
     model: str
@@ -116,10 +110,6 @@ class GenerateRequest:
                 for c in self.controlnets
             ],
         }
-
-
-def invalid(field_name: str, reason: str, code: ErrorCode = ErrorCode.INVALID_ARGUMENT) -> WorkerError:
-    return WorkerError(code, f"{field_name}: {reason}", details={"field": field_name, "reason": reason})
 
 
 def parse_generate_request(
@@ -202,7 +192,7 @@ def parse_generate_request(
 
     loras = tuple(_loras(params.get("loras"), limits))
     controlnets = tuple(_controlnets(params.get("controlnets"), limits, input_root))
-    output_dir = _confined(_string(params, "outputDir", required=True), output_root, "outputDir")
+    output_dir = confined(_string(params, "outputDir", required=True), [output_root], "outputDir", "the artifact root")
 
     return GenerateRequest(
         mode=mode, model=model, prompt=prompt, negative_prompt=negative_prompt,
@@ -258,36 +248,8 @@ def _size(params: dict[str, Any], name: str, limits: RequestLimits) -> int:
     return value
 
 
-def _confined(raw: str, root: Path, field_name: str) -> Path:
-    """``raw`` (relative to ``root`` or absolute) resolved; INVALID_ARGUMENT when it leaves ``root``."""
-    if not raw:
-        raise invalid(field_name, "must not be empty")
-    root = root.resolve()
-    path = (root / raw).resolve()  # an absolute raw replaces root; symlinks are resolved first
-    if not path.is_relative_to(root):
-        raise invalid(field_name, "must be inside the worker's allowed root")
-    return path
-
-
 def _image(params: dict[str, Any], name: str, input_root: Path, *, label: str | None = None) -> ImageRef:
-    value = params.get(name)
-    name = label or name
-    if value is None:
-        raise invalid(name, "is required")
-    if not isinstance(value, str):
-        raise invalid(name, "must be a path (string); images never travel inline")
-    path = _confined(value, input_root, name)
-    if not path.is_file():
-        raise invalid(name, f"no such file: {value}", ErrorCode.NOT_FOUND)
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:  # header only; pixels are read when generating
-            width, height = image.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise invalid(name, f"is not a readable image: {exc}") from exc
-    return ImageRef(path, width, height)
-
+    return read_image_header(params.get(name), label or name, [input_root], "the input root")
 
 def _list(value: Any, name: str, maximum: int) -> list[Any]:
     if value is None:

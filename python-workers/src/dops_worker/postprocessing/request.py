@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dops_worker.protocol.errors import ErrorCode, WorkerError
+from dops_worker.protocol.errors import ErrorCode
+from dops_worker.protocol.files import (
+    ImageRef,
+    confined,
+    invalid,
+    read_image_header,
+)
 from dops_worker.runtime.params import META_KEY
 
 Operation = Literal["upscale", "faceRestore", "safety", "convert"]
@@ -24,8 +30,6 @@ FORMATS: tuple[Format, ...] = ("png", "jpeg", "webp")
 
 # Inputs: one side at most 8192 px and 40 MP; upscaled outputs at most 16384 px a side and 64 MP
 # (the float32 accumulation buffers of a 64 MP tiled upscale take ~1.5 GB).
-MAX_INPUT_SIDE = 8192
-MAX_INPUT_PIXELS = 40_000_000
 MAX_OUTPUT_SIDE = 16384
 MAX_OUTPUT_PIXELS = 64_000_000
 DEFAULT_TILE_SIZE = 512
@@ -33,7 +37,6 @@ DEFAULT_TILE_OVERLAP = 32
 DEFAULT_FACE_SIZE = 512  # GFPGAN, CodeFormer and RestoreFormer restore 512² aligned faces
 DEFAULT_QUALITY = {"jpeg": 90, "webp": 80}
 # The formats PIL may read an input as; anything else (e.g. a PDF or EPS, which run Ghostscript) is refused.
-READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF")
 
 _COMMON = {"operation", "image", "outputDir", META_KEY}
 _FIELDS: dict[str, set[str]] = {
@@ -42,14 +45,6 @@ _FIELDS: dict[str, set[str]] = {
     "safety": {"modelPath", "policy", "blurRadius"},
     "convert": {"format", "quality"},
 }
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    path: Path
-    width: int
-    height: int
-    format: str  # lower case: png, jpeg, webp, bmp, tiff
 
 
 @dataclass(frozen=True)
@@ -66,10 +61,6 @@ class PostprocessRequest:
     blur_radius: float | None = None  # None = scaled to the image (operations.blur_radius_for)
     format: Format = "png"
     quality: int | None = None
-
-
-def invalid(field_name: str, reason: str, code: ErrorCode = ErrorCode.INVALID_ARGUMENT) -> WorkerError:
-    return WorkerError(code, f"{field_name}: {reason}", details={"field": field_name, "reason": reason})
 
 
 def parse_postprocess_request(params: Any, *, input_roots: Sequence[Path], output_root: Path) -> PostprocessRequest:
@@ -118,39 +109,6 @@ def parse_postprocess_request(params: Any, *, input_roots: Sequence[Path], outpu
                 raise invalid("quality", "is only allowed for jpeg and webp (png is lossless)")
             fields["quality"] = _int(params, "quality", 1, 100, None)
     return PostprocessRequest(operation=operation, image=image, output_dir=output_dir, **fields)
-
-
-def confined(raw: str, roots: Sequence[Path], field_name: str) -> Path:
-    """``raw`` resolved (relative = against the first root); INVALID_ARGUMENT unless inside one of ``roots``."""
-    if not raw:
-        raise invalid(field_name, "must not be empty")
-    path = (roots[0].resolve() / raw).resolve()  # an absolute raw replaces the root; symlinks resolved first
-    if not any(path.is_relative_to(root.resolve()) for root in roots):
-        raise invalid(field_name, "must be inside the worker's input or artifact root")
-    return path
-
-
-def read_image_header(value: Any, field_name: str, roots: Sequence[Path]) -> ImageRef:
-    """The image's size and format from its header; INVALID_ARGUMENT for a non-image or a too large one."""
-    if value is None:
-        raise invalid(field_name, "is required")
-    if not isinstance(value, str):
-        raise invalid(field_name, "must be a path (string); images never travel inline")
-    path = confined(value, roots, field_name)
-    if not path.is_file():
-        raise invalid(field_name, f"no such file: {value}", ErrorCode.NOT_FOUND)
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path, formats=READABLE_FORMATS) as image:
-            width, height = image.size
-            fmt = (image.format or "").lower()
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise invalid(field_name, f"is not a readable image (png, jpeg, webp, bmp, tiff): {exc}") from exc
-    if width > MAX_INPUT_SIDE or height > MAX_INPUT_SIDE or width * height > MAX_INPUT_PIXELS:
-        raise invalid(field_name, f"is too large ({width}x{height}); at most {MAX_INPUT_SIDE} px a side and "
-                                  f"{MAX_INPUT_PIXELS} pixels")
-    return ImageRef(path, width, height, fmt)
 
 
 def _string(params: dict[str, Any], name: str, *, required: bool = False) -> str:

@@ -1,0 +1,1 @@
+export { isInsideRoots, Violations } from './violations';
