@@ -116,7 +116,7 @@ export class Processing {
     traceparent?: string,
   ): Promise<{ job: JobRecord; created: boolean }> {
     if (!req.clientId) throw DopsError.invalidArgument('client_id', 'is required');
-    const session = req.sessionId ? await this.requireSession(req.sessionId) : undefined;
+    const session = req.sessionId ? await this.openSession(req.sessionId) : undefined;
     const spec = withDefaults(req.spec, session);
     const template = templateOf(spec);
     const params = checkSpec(spec!, template, this.options);
@@ -275,7 +275,7 @@ export class Processing {
     traceparent?: string,
   ): Promise<{ batch: processingV1.Batch; created: boolean }> {
     if (!req.clientId) throw DopsError.invalidArgument('client_id', 'is required');
-    const session = req.sessionId ? await this.requireSession(req.sessionId) : undefined;
+    const session = req.sessionId ? await this.openSession(req.sessionId) : undefined;
     const base = withDefaults(req.spec, session);
     const template = templateOf(base);
     const items = expandBatch(req.expansion, this.options.maxBatchItems, base?.params?.seed);
@@ -337,9 +337,22 @@ export class Processing {
   }
 
   async cancelBatch(batchId: string): Promise<processingV1.Batch> {
-    const batch = await this.getBatch(batchId);
-    for (const id of batch.jobIds) await this.cancelJob(id);
+    await this.getBatch(batchId);
+    await this.cancelAll(await this.store.all(this.keys.batchJobs(batchId)));
     return this.getBatch(batchId);
+  }
+
+  /**
+   * Cancels `jobs`, the queued ones before the running ones: cancelling a running job first
+   * frees its worker, which could then pick up a queued job of the same group before its cancel.
+   */
+  private async cancelAll(jobs: JobRecord[]): Promise<void> {
+    const open = jobs.filter((j) => !TERMINAL.has(j.state));
+    for (const job of [
+      ...open.filter((j) => j.state !== 'RUNNING'),
+      ...open.filter((j) => j.state === 'RUNNING'),
+    ])
+      await this.cancelJob(job.id);
   }
 
   // ---- sessions ---------------------------------------------------------------------------
@@ -361,6 +374,20 @@ export class Processing {
     const raw = id ? await this.redis.get(this.keys.session(id)) : null;
     if (!raw) throw DopsError.notFound('session', id);
     return JSON.parse(raw) as SessionRecord;
+  }
+
+  /** The session a new job joins: NOT_FOUND when unknown, FAILED_PRECONDITION once cancelled. */
+  private async openSession(id: string): Promise<SessionRecord> {
+    const session = await this.requireSession(id);
+    if (session.state === 'CANCELLED')
+      throw new DopsError(
+        'FAILED_PRECONDITION',
+        `session_id: session '${id}' is cancelled; it takes no more jobs`,
+        {
+          violations: [{ field: 'session_id', description: 'the session is cancelled' }],
+        },
+      );
+    return session;
   }
 
   async pauseSession(id: string): Promise<SessionRecord> {
@@ -385,7 +412,7 @@ export class Processing {
 
   async cancelSession(id: string): Promise<SessionRecord> {
     const session = await this.setSessionState(id, 'CANCELLED');
-    for (const job of await this.store.all(this.keys.sessionJobs(id))) await this.cancelJob(job.id);
+    await this.cancelAll(await this.store.all(this.keys.sessionJobs(id)));
     return session;
   }
 
