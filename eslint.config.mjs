@@ -26,6 +26,8 @@ export default [
             { sourceTag: 'type:domain', onlyDependOnLibsWithTags: ['type:platform', 'type:proto'] },
             { sourceTag: 'type:platform', onlyDependOnLibsWithTags: ['type:platform', 'type:proto'] },
             { sourceTag: 'type:proto', onlyDependOnLibsWithTags: [] },
+            // End-to-end tests drive the services as processes, through their gRPC APIs only.
+            { sourceTag: 'type:e2e', onlyDependOnLibsWithTags: ['type:platform', 'type:proto'] },
             { sourceTag: 'scope:shared', onlyDependOnLibsWithTags: ['scope:shared'] },
             { sourceTag: 'scope:device', onlyDependOnLibsWithTags: ['scope:device', 'scope:shared'] },
             { sourceTag: 'scope:memory', onlyDependOnLibsWithTags: ['scope:memory', 'scope:shared'] },

@@ -174,10 +174,12 @@ export class Processing {
     const record = await this.store.require(id);
     if (TERMINAL.has(record.state)) return record;
     await publishCancel(this.redis, this.options.prefix, id);
-    const removed = record.held || (await this.removeFlow(record));
+    const removed = record.held || (await this.removeFlow(record, { keepFinished: true }));
     if (removed) {
+      // Removed means no stage of it runs or will run. A RUNNING record can be removed too: its
+      // stage failed retryably and waits (delayed) for its next attempt, or stalled back to wait.
       await this.store.update(id, (r) =>
-        r.state === 'QUEUED'
+        r.state === 'QUEUED' || r.state === 'RUNNING'
           ? {
               ...r,
               state: 'CANCELLED',
@@ -580,8 +582,11 @@ export class Processing {
       );
   }
 
-  /** Removes the job's flow (root and children); false when a stage is running (locked). */
-  private async removeFlow(record: JobRecord): Promise<boolean> {
+  /**
+   * Removes the job's flow (root and children); false when a stage is running (locked), or with
+   * `keepFinished` when the flow already completed or failed.
+   */
+  private async removeFlow(record: JobRecord, options: { keepFinished?: boolean } = {}): Promise<boolean> {
     const last = record.plan[record.plan.length - 1]!;
     const root = await Job.fromId(
       this.queue(
@@ -592,6 +597,11 @@ export class Processing {
       stageJobId(record.id, last.stage),
     );
     if (!root) return true;
+    // A cancel leaves a finished flow alone: its completion (or failure) event settles the record.
+    if (options.keepFinished) {
+      const state = await root.getState();
+      if (state === 'completed' || state === 'failed') return false;
+    }
     try {
       await root.remove();
       return true;

@@ -4,10 +4,12 @@ import {
   NodeAnnouncer,
   StageWorker,
   createRedis,
+  listNodes,
   nodeQueueName,
   type QueueConfig,
   type Redis,
   type StageResult,
+  type StageWorkerOptions,
 } from '@dops/queue';
 import type { WorkerPool } from '@dops/worker-pool';
 import type { Generator } from '../generator';
@@ -30,13 +32,27 @@ export interface GenerateStageOptions {
  * deadline becomes the worker deadline), reports step progress, and returns `{images}`; plus
  * this node's announcement (devices, VRAM-resident models, active jobs). Concurrency defaults
  * to the number of devices.
+ *
+ * Processing routes a job to `inference@<node>` for model affinity, and only that node consumes
+ * that queue, so BullMQ's stalled-job check of that queue runs only there: a node that dies
+ * (kill -9, lost host) would strand its running and waiting jobs. So every node also adopts the
+ * queues of dead nodes (no live announcement): it consumes `inference@<dead>` until that node
+ * announces itself again, which hands its stalled job back to the queue and runs it.
  */
 export class GenerateStage {
   private readonly worker: StageWorker<Record<string, unknown>>;
   private readonly announcer: NodeAnnouncer;
   private readonly redis: Redis;
+  private readonly workerOptions: Omit<StageWorkerOptions<Record<string, unknown>>, 'queues'>;
+  /** Queues of dead nodes this node consumes, by node id. */
+  private readonly adopted = new Map<string, StageWorker<Record<string, unknown>>>();
+  private adoptTimer?: NodeJS.Timeout;
+  private adopting?: Promise<void>;
+  private stopped = false;
   private active = 0;
   readonly nodeId: string;
+  private readonly prefix: string;
+  private readonly logger?: GenerateStageOptions['logger'];
 
   constructor(
     generator: Generator,
@@ -46,9 +62,10 @@ export class GenerateStage {
   ) {
     const { queue } = options;
     this.nodeId = queue.nodeId ?? hostname();
+    this.prefix = queue.prefix;
+    this.logger = options.logger;
     this.redis = createRedis(options.redisUrl);
-    this.worker = new StageWorker({
-      queues: ['inference', nodeQueueName('inference', this.nodeId)],
+    this.workerOptions = {
       redisUrl: options.redisUrl,
       prefix: queue.prefix,
       concurrency: queue.concurrency ?? Math.max(1, pool.list().length),
@@ -88,6 +105,10 @@ export class GenerateStage {
           this.active--;
         }
       },
+    };
+    this.worker = new StageWorker({
+      ...this.workerOptions,
+      queues: ['inference', nodeQueueName('inference', this.nodeId)],
     });
     this.announcer = new NodeAnnouncer(this.redis, {
       prefix: queue.prefix,
@@ -108,6 +129,57 @@ export class GenerateStage {
   async start(): Promise<void> {
     await this.announcer.start();
     await this.worker.start();
+    const every = Math.max(1_000, this.workerOptions.stalledIntervalMs ?? 30_000);
+    this.adoptTimer = setInterval(() => void this.adoptOrphans(), every);
+    this.adoptTimer.unref();
+  }
+
+  /**
+   * Starts consuming `inference@<id>` of every node with such a queue and no live announcement;
+   * stops consuming those whose node announced itself again. Errors are logged and retried on
+   * the next round.
+   */
+  adoptOrphans(): Promise<void> {
+    this.adopting ??= this.adoptRound()
+      .catch((err: unknown) => this.logger?.warn({ err: String(err) }, 'adopting dead nodes’ queues failed'))
+      .finally(() => (this.adopting = undefined));
+    return this.adopting;
+  }
+
+  private async adoptRound(): Promise<void> {
+    if (this.stopped) return;
+    const alive = new Set(
+      (await listNodes(this.redis, this.prefix))
+        .filter((n) => n.service === 'inference')
+        .map((n) => n.nodeId),
+    );
+    const queued = await this.nodeQueues();
+    for (const nodeId of queued) {
+      if (this.stopped || nodeId === this.nodeId || alive.has(nodeId) || this.adopted.has(nodeId)) continue;
+      const worker = new StageWorker({ ...this.workerOptions, queues: [nodeQueueName('inference', nodeId)] });
+      this.adopted.set(nodeId, worker);
+      await worker.start();
+      this.logger?.info({ deadNode: nodeId }, 'consuming the queue of a dead node');
+    }
+    for (const [nodeId, worker] of this.adopted) {
+      if (!alive.has(nodeId) && !this.stopped) continue;
+      this.adopted.delete(nodeId);
+      await worker.close();
+      this.logger?.info({ node: nodeId }, 'node is back: no longer consuming its queue');
+    }
+  }
+
+  /** Node ids with an `inference@<id>` queue in Redis (BullMQ's `<prefix>:<queue>:meta` key). */
+  private async nodeQueues(): Promise<Set<string>> {
+    const head = `${this.prefix}:inference@`;
+    const ids = new Set<string>();
+    let cursor = '0';
+    do {
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${head}*:meta`, 'COUNT', 500);
+      cursor = next;
+      for (const key of keys) ids.add(key.slice(head.length, -':meta'.length));
+    } while (cursor !== '0');
+    return ids;
   }
 
   /** Announces now (after a model load, so processing routes to this node at once). */
@@ -116,6 +188,11 @@ export class GenerateStage {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.adoptTimer) clearInterval(this.adoptTimer);
+    await this.adopting;
+    await Promise.all([...this.adopted.values()].map((w) => w.close()));
+    this.adopted.clear();
     await this.worker.close();
     await this.announcer.stop().catch(() => undefined);
     this.redis.disconnect();
