@@ -569,7 +569,7 @@ export class Processing {
 
   /** RESOURCE_EXHAUSTED with a retry hint when `adding` more first stages would pass the bound. */
   private async checkCapacity(adding = 1): Promise<void> {
-    const counts = await this.queue('inference').getJobCounts('wait', 'prioritized', 'delayed', 'paused');
+    const counts = await this.queue('inference').getJobCounts('wait', 'prioritized', 'delayed');
     const queued = Object.values(counts).reduce((a, b) => a + b, 0);
     if (queued + adding > this.options.maxQueued)
       throw new DopsError(

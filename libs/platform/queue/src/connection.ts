@@ -1,3 +1,4 @@
+import type { ConnectionOptions } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 
 /**
@@ -24,7 +25,7 @@ export type { Redis } from 'ioredis';
  * BullMQ's `connection` option: BullMQ then owns the connection and closes it with the queue or
  * worker. Throws TypeError for a malformed URL.
  */
-export function connectionOptions(url: string): RedisOptions {
+export function connectionOptions(url: string): ConnectionOptions {
   const u = new URL(url);
   const db = u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0;
   return {
