@@ -141,6 +141,22 @@ def test_cancel_after_step_one_then_next_run_succeeds(sd15: Any, roots: tuple[Pa
     assert len(_run(sd15, make_request(sd15, roots))["images"]) == 1
 
 
+def test_a_cancelled_run_defers_its_memory_release_until_after_the_reply(
+        sd15: Any, roots: tuple[Path, Path], make_request: Any) -> None:
+    seen: list[int] = []
+    released: list[str] = []
+    deferred: list[Any] = []
+    with pytest.raises(WorkerError) as caught:
+        _run(sd15, make_request(sd15, roots, steps=4), progress=lambda step, total, preview=None: seen.append(step),
+             raise_if_cancelled=GenerateHooks.cancel_check(lambda: bool(seen)),
+             release_memory=lambda: released.append("released"), defer=deferred.append)
+    assert caught.value.code is ErrorCode.CANCELLED
+    assert released == []  # not yet: the CANCELLED reply goes first
+    assert len(deferred) == 1
+    deferred[0]()
+    assert released == ["released"]
+
+
 def test_previews_are_throttled_and_written(sd15: Any, roots: tuple[Path, Path], make_request: Any) -> None:
     previews: list[dict[str, Any]] = []
 

@@ -51,6 +51,9 @@ class GenerateHooks:
     progress: ProgressFn | None = None
     raise_if_cancelled: Callable[[], None] | None = None
     release_memory: Callable[[], None] | None = None
+    # Where to put the memory release after a failed or cancelled run so that the error reply
+    # leaves first (the runtime's after-reply queue); None = release before returning.
+    defer: Callable[[Callable[[], None]], None] | None = None
     load_controlnet: Callable[[Path], Any] | None = None
     clock: Callable[[], float] = time.monotonic
 
@@ -118,7 +121,10 @@ def generate(
     finally:
         runner.restore()
         if not succeeded:
-            release_memory(hooks.release_memory)
+            if hooks.defer is not None:
+                hooks.defer(lambda: release_memory(hooks.release_memory))
+            else:
+                release_memory(hooks.release_memory)
     finished = hooks.clock()
     return {
         "images": artifacts,

@@ -110,6 +110,7 @@ def generate_method(params: Any, ctx: RequestContext) -> dict[str, Any]:
         progress=ctx.progress,
         raise_if_cancelled=ctx.token.raise_if_cancelled,
         release_memory=backend.release_caches,
+        defer=ctx.after_reply.append,  # a cancelled run answers at once, then frees its memory
     )
     generator_device = backend.device()["capabilities"].get("generatorDevice", "cpu")
     return generate(loaded.pipeline, request, device=backend.torch_device, generator_device=generator_device,

@@ -23,6 +23,9 @@ class RequestContext:
     status: Callable[[], dict[str, Any]]
     # Set by a handler (worker.shutdown) to make the worker exit with this code after the reply.
     exit_after_reply: int | None = field(default=None)
+    # Work that must happen before the next request but need not delay this reply (freeing memory
+    # after a cancel): run on the execution thread right after the reply is written.
+    after_reply: list[Callable[[], None]] = field(default_factory=list)
 
     def progress(self, step: int, total: int, preview: dict[str, Any] | None = None) -> None:
         """Sends ``$/progress {id, step, total, preview?}``; never raises on a closed pipe."""

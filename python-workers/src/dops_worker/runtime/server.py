@@ -214,9 +214,18 @@ class WorkerServer:
             with self._lock:
                 self._running = pending
             self._execute(pending)
+            self._run_after_reply(pending)
             if pending.ctx is not None and pending.ctx.exit_after_reply is not None:
                 self.request_exit(pending.ctx.exit_after_reply, f"{pending.request.method} replied")
                 return
+
+    @staticmethod
+    def _run_after_reply(pending: _Pending) -> None:
+        for task in pending.ctx.after_reply if pending.ctx is not None else ():
+            try:
+                task()
+            except Exception:  # noqa: BLE001 - the reply is out; a failed clean-up is logged, not fatal
+                _log.exception("after-reply task failed", extra={"id": pending.request.id})
 
     def _execute(self, pending: _Pending) -> None:
         request = pending.request
