@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tempDir } from '../test/safetensors-writer';
-import { identifyDiffusersFolder } from './identify-diffusers';
+import { identifyDiffusersFolder, isSafetyCheckerFolder } from './identify-diffusers';
 
 describe('identifyDiffusersFolder', () => {
   let dir: string;
@@ -96,5 +96,42 @@ describe('identifyDiffusersFolder', () => {
     expect((await identifyDiffusersFolder(join(dir, 'pipe'))).reason).toMatch(
       /model_index.json: not valid JSON/,
     );
+  });
+
+  describe('safety checkers', () => {
+    async function checker(config: Record<string, unknown>, weights = 'model.safetensors'): Promise<string> {
+      const root = join(dir, 'safety_checker');
+      await mkdir(root, { recursive: true });
+      await writeFile(join(root, 'config.json'), JSON.stringify(config));
+      await writeFile(join(root, weights), '');
+      return root;
+    }
+
+    it.each([
+      ['architectures', { architectures: ['StableDiffusionSafetyChecker'], model_type: 'clip' }],
+      ['_class_name', { _class_name: 'StableDiffusionSafetyChecker' }],
+    ])('a folder whose config.json names the class in %s is one safety checker', async (_, config) => {
+      const root = await checker(config);
+      expect(await isSafetyCheckerFolder(root)).toBe(true);
+      const id = await identifyDiffusersFolder(root);
+      expect(id).toMatchObject({ type: 'safety-checker', base: null, format: 'diffusers-folder' });
+      expect(id.reason).toBeUndefined();
+    });
+
+    it('another class, pickle weights only, or no config is not a safety checker', async () => {
+      expect(await isSafetyCheckerFolder(await checker({ architectures: ['CLIPModel'] }))).toBe(false);
+      await cleanup();
+      ({ dir, cleanup } = await tempDir());
+      const pickleOnly = await checker(
+        { architectures: ['StableDiffusionSafetyChecker'] },
+        'pytorch_model.bin',
+      );
+      expect(await isSafetyCheckerFolder(pickleOnly)).toBe(false);
+      expect(await isSafetyCheckerFolder(dir)).toBe(false);
+      expect(await identifyDiffusersFolder(pickleOnly)).toMatchObject({
+        type: 'unknown',
+        reason: 'model_index.json: missing',
+      });
+    });
   });
 });

@@ -1,9 +1,32 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Identification, ModelBase } from './model-kind';
 
 /** The file that makes a directory a diffusers pipeline folder. */
 export const DIFFUSERS_INDEX = 'model_index.json';
+
+/** The diffusers/transformers class of an SD safety checker, as its config.json names it. */
+export const SAFETY_CHECKER_CLASS = 'StableDiffusionSafetyChecker';
+
+/**
+ * Whether a directory (without model_index.json) is a saved safety checker: config.json naming
+ * {@link SAFETY_CHECKER_CLASS} (`_class_name` or `architectures`) beside `.safetensors` weights.
+ * A folder with pickle weights only is not one (it is walked, and its `.bin` refused as pickle).
+ */
+export async function isSafetyCheckerFolder(dir: string): Promise<boolean> {
+  const config = await readJsonObject(join(dir, 'config.json'));
+  if (typeof config === 'string' || !namesSafetyChecker(config)) return false;
+  const names = await readdir(dir).catch(() => [] as string[]);
+  return names.some((n) => n.toLowerCase().endsWith('.safetensors'));
+}
+
+function namesSafetyChecker(config: Record<string, unknown>): boolean {
+  const architectures = config['architectures'];
+  return (
+    config['_class_name'] === SAFETY_CHECKER_CLASS ||
+    (Array.isArray(architectures) && architectures.includes(SAFETY_CHECKER_CLASS))
+  );
+}
 
 const BASE_BY_CROSS_ATTENTION: Readonly<Record<number, ModelBase>> = {
   768: 'sd1',
@@ -15,7 +38,8 @@ const BASE_BY_CROSS_ATTENTION: Readonly<Record<number, ModelBase>> = {
 /**
  * Identifies a diffusers folder from `model_index.json` (`_class_name`, components) and
  * `unet/config.json` (`in_channels`, `cross_attention_dim`, `addition_embed_type`,
- * `use_linear_projection`). Never throws: an unreadable or foreign folder → type 'unknown' with
+ * `use_linear_projection`), or a saved safety checker (no model_index.json; see
+ * {@link isSafetyCheckerFolder}). Never throws: an unreadable or foreign folder → type 'unknown' with
  * `reason`.
  */
 export async function identifyDiffusersFolder(dir: string): Promise<Identification> {
@@ -28,6 +52,10 @@ export async function identifyDiffusersFolder(dir: string): Promise<Identificati
     triggerWords: [],
   };
   const index = await readJsonObject(join(dir, DIFFUSERS_INDEX));
+  if (index === 'missing' && (await isSafetyCheckerFolder(dir))) {
+    // A safety checker is no SD family's own: it checks any pipeline's images.
+    return { ...out, type: 'safety-checker', notes: [`${SAFETY_CHECKER_CLASS} (CLIP vision)`] };
+  }
   if (typeof index === 'string') return { ...out, reason: `${DIFFUSERS_INDEX}: ${index}` };
   const className = typeof index['_class_name'] === 'string' ? index['_class_name'] : '';
   if (!/^StableDiffusion/.test(className)) {

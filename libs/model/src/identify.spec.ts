@@ -1,12 +1,15 @@
 import { join } from 'node:path';
 import {
+  codeFormer,
   diffusersControlNet,
   esrganNew,
   esrganOld,
+  gfpgan,
   kohyaLora,
   originalCheckpoint,
   originalControlNet,
   peftLora,
+  restoreFormer,
   srvgg,
 } from '../test/model-layouts';
 import { tempDir, writeSafetensors, type TensorSpec } from '../test/safetensors-writer';
@@ -202,6 +205,30 @@ describe('identifyTensors', () => {
 
     it.each([2, 4])('SRVGG compact x%i', async (scale) => {
       expect(await identify(srvgg(scale))).toMatchObject({ type: 'upscaler', scale });
+    });
+  });
+
+  describe('face restorers', () => {
+    it.each([
+      ['RestoreFormer', restoreFormer()],
+      ['GFPGAN', gfpgan()],
+      ['CodeFormer', codeFormer()],
+    ])('%s, at scale 1 with no base', async (architecture, layout) => {
+      const id = await identify(layout);
+      expect(id).toMatchObject({ type: 'face-restorer', base: null, scale: 1 });
+      expect(id.reason).toBeUndefined();
+      expect(id.notes.join()).toMatch(architecture);
+    });
+
+    it('RestoreFormer is not taken for a VAE, nor a VAE for RestoreFormer', async () => {
+      expect((await identify(restoreFormer())).type).not.toBe('vae');
+      expect((await identify(vae())).type).toBe('vae');
+      // A VQ model without RestoreFormer's two-input attention norms is no known face restorer.
+      const plainVq: Record<string, TensorSpec> = {
+        ...vae(),
+        'quantize.embedding.weight': { shape: [16, 4] },
+      };
+      expect((await identify(plainVq)).type).toBe('unknown');
     });
   });
 

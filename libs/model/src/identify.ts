@@ -64,6 +64,8 @@ export function identifyTensors(
     identifyControlNet(keys, result);
   } else if (keys.hasPrefix(UNET)) {
     identifyCheckpoint(keys, result);
+  } else if (identifyFaceRestorer(keys, result)) {
+    // result filled in place; before the VAE rule: RestoreFormer's encoder/decoder read as a VAE's
   } else if (isVae(keys)) {
     result.type = 'vae';
     result.notes.push('the VAE architecture is shared by sd1, sd2 and sdxl; base is not told by shapes');
@@ -195,6 +197,35 @@ function isVae(keys: KeyIndex): boolean {
     keys.hasPrefix('decoder.') &&
     keys.names.every((k) => /^(encoder|decoder|quant_conv|post_quant_conv)\./.test(k))
   );
+}
+
+/**
+ * Face restorers (spandrel's detection keys): GFPGAN v1.x (`conv_body_first`, `stylegan_decoder.*`),
+ * CodeFormer (VQ codebook `quantize.embedding.weight` with `ft_layers.*` / `idx_pred_layer.*`) and
+ * RestoreFormer (a VQ encoder/decoder whose attention blocks carry `norm1` + `norm2`: a VAE's have
+ * one `norm`). All restore at the input's size (scale 1); the architecture goes in `notes`.
+ */
+function identifyFaceRestorer(keys: KeyIndex, out: Identification): boolean {
+  let architecture: string | undefined;
+  const codebook = keys.has('quantize.embedding.weight');
+  if (keys.has('conv_body_first.weight') || keys.hasPrefix('stylegan_decoder.')) {
+    architecture = 'GFPGAN';
+  } else if (codebook && (keys.hasPrefix('ft_layers.') || keys.hasPrefix('idx_pred_layer.'))) {
+    architecture = 'CodeFormer';
+  } else if (
+    codebook &&
+    keys.hasPrefix('encoder.') &&
+    keys.hasPrefix('decoder.') &&
+    keys.some((k) => /^(encoder|decoder)\.(mid|up\.\d+|down\.\d+)\.attn(_\d+|\.\d+)\.norm2\./.test(k)) &&
+    keys.names.every((k) => /^(encoder|decoder|quant_conv|post_quant_conv|quantize)\./.test(k))
+  ) {
+    architecture = 'RestoreFormer';
+  }
+  if (architecture === undefined) return false;
+  out.type = 'face-restorer';
+  out.scale = 1;
+  out.notes.push(`${architecture} face restorer`);
+  return true;
 }
 
 /** ESRGAN (old `model.N` and new `conv_first`/`body.N.rdbM` layouts) and Real-ESRGAN compact (SRVGG). */

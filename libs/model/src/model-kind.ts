@@ -6,6 +6,8 @@ export type ModelType =
   | 'vae'
   | 'upscaler'
   | 'text-embedding'
+  | 'face-restorer'
+  | 'safety-checker'
   | 'unknown';
 export const MODEL_TYPES: readonly ModelType[] = [
   'checkpoint',
@@ -14,6 +16,8 @@ export const MODEL_TYPES: readonly ModelType[] = [
   'vae',
   'upscaler',
   'text-embedding',
+  'face-restorer',
+  'safety-checker',
   'unknown',
 ];
 
@@ -38,6 +42,6 @@ export interface Identification {
   notes: string[];
   /** LoRA activation words (from training metadata), most useful first. */
   triggerWords: string[];
-  /** Upscale factor of an upscaler, where its layout tells. */
+  /** Upscale factor of an upscaler, where its layout tells; 1 for a face restorer. */
   scale?: number;
 }

@@ -1,7 +1,7 @@
 import type { Dirent, Stats } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
-import { DIFFUSERS_INDEX } from './identify-diffusers';
+import { DIFFUSERS_INDEX, isSafetyCheckerFolder } from './identify-diffusers';
 import { type PathGuard, toRelPath } from './path-guard';
 
 /** Extensions of single-file models; `.ckpt/.pt/.pth/.bin` are pickle. */
@@ -27,7 +27,7 @@ export interface ScanResult {
 
 /**
  * Walks every root for model files and diffusers folders (a directory holding model_index.json,
- * not descended into). Skips dot-files, symlinks whose target leaves the roots, and directory
+ * or a saved safety checker's config.json + weights; not descended into). Skips dot-files, symlinks whose target leaves the roots, and directory
  * loops. Never throws for file-system problems: they are listed in `problems`.
  */
 export async function scanRoots(guard: PathGuard): Promise<ScanResult> {
@@ -124,12 +124,12 @@ async function describeEntry(
   }
 }
 
-/** Size and newest mtime of a diffusers folder, or undefined when the directory is not one. */
+/** Size and newest mtime of a diffusers folder (or safety checker), or undefined when the directory is not one. */
 async function diffusersFolder(dir: string): Promise<{ sizeBytes: number; mtimeMs: number } | undefined> {
   try {
     await stat(join(dir, DIFFUSERS_INDEX));
   } catch {
-    return undefined;
+    if (!(await isSafetyCheckerFolder(dir))) return undefined;
   }
   const totals = { sizeBytes: 0, mtimeMs: 0 };
   const visit = async (d: string): Promise<void> => {

@@ -24,7 +24,11 @@ const BASE: Record<string, string> = {
   sdxl: 'sdxl',
   'sdxl-refiner': 'sdxl-refiner',
 };
-const TYPE: Record<string, string> = { diffusers: 'checkpoint' };
+const TYPE: Record<string, string> = {
+  diffusers: 'checkpoint',
+  face_restorer: 'face-restorer',
+  safety_checker: 'safety-checker',
+};
 
 const present = existsSync(MANIFEST);
 const manifest: Record<string, ManifestFile> = present

@@ -154,3 +154,45 @@ export function srvgg(scale: number): Layout {
     'body.4.bias': { shape: [3 * scale * scale] },
   };
 }
+
+/** RestoreFormer: a VQ encoder/decoder; its attention blocks have norm1 + norm2 (a VAE's have one norm). */
+export function restoreFormer(): Layout {
+  return {
+    'encoder.conv_in.weight': { shape: [64, 3, 3, 3] },
+    'encoder.down.0.block.0.conv1.weight': one,
+    'encoder.mid.attn_1.norm1.weight': one,
+    'encoder.mid.attn_1.norm2.weight': one,
+    'encoder.mid.attn_1.q.weight': one,
+    'decoder.conv_in.weight': { shape: [512, 256, 3, 3] },
+    'decoder.mid.attn_1.norm1.weight': one,
+    'decoder.mid.attn_1.norm2.weight': one,
+    'decoder.up.0.block.0.conv1.weight': one,
+    'quant_conv.weight': { shape: [256, 512, 1, 1] },
+    'post_quant_conv.weight': { shape: [512, 256, 1, 1] },
+    'quantize.embedding.weight': { shape: [1024, 256] },
+  };
+}
+
+/** GFPGAN v1.x (v1.3/v1.4 clean): a U-Net body feeding a StyleGAN2 decoder. */
+export function gfpgan(): Layout {
+  return {
+    'conv_body_first.weight': { shape: [32, 3, 1, 1] },
+    'conv_body_down.0.conv1.weight': one,
+    'final_linear.weight': one,
+    'stylegan_decoder.constant_input.weight': { shape: [1, 512, 4, 4] },
+    'stylegan_decoder.style_mlp.1.weight': one,
+    'toRGB.0.weight': one,
+  };
+}
+
+/** CodeFormer: a VQ codebook with a transformer predicting code indices. */
+export function codeFormer(): Layout {
+  return {
+    position_emb: { shape: [256, 512] },
+    'quantize.embedding.weight': { shape: [1024, 256] },
+    'encoder.blocks.0.weight': one,
+    'generator.blocks.0.weight': one,
+    'ft_layers.0.self_attn.in_proj_weight': one,
+    'idx_pred_layer.0.weight': one,
+  };
+}
