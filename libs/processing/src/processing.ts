@@ -8,6 +8,7 @@ import {
   connectionOptions,
   createRedis,
   decodeStageError,
+  isCancelled,
   isStageProgress,
   listNodes,
   nodeQueueName,
@@ -622,6 +623,31 @@ export class Processing {
     return rank === null ? waiting : waiting + rank;
   }
 
+  /**
+   * The error a failed stage job stands for. A parent that failed because a child did
+   * (BullMQ: "child <key> failed") takes the child's own error, whichever event arrives first;
+   * a job whose cancel was requested ends CANCELLED whatever its stage failed with.
+   */
+  private async stageError(
+    jobId: string,
+    stage: string,
+    failedReason: string | undefined,
+  ): Promise<{ error: DopsError; stage: string }> {
+    if (await isCancelled(this.redis, this.options.prefix, jobId)) {
+      return { error: new DopsError('CANCELLED', `job ${jobId} was cancelled`, { retryable: false }), stage };
+    }
+    const child = /^child (\S+) failed$/.exec(failedReason ?? '');
+    if (child) {
+      // The key is `<prefix>:<queue>:<stage job id>`.
+      const [queueName, childId] = child[1]!.slice(this.options.prefix.length + 1).split(/:(.*)/s);
+      const childJob = queueName && childId ? await Job.fromId(this.queue(queueName), childId) : undefined;
+      const childStage = parseStageJobId(childId)?.stage;
+      if (childJob?.failedReason)
+        return { error: decodeStageError(childJob.failedReason), stage: childStage ?? stage };
+    }
+    return { error: decodeStageError(failedReason), stage };
+  }
+
   private queue(name: string): Queue {
     let q = this.queues.get(name);
     if (!q) {
@@ -703,16 +729,16 @@ export class Processing {
     events.on('failed', ({ jobId, failedReason }, id) => {
       const s = parseStageJobId(jobId);
       if (!s) return;
-      const error = decodeStageError(failedReason);
       void guard(
-        once(id, () =>
-          this.store.update(s.jobId, (r) => ({
+        once(id, async () => {
+          const { error, stage } = await this.stageError(s.jobId, s.stage, failedReason);
+          return this.store.update(s.jobId, (r) => ({
             ...r,
             state: error.code === 'CANCELLED' ? 'CANCELLED' : 'FAILED',
             counted: false,
-            error: { code: error.code, message: error.message, retryable: error.retryable, stage: s.stage },
-          })),
-        ),
+            error: { code: error.code, message: error.message, retryable: error.retryable, stage },
+          }));
+        }),
       );
     });
     await events.waitUntilReady();

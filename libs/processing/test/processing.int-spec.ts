@@ -274,3 +274,44 @@ it('fails a job past its deadline at pick-up, and keeps a queued job across a Re
   await worker.close();
   await close();
 });
+
+it("reports a failed workflow with the failing stage's own error, not the parent's 'child failed'", async () => {
+  const { prefix, processing, close } = await setup();
+  const generate = stage(prefix, []);
+  const postprocess = new StageWorker({
+    queues: ['postprocessing'],
+    redisUrl: redis.url,
+    prefix,
+    concurrency: 1,
+    process: async (ctx) => {
+      if (ctx.data.stage === 'upscale')
+        throw DopsError.invalidArgument('params.model_path', 'no such upscaler');
+      return { images: [] };
+    },
+  });
+  await generate.start();
+  await postprocess.start();
+  try {
+    const { job } = await processing.submitJob(
+      submit({
+        spec: {
+          ...submit().spec!,
+          upscale: { modelPath: '/models/x.safetensors', scale: 2 },
+          safety: processingV1.SafetyPolicy.FLAG,
+        },
+      }),
+    );
+    expect(job.plan.map((p) => p.stage)).toEqual(['generate', 'upscale', 'safety']);
+    await waitFor(async () => (await processing.getJob(job.id)).state === 'FAILED', {
+      timeoutMs: 20_000,
+    });
+    const failed = await processing.getJob(job.id);
+    expect(failed.error).toMatchObject({ code: 'INVALID_ARGUMENT', stage: 'upscale', retryable: false });
+    expect(failed.state).toBe('FAILED');
+    expect(failed.error?.message).toMatch(/no such upscaler/);
+  } finally {
+    await generate.close();
+    await postprocess.close();
+    await close();
+  }
+}, 60_000);
