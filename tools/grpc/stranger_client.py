@@ -1,16 +1,25 @@
 """A stranger's gRPC client: plain grpcio + server reflection, no dops code or generated stubs.
 
-    python tools/grpc/stranger_client.py ADDRESS list
-    python tools/grpc/stranger_client.py ADDRESS health [SERVICE]
-    python tools/grpc/stranger_client.py ADDRESS call dops.device.v1.DeviceService/ListDevices '{}'
+    python tools/grpc/stranger_client.py [CREDENTIALS] ADDRESS list
+    python tools/grpc/stranger_client.py [CREDENTIALS] ADDRESS health [SERVICE]
+    python tools/grpc/stranger_client.py [CREDENTIALS] ADDRESS call dops.device.v1.DeviceService/ListDevices '{}'
+
+Every dops server speaks TLS. CREDENTIALS (each also from the environment):
+    --ca FILE       CA bundle to trust (DOPS_CA_FILE; default var/credentials/ca.crt when present)
+    --token FILE    bearer token file (DOPS_TOKEN_FILE)
+    --cert FILE --key FILE   mTLS client certificate (DOPS_CERT_FILE, DOPS_KEY_FILE)
+Health and reflection need no token or certificate; every other method does.
 
 Prints JSON on stdout; exits 1 with the gRPC status on stderr when a call fails.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
@@ -45,12 +54,35 @@ def call(channel: grpc.Channel, full_method: str, body: str) -> dict:
     return json_format.MessageToDict(stub(request, timeout=30))
 
 
+DEV_CA = Path(__file__).resolve().parents[2] / "var" / "credentials" / "ca.crt"
+
+
+def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials:
+    ca_file = args.ca or os.environ.get("DOPS_CA_FILE") or (str(DEV_CA) if DEV_CA.exists() else None)
+    cert_file = args.cert or os.environ.get("DOPS_CERT_FILE")
+    key_file = args.key or os.environ.get("DOPS_KEY_FILE")
+    tls = grpc.ssl_channel_credentials(
+        root_certificates=Path(ca_file).read_bytes() if ca_file else None,
+        private_key=Path(key_file).read_bytes() if key_file else None,
+        certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
+    )
+    token_file = args.token or os.environ.get("DOPS_TOKEN_FILE")
+    if not token_file:
+        return tls
+    token = Path(token_file).read_text().strip()
+    return grpc.composite_channel_credentials(tls, grpc.access_token_call_credentials(token))
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2:
+    parser = argparse.ArgumentParser(add_help=False)
+    for flag in ("--ca", "--token", "--cert", "--key"):
+        parser.add_argument(flag)
+    args, positional = parser.parse_known_args(argv)
+    if len(positional) < 2:
         print(__doc__, file=sys.stderr)
         return 2
-    address, verb, *rest = argv
-    with grpc.insecure_channel(address) as channel:
+    address, verb, *rest = positional
+    with grpc.secure_channel(address, channel_credentials(args)) as channel:
         try:
             if verb == "list":
                 print(json.dumps(list_services(channel)))

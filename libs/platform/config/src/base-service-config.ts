@@ -1,3 +1,4 @@
+import { securitySettings } from '@dops/security';
 import { z } from 'zod';
 
 /** Log levels pino knows, plus `silent`. */
@@ -22,6 +23,8 @@ export const baseServiceConfig = z.object({
     /** TCP port; 0 asks the OS for a free one (tests). Default 50051. */
     port: z.int().min(0).max(65535).default(50051),
   }),
+  /** TLS files and the token file (DOPS_SECURITY_CA_FILE, _CERT_FILE, _KEY_FILE, _TOKENS_FILE); required: there is no plaintext mode. */
+  security: securitySettings,
   /** How long a graceful shutdown waits for in-flight calls before cancelling them. Default 10 s. */
   shutdownGraceMs: ms(10_000),
   /** Default `info`. */

@@ -13,6 +13,8 @@ export const ERROR_CODES = [
   'UNAVAILABLE',
   'UNSUPPORTED',
   'INTERNAL',
+  'UNAUTHENTICATED',
+  'PERMISSION_DENIED',
 ] as const;
 
 export type ErrorCodeName = (typeof ERROR_CODES)[number];

@@ -2,6 +2,8 @@ import { Metadata, status, type ServiceError } from '@grpc/grpc-js';
 import { commonV1 } from '@dops/proto';
 import {
   DopsError,
+  ECHO_LIMIT,
+  truncateEcho,
   ERROR_CODES,
   fromGrpcError,
   fromProtoErrorCode,
@@ -84,5 +86,28 @@ describe('worker errors', () => {
 
   it('treats an unknown code as INTERNAL', () => {
     expect(fromWorkerError({ message: 'x', data: { code: 'WHAT' } }).code).toBe('INTERNAL');
+  });
+});
+
+describe('echoed strings are bounded', () => {
+  it('cuts a 1 MiB id in the message, ErrorInfo metadata and BadRequest of the status', () => {
+    const huge = 'x'.repeat(1024 * 1024);
+    const status = toGrpcStatus(
+      new DopsError('NOT_FOUND', `job '${huge}' not found`, {
+        metadata: { job: huge },
+        violations: [{ field: 'job_id', description: huge }],
+      }),
+    );
+    const bin = status.metadata!.get('grpc-status-details-bin')[0] as Buffer;
+    expect(bin.length).toBeLessThan(4 * ECHO_LIMIT);
+    expect(Buffer.byteLength(status.details!)).toBeLessThan(ECHO_LIMIT + 32);
+    const decoded = fromGrpcError({ ...status, message: '', name: 'Error' } as never);
+    expect(decoded.metadata['job']!.length).toBeLessThan(ECHO_LIMIT + 32);
+    expect(decoded.violations[0]!.description).toMatch(/…\(\+\d+ bytes\)$/);
+  });
+
+  it('never splits a multi-byte character', () => {
+    const cut = truncateEcho('é'.repeat(400), 301);
+    expect(cut.startsWith('é'.repeat(150) + '…')).toBe(true);
   });
 });

@@ -2,6 +2,7 @@ import { Metadata, status as GrpcCode, type ServiceError, type StatusObject } fr
 import { Any, googleRpc, RpcStatus } from '@dops/proto';
 import { DopsError, ensureDopsError } from './dops-error';
 import { ErrorCodeName, isErrorCodeName } from './error-code';
+import { truncateEcho } from '@dops/telemetry';
 
 /** google.rpc.ErrorInfo.domain of every error this system raises. */
 export const ERROR_DOMAIN = 'dops.dev';
@@ -20,6 +21,8 @@ const GRPC_CODE: Record<ErrorCodeName, GrpcCode> = {
   UNAVAILABLE: GrpcCode.UNAVAILABLE,
   UNSUPPORTED: GrpcCode.UNIMPLEMENTED,
   INTERNAL: GrpcCode.INTERNAL,
+  UNAUTHENTICATED: GrpcCode.UNAUTHENTICATED,
+  PERMISSION_DENIED: GrpcCode.PERMISSION_DENIED,
 };
 
 /** Codes for a gRPC status that carries no ErrorInfo (a peer outside this system). */
@@ -33,6 +36,8 @@ const FROM_GRPC_CODE: Partial<Record<GrpcCode, ErrorCodeName>> = {
   [GrpcCode.DEADLINE_EXCEEDED]: 'DEADLINE_EXCEEDED',
   [GrpcCode.UNAVAILABLE]: 'UNAVAILABLE',
   [GrpcCode.UNIMPLEMENTED]: 'UNSUPPORTED',
+  [GrpcCode.UNAUTHENTICATED]: 'UNAUTHENTICATED',
+  [GrpcCode.PERMISSION_DENIED]: 'PERMISSION_DENIED',
 };
 
 /** The gRPC status code a DopsError code travels as. */
@@ -44,10 +49,15 @@ function pack(typeName: string, value: Uint8Array): Any {
   return { typeUrl: TYPE_PREFIX + typeName, value: Buffer.from(value) };
 }
 
+function truncateValues(values: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(values).map(([k, v]) => [truncateEcho(k), truncateEcho(v)]));
+}
+
 /**
  * A gRPC status for any thrown value: the code mapped from the DopsError code, and
  * `grpc-status-details-bin` holding a google.rpc.Status with ErrorInfo (reason = the string
  * code, metadata.retryable), BadRequest when there are field violations, RetryInfo when set.
+ * Every string is cut to ECHO_LIMIT bytes (truncateEcho).
  */
 export function toGrpcStatus(err: unknown): Partial<StatusObject> {
   const e = ensureDopsError(err);
@@ -58,7 +68,7 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
       googleRpc.ErrorInfo.encode({
         reason: e.code,
         domain: ERROR_DOMAIN,
-        metadata: { ...e.metadata, retryable: String(e.retryable) },
+        metadata: { ...truncateValues(e.metadata), retryable: String(e.retryable) },
       }).finish(),
     ),
   ];
@@ -68,8 +78,8 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
         'google.rpc.BadRequest',
         googleRpc.BadRequest.encode({
           fieldViolations: e.violations.map((v) => ({
-            field: v.field,
-            description: v.description,
+            field: truncateEcho(v.field),
+            description: truncateEcho(v.description),
             reason: '',
           })),
         }).finish(),
@@ -87,9 +97,11 @@ export function toGrpcStatus(err: unknown): Partial<StatusObject> {
       ),
     );
   }
+  // A caller's strings (ids, paths) come back in messages: bounded so an error cannot be an amplifier.
+  const message = truncateEcho(e.message);
   const metadata = new Metadata();
-  metadata.set(DETAILS_KEY, Buffer.from(RpcStatus.encode({ code, message: e.message, details }).finish()));
-  return { code, details: e.message, metadata };
+  metadata.set(DETAILS_KEY, Buffer.from(RpcStatus.encode({ code, message, details }).finish()));
+  return { code, details: message, metadata };
 }
 
 /**

@@ -9,3 +9,5 @@ export {
 } from './error-code';
 export type { ErrorCodeName } from './error-code';
 export { ERROR_DOMAIN, fromGrpcError, grpcCodeOf, toGrpcStatus } from './grpc-status';
+// Where error strings are bounded lives in telemetry, which must not load grpc-js before it is patched.
+export { ECHO_LIMIT, truncateEcho } from '@dops/telemetry';

@@ -1,12 +1,16 @@
 import { DopsError } from '@dops/errors';
 import { deviceV1 } from '@dops/proto';
 import { call, createClient, stream } from './index';
+import { testCredentials } from '@dops/testing';
 
 // Port 1 on loopback: nothing listens there, so every call fails fast with UNAVAILABLE.
 const NOWHERE = '127.0.0.1:1';
 
 describe('grpc-client without a server', () => {
-  const client = createClient(deviceV1.DeviceServiceClient, NOWHERE, { deadlineMs: 2_000 });
+  const client = createClient(deviceV1.DeviceServiceClient, NOWHERE, {
+    deadlineMs: 2_000,
+    credentials: testCredentials('ops'),
+  });
   afterAll(() => client.close());
 
   it('binds service methods so they can be passed around', () => {

@@ -1,9 +1,4 @@
-import {
-  credentials as grpcCredentials,
-  type ChannelCredentials,
-  type Client,
-  type ClientOptions,
-} from '@grpc/grpc-js';
+import type { ChannelCredentials, Client, ClientOptions } from '@grpc/grpc-js';
 
 /** A ts-proto generated client class, e.g. `deviceV1.DeviceServiceClient`. */
 export interface ClientConstructor<C extends Client> {
@@ -14,8 +9,8 @@ export interface ClientConstructor<C extends Client> {
 export interface CreateClientOptions {
   /** Deadline of unary calls made with `call()` when the call sets none. Default 30 000 ms; streams have none by default. */
   deadlineMs?: number;
-  /** Default insecure (plaintext), as inside the cluster. */
-  credentials?: ChannelCredentials;
+  /** TLS credentials (`clientCredentials` / `serviceClientCredentials` of @dops/security); required: every server is TLS. */
+  credentials: ChannelCredentials;
   /** grpc-js channel options. */
   channelOptions?: Partial<ClientOptions>;
 }
@@ -30,13 +25,9 @@ const defaults = new WeakMap<object, { deadlineMs: number }>();
 export function createClient<C extends Client>(
   Ctor: ClientConstructor<C>,
   address: string,
-  options: CreateClientOptions = {},
+  options: CreateClientOptions,
 ): C {
-  const client = new Ctor(
-    address,
-    options.credentials ?? grpcCredentials.createInsecure(),
-    options.channelOptions,
-  );
+  const client = new Ctor(address, options.credentials, options.channelOptions);
   const settings = { deadlineMs: options.deadlineMs ?? DEFAULT_DEADLINE_MS };
   const methods = client as unknown as Record<string, unknown>;
   for (const name of Object.keys(Ctor.service)) {

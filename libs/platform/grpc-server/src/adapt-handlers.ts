@@ -6,9 +6,11 @@ import {
   type ServerUnaryCall,
   type ServerWritableStream,
   type ServiceDefinition,
+  type StatusObject,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { DopsError, ensureDopsError, grpcCodeOf, toGrpcStatus } from '@dops/errors';
+import { authorize, rolesFor, type Authenticator, type Principal, type Role } from '@dops/security';
 import type { Logger } from '@dops/telemetry';
 import { openCallScope, type CallScope } from './call-context';
 import type { Send, ServerStreamHandler, ServiceRegistration, UnaryHandler } from './service-handlers';
@@ -16,6 +18,7 @@ import type { Send, ServerStreamHandler, ServiceRegistration, UnaryHandler } fro
 /** What the adapters need from the server: a logger and a register of calls in flight. */
 export interface CallTracker {
   logger: Logger;
+  authenticator: Authenticator;
   /** Called when a call starts; returns false when the server no longer takes calls. */
   begin(scope: CallScope): boolean;
   end(scope: CallScope): void;
@@ -39,16 +42,55 @@ export function adaptService(
     const handler = handlers[name];
     if (typeof handler !== 'function') throw new Error(`${registration.serviceName}: no handler for ${name}`);
     if (method.requestStream) throw new Error(`${method.path}: client and bidi streaming are not supported`);
+    const roles = rolesFor(registration.access, name);
     adapted[name] = method.responseStream
-      ? adaptServerStream(method.path, handler as ServerStreamHandler<unknown, unknown>, tracker)
-      : adaptUnary(method.path, handler as UnaryHandler<unknown, unknown>, tracker);
+      ? adaptServerStream(method.path, roles, handler as ServerStreamHandler<unknown, unknown>, tracker)
+      : adaptUnary(method.path, roles, handler as UnaryHandler<unknown, unknown>, tracker);
   }
   return adapted;
 }
 
-function adaptUnary(path: string, handler: UnaryHandler<unknown, unknown>, tracker: CallTracker) {
+/**
+ * The caller's principal once its credential and the method's roles check out; else the
+ * UNAUTHENTICATED / PERMISSION_DENIED status to answer with (logged, the handler never runs).
+ */
+function admit(
+  call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+  path: string,
+  roles: readonly Role[],
+  tracker: CallTracker,
+): Principal | Partial<StatusObject> {
+  try {
+    const principal = tracker.authenticator.authenticate(call.metadata, call.getAuthContext());
+    authorize(principal, roles, path);
+    return principal;
+  } catch (err) {
+    const error = ensureDopsError(err);
+    tracker.logger.warn(
+      { method: path, peer: call.getPeer(), code: GrpcStatus[grpcCodeOf(error.code)], reason: error.message },
+      'rpc refused',
+    );
+    return toGrpcStatus(error);
+  }
+}
+
+function isPrincipal(value: Principal | Partial<StatusObject>): value is Principal {
+  return 'roles' in value;
+}
+
+function adaptUnary(
+  path: string,
+  roles: readonly Role[],
+  handler: UnaryHandler<unknown, unknown>,
+  tracker: CallTracker,
+) {
   return (call: ServerUnaryCall<unknown, unknown>, callback: sendUnaryData<unknown>): void => {
-    const scope = openCallScope(call, path, tracker.logger);
+    const principal = admit(call, path, roles, tracker);
+    if (!isPrincipal(principal)) {
+      callback(principal as ServerErrorResponse, null);
+      return;
+    }
+    const scope = openCallScope(call, path, tracker.logger, principal);
     if (!tracker.begin(scope)) {
       scope.dispose();
       callback(toGrpcStatus(DopsError.unavailable('server is shutting down')) as ServerErrorResponse, null);
@@ -68,11 +110,17 @@ function adaptUnary(path: string, handler: UnaryHandler<unknown, unknown>, track
 
 function adaptServerStream(
   path: string,
+  roles: readonly Role[],
   handler: ServerStreamHandler<unknown, unknown>,
   tracker: CallTracker,
 ) {
   return (call: ServerWritableStream<unknown, unknown>): void => {
-    const scope = openCallScope(call, path, tracker.logger);
+    const principal = admit(call, path, roles, tracker);
+    if (!isPrincipal(principal)) {
+      call.emit('error', principal);
+      return;
+    }
+    const scope = openCallScope(call, path, tracker.logger, principal);
     if (!tracker.begin(scope)) {
       scope.dispose();
       call.emit('error', toGrpcStatus(DopsError.unavailable('server is shutting down')));
@@ -175,6 +223,7 @@ function finishWithError(scope: CallScope, tracker: CallTracker, err: unknown) {
 function callFields(scope: CallScope) {
   return {
     method: scope.ctx.method,
+    caller: scope.ctx.principal.id,
     peer: scope.ctx.peer,
     duration_ms: Math.round((performance.now() - scope.startedAt) * 100) / 100,
   };

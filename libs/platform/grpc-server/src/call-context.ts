@@ -1,5 +1,6 @@
 import type { Metadata, ServerUnaryCall, ServerWritableStream } from '@grpc/grpc-js';
 import { DopsError } from '@dops/errors';
+import type { Principal } from '@dops/security';
 import { currentTraceparent, type Logger } from '@dops/telemetry';
 
 /** What a handler knows about the call it serves, beside the request. */
@@ -17,6 +18,8 @@ export interface CallContext {
   readonly traceparent: string | undefined;
   /** Request metadata (headers). */
   readonly metadata: Metadata;
+  /** Who is calling, proven by the call's credential; the server has checked the method's roles. */
+  readonly principal: Principal;
   /** Client address, e.g. `ipv4:127.0.0.1:53412`. */
   readonly peer: string;
   /** The server's logger bound to this method; lines carry the call's trace ids. */
@@ -46,6 +49,7 @@ export function openCallScope(
   call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
   method: string,
   logger: Logger,
+  principal: Principal,
 ): CallScope {
   const controller = new AbortController();
   const deadline = toDate(call.getDeadline());
@@ -75,8 +79,9 @@ export function openCallScope(
     signal: controller.signal,
     traceparent,
     metadata: call.metadata,
+    principal,
     peer: call.getPeer(),
-    logger: logger.child({ method }),
+    logger: logger.child({ method, caller: principal.id }),
   };
   return {
     ctx,

@@ -1,5 +1,6 @@
-import { Server, ServerCredentials, type ChannelOptions, type ServiceDefinition } from '@grpc/grpc-js';
+import { Server, type ChannelOptions, type ServiceDefinition } from '@grpc/grpc-js';
 import { DopsError } from '@dops/errors';
+import type { ServerSecurity } from '@dops/security';
 import type { Logger } from '@dops/telemetry';
 import { adaptService, type CallTracker } from './adapt-handlers';
 import type { CallScope } from './call-context';
@@ -19,6 +20,8 @@ export interface GrpcServerOptions {
   /** Names the server in logs, e.g. `device`. */
   name: string;
   logger: Logger;
+  /** TLS credentials and the authenticator of callers (createServerSecurity); there is no plaintext mode. */
+  security: ServerSecurity;
   /** Registrations from `defineService` (or hand-built ones of the same shape). */
   services: readonly ServiceRegistration<ServiceDefinition>[];
   /** Default `0.0.0.0`. */
@@ -65,6 +68,7 @@ export class GrpcServer {
     this.server = new Server(options.channelOptions);
     const tracker: CallTracker = {
       logger: this.logger,
+      authenticator: options.security.authenticator,
       begin: (scope) => {
         if (this.stateValue !== 'ready') return false;
         this.inflight.add(scope);
@@ -80,6 +84,8 @@ export class GrpcServer {
       if (names.has(registration.serviceName))
         throw new Error(`service ${registration.serviceName} registered twice`);
       names.add(registration.serviceName);
+      if (!registration.access)
+        throw new Error(`service ${registration.serviceName} has no access policy; defineService takes one`);
       this.server.addService(registration.definition, adaptService(registration, tracker));
       this.health.register(registration.serviceName);
     }
@@ -115,8 +121,10 @@ export class GrpcServer {
     const host = this.options.host ?? '0.0.0.0';
     const address = `${host.includes(':') ? `[${host}]` : host}:${this.options.port}`;
     try {
+      // Connections that arrive before the certificate files are read would be dropped.
+      await this.options.security.ready();
       this.port = await new Promise<number>((resolve, reject) =>
-        this.server.bindAsync(address, ServerCredentials.createInsecure(), (err, port) =>
+        this.server.bindAsync(address, this.options.security.credentials, (err, port) =>
           err ? reject(err) : resolve(port),
         ),
       );
@@ -126,7 +134,7 @@ export class GrpcServer {
     }
     this.stateValue = 'ready';
     this.health.setPhase('serving');
-    this.logger.info({ server: this.name, host, port: this.port }, 'gRPC server listening');
+    this.logger.info({ server: this.name, host, port: this.port, tls: true }, 'gRPC server listening');
     return this.port;
   }
 

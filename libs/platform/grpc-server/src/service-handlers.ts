@@ -1,4 +1,5 @@
 import type { ServiceDefinition } from '@grpc/grpc-js';
+import type { AccessPolicy } from '@dops/security';
 import type { CallContext } from './call-context';
 
 /** `async (request, ctx) => response`; throw a DopsError to fail the call with its status. */
@@ -37,17 +38,21 @@ export interface ServiceRegistration<S = ServiceDefinition> {
   /** ts-proto's `...Service` constant, e.g. `deviceV1.DeviceServiceService`. */
   definition: S;
   implementation: ServiceHandlers<S>;
+  /** Who may call which method; the server refuses a registration without one. */
+  access: AccessPolicy<Extract<keyof S, string>>;
 }
 
 /**
- * A registration for `definition` with typed handlers; the service name is read from the
- * method paths. Throws when the definition has no methods or mixes services.
+ * A registration for `definition` with typed handlers and the roles that may call each method
+ * (`{ default: ['operator'], methods: { listDevices: ['client', 'operator'] } }`); the service
+ * name is read from the method paths. Throws when the definition has no methods or mixes services.
  */
 export function defineService<S extends ServiceDefinition>(
   definition: S,
   implementation: ServiceHandlers<S>,
+  access: AccessPolicy<Extract<keyof S, string>>,
 ): ServiceRegistration<S> {
-  return { serviceName: serviceNameOf(definition), definition, implementation };
+  return { serviceName: serviceNameOf(definition), definition, implementation, access };
 }
 
 /** `dops.device.v1.DeviceService` from the paths of a definition's methods. */

@@ -3,6 +3,7 @@ import { call, createClient, stream } from '@dops/grpc-client';
 import { deviceV1 } from '@dops/proto';
 import { createLogger } from '@dops/telemetry';
 import { createGrpcServer, defineService, type GrpcServer } from '../src/index';
+import { testCredentials, testServerSecurity } from '@dops/testing';
 
 // @dops/testing builds on this package, so these tests start their server by hand.
 async function waitFor(predicate: () => boolean): Promise<void> {
@@ -20,29 +21,33 @@ async function collect<T>(source: AsyncIterable<T>, n: number): Promise<T[]> {
 }
 
 let cancelled = 0;
-const service = defineService(deviceV1.DeviceServiceService, {
-  listDevices: async () => ({ devices: [] }),
-  getDevice: async (request, ctx) => {
-    if (request.deviceId === 'missing') throw DopsError.notFound('device', 'missing');
-    if (request.deviceId === 'slow') await new Promise((r) => setTimeout(r, 1_000));
-    return {
-      device: deviceV1.Device.fromPartial({
-        id: request.deviceId,
-        name: ctx.deadline ? 'has deadline' : 'no deadline',
-      }),
-    };
+const service = defineService(
+  deviceV1.DeviceServiceService,
+  {
+    listDevices: async () => ({ devices: [] }),
+    getDevice: async (request, ctx) => {
+      if (request.deviceId === 'missing') throw DopsError.notFound('device', 'missing');
+      if (request.deviceId === 'slow') await new Promise((r) => setTimeout(r, 1_000));
+      return {
+        device: deviceV1.Device.fromPartial({
+          id: request.deviceId,
+          name: ctx.deadline ? 'has deadline' : 'no deadline',
+        }),
+      };
+    },
+    cordonDevice: async () => ({}),
+    uncordonDevice: async () => ({}),
+    drainDevice: async () => ({ drained: true }),
+    resetDevice: async () => ({}),
+    watchDevices: async (_request, ctx, send) => {
+      await send({ reason: 'initial' });
+      if (ctx.metadata.get('fail')[0] === 'yes') throw DopsError.unavailable('worker crashed');
+      await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
+      cancelled++;
+    },
   },
-  cordonDevice: async () => ({}),
-  uncordonDevice: async () => ({}),
-  drainDevice: async () => ({ drained: true }),
-  resetDevice: async () => ({}),
-  watchDevices: async (_request, ctx, send) => {
-    await send({ reason: 'initial' });
-    if (ctx.metadata.get('fail')[0] === 'yes') throw DopsError.unavailable('worker crashed');
-    await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
-    cancelled++;
-  },
-});
+  { default: ['operator'] },
+);
 
 describe('grpc-client against a real server', () => {
   let server: GrpcServer;
@@ -51,13 +56,17 @@ describe('grpc-client against a real server', () => {
     const logger = createLogger({ name: 'client-test', level: 'silent' });
     server = createGrpcServer({
       name: 'client-test',
+      security: testServerSecurity(),
       logger,
       services: [service],
       host: '127.0.0.1',
       port: 0,
     });
     const port = await server.start();
-    client = createClient(deviceV1.DeviceServiceClient, `127.0.0.1:${port}`, { deadlineMs: 300 });
+    client = createClient(deviceV1.DeviceServiceClient, `127.0.0.1:${port}`, {
+      deadlineMs: 300,
+      credentials: testCredentials('ops'),
+    });
   });
   afterAll(async () => {
     client.close();

@@ -2,6 +2,7 @@ import { deviceV1 } from '@dops/proto';
 import { DopsError } from '@dops/errors';
 import { createLogger, type Logger } from '@dops/telemetry';
 import { createGrpcServer, defineService, type CallContext } from '../src/index';
+import { testServerSecurity } from '@dops/testing';
 
 /** What the fixture's handlers saw, for tests to assert on. */
 export interface Observed {
@@ -27,40 +28,44 @@ function untilAborted(signal: AbortSignal): Promise<void> {
  * DrainDevice waits `timeoutMs` ignoring the signal; WatchDevices yields one device then waits for cancel.
  */
 export function deviceFixture(observed: Observed = { contexts: [], aborted: [], finished: [] }) {
-  const registration = defineService(deviceV1.DeviceServiceService, {
-    listDevices: async () => ({ devices: [device('cpu:0')] }),
-    getDevice: async (request, ctx) => {
-      observed.contexts.push(ctx);
-      if (request.deviceId === 'bad') throw DopsError.invalidArgument('device_id', 'must name a device');
-      if (request.deviceId === 'boom') throw new Error('kaboom');
-      if (request.deviceId === 'wait') {
-        await untilAborted(ctx.signal);
-        observed.aborted.push(ctx.signal.reason);
-        throw ctx.signal.reason;
-      }
-      return { device: device(request.deviceId) };
+  const registration = defineService(
+    deviceV1.DeviceServiceService,
+    {
+      listDevices: async () => ({ devices: [device('cpu:0')] }),
+      getDevice: async (request, ctx) => {
+        observed.contexts.push(ctx);
+        if (request.deviceId === 'bad') throw DopsError.invalidArgument('device_id', 'must name a device');
+        if (request.deviceId === 'boom') throw new Error('kaboom');
+        if (request.deviceId === 'wait') {
+          await untilAborted(ctx.signal);
+          observed.aborted.push(ctx.signal.reason);
+          throw ctx.signal.reason;
+        }
+        return { device: device(request.deviceId) };
+      },
+      cordonDevice: async (request) => ({ device: device(request.deviceId) }),
+      uncordonDevice: async (request) => ({ device: device(request.deviceId) }),
+      drainDevice: async (request, ctx) => {
+        observed.contexts.push(ctx);
+        ctx.signal.addEventListener('abort', () => observed.aborted.push(ctx.signal.reason));
+        await new Promise((resolve) => setTimeout(resolve, request.timeoutMs));
+        observed.finished.push(request.deviceId);
+        return { device: device(request.deviceId), drained: true };
+      },
+      resetDevice: async (request) => ({ device: device(request.deviceId) }),
+      watchDevices: async function* (_request, ctx) {
+        observed.contexts.push(ctx);
+        try {
+          yield { device: device('cpu:0'), reason: 'initial' };
+          await untilAborted(ctx.signal);
+          observed.aborted.push(ctx.signal.reason);
+        } finally {
+          observed.finished.push('watch');
+        }
+      },
     },
-    cordonDevice: async (request) => ({ device: device(request.deviceId) }),
-    uncordonDevice: async (request) => ({ device: device(request.deviceId) }),
-    drainDevice: async (request, ctx) => {
-      observed.contexts.push(ctx);
-      ctx.signal.addEventListener('abort', () => observed.aborted.push(ctx.signal.reason));
-      await new Promise((resolve) => setTimeout(resolve, request.timeoutMs));
-      observed.finished.push(request.deviceId);
-      return { device: device(request.deviceId), drained: true };
-    },
-    resetDevice: async (request) => ({ device: device(request.deviceId) }),
-    watchDevices: async function* (_request, ctx) {
-      observed.contexts.push(ctx);
-      try {
-        yield { device: device('cpu:0'), reason: 'initial' };
-        await untilAborted(ctx.signal);
-        observed.aborted.push(ctx.signal.reason);
-      } finally {
-        observed.finished.push('watch');
-      }
-    },
-  });
+    { default: ['operator'] },
+  );
   return { registration, observed };
 }
 
@@ -69,6 +74,7 @@ export async function startFixtureServer(options: { shutdownGraceMs?: number; lo
   const { registration, observed } = deviceFixture();
   const server = createGrpcServer({
     name: 'fixture',
+    security: testServerSecurity(),
     logger: options.logger ?? createLogger({ name: 'fixture', level: 'silent' }),
     services: [registration],
     host: '127.0.0.1',

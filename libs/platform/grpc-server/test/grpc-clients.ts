@@ -2,20 +2,21 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { anonymousCredentials } from '@dops/testing';
 
 type AnyClientCtor = new (
   address: string,
   creds: grpc.ChannelCredentials,
 ) => grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
-/** A plain grpc-js client of grpc.health.v1.Health, as any stranger would build it. */
+/** A plain grpc-js client of grpc.health.v1.Health, as any stranger would build it: TLS, no credential. */
 export function healthClient(address: string) {
   const pkg = grpc.loadPackageDefinition(
     loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true }),
   ) as unknown as {
     grpc: { health: { v1: { Health: AnyClientCtor } } };
   };
-  return new pkg.grpc.health.v1.Health(address, grpc.credentials.createInsecure());
+  return new pkg.grpc.health.v1.Health(address, anonymousCredentials());
 }
 
 /** A plain grpc-js client of grpc.reflection.v1.ServerReflection, built from @grpc/reflection's own proto. */
@@ -31,7 +32,7 @@ export function reflectionClient(address: string) {
   ) as unknown as {
     grpc: { reflection: { v1: { ServerReflection: AnyClientCtor } } };
   };
-  return new pkg.grpc.reflection.v1.ServerReflection(address, grpc.credentials.createInsecure());
+  return new pkg.grpc.reflection.v1.ServerReflection(address, anonymousCredentials());
 }
 
 export function unary<Res>(

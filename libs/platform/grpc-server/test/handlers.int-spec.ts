@@ -4,6 +4,7 @@ import { call, createClient, stream } from '@dops/grpc-client';
 import { deviceV1 } from '@dops/proto';
 import { createLogger } from '@dops/telemetry';
 import { startFixtureServer } from './device-fixture';
+import { testCredentials } from '@dops/testing';
 
 async function until(predicate: () => boolean, timeoutMs = 3_000): Promise<void> {
   const end = Date.now() + timeoutMs;
@@ -38,7 +39,10 @@ describe('handlers', () => {
     fixture = await startFixtureServer({
       logger: createLogger({ name: 'fixture', level: 'info', destination }),
     });
-    client = createClient(deviceV1.DeviceServiceClient, fixture.address, { deadlineMs: 5_000 });
+    client = createClient(deviceV1.DeviceServiceClient, fixture.address, {
+      deadlineMs: 5_000,
+      credentials: testCredentials('ops'),
+    });
   });
   afterEach(async () => {
     client.close();
@@ -128,7 +132,9 @@ describe('handlers', () => {
 describe('graceful shutdown', () => {
   it('lets an in-flight call finish within the grace period', async () => {
     const fixture = await startFixtureServer({ shutdownGraceMs: 2_000 });
-    const client = createClient(deviceV1.DeviceServiceClient, fixture.address);
+    const client = createClient(deviceV1.DeviceServiceClient, fixture.address, {
+      credentials: testCredentials('ops'),
+    });
     const hookCalls: string[] = [];
     fixture.server.onShutdown(() => {
       hookCalls.push(`hook after ${fixture.observed.finished.join(',')}`);
@@ -148,7 +154,9 @@ describe('graceful shutdown', () => {
 
   it('cancels a call still running after the grace period and closes the transport', async () => {
     const fixture = await startFixtureServer({ shutdownGraceMs: 200 });
-    const client = createClient(deviceV1.DeviceServiceClient, fixture.address);
+    const client = createClient(deviceV1.DeviceServiceClient, fixture.address, {
+      credentials: testCredentials('ops'),
+    });
     const pending = rejection(call(client.drainDevice, { deviceId: 'stuck', timeoutMs: 5_000 }));
     await until(() => fixture.server.inflightCalls === 1);
     const started = Date.now();

@@ -3,6 +3,7 @@ import { deviceV1 } from '@dops/proto';
 import { call, createClient } from '@dops/grpc-client';
 import { startFixtureServer } from './device-fixture';
 import { healthClient, reflectionClient, unary } from './grpc-clients';
+import { testCredentials } from '@dops/testing';
 
 const DEVICE = 'dops.device.v1.DeviceService';
 
@@ -58,7 +59,9 @@ describe('health checking', () => {
   });
 
   it('serves calls through createClient/call while healthy', async () => {
-    const client = createClient(deviceV1.DeviceServiceClient, fixture.address);
+    const client = createClient(deviceV1.DeviceServiceClient, fixture.address, {
+      credentials: testCredentials('ops'),
+    });
     const reply = await call(client.listDevices, {});
     expect(reply.devices.map((d) => d.id)).toEqual(['cpu:0']);
     client.close();

@@ -5,6 +5,7 @@ import {
   type GrpcServer,
   type ServiceRegistration,
 } from '@dops/grpc-server';
+import { createServerSecurity } from '@dops/security';
 import { createLogger, type Logger, type Telemetry } from '@dops/telemetry';
 import { reportWorkerHealth, workerPoolFromConfig, type WorkerPool } from '@dops/worker-pool';
 import type { ServiceDefinition } from '@grpc/grpc-js';
@@ -43,6 +44,7 @@ export async function runWorkerService(spec: WorkerServiceSpec): Promise<Running
   const server = createGrpcServer({
     name,
     logger,
+    security: createServerSecurity(config.security),
     ...config.grpc,
     shutdownGraceMs: config.shutdownGraceMs,
     services,

@@ -49,6 +49,17 @@ describe('telemetry', () => {
     expect(outside!['trace_id']).toBeUndefined();
   });
 
+  it('bounds long strings in fields and messages (a 1 MiB id is not a 1 MiB log line)', () => {
+    const { lines, stream } = capture();
+    const logger = createLogger({ name: 'test', destination: stream });
+    const huge = 'j'.repeat(1024 * 1024);
+    logger.info({ job_id: huge, nested: { path: huge } }, `job ${huge} failed`);
+    const line = lines[0]!;
+    expect(JSON.stringify(line).length).toBeLessThan(10_000);
+    expect(String(line['job_id'])).toMatch(/…\(\+\d+ bytes\)$/);
+    expect(String((line['nested'] as Record<string, string>)['path'])).toMatch(/…\(\+\d+ bytes\)$/);
+  });
+
   it('continues a trace from a traceparent received over a wire', async () => {
     const parent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
     const child = await context.with(contextFromTraceparent(parent), () =>

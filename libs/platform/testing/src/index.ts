@@ -3,7 +3,16 @@ export type { TestServer } from './test-server';
 export { collect, sleep, waitFor } from './async-helpers';
 export type { WaitForOptions } from './async-helpers';
 export { testWorkerConfig } from './worker-config';
-export { stranger } from './stranger-client';
-export type { StrangerResult } from './stranger-client';
+export { stranger, strangerAs } from './stranger-client';
+export type { StrangerIdentity, StrangerResult } from './stranger-client';
+export {
+  anonymousCredentials,
+  devCredentialsDir,
+  devSecurityEnv,
+  devSecuritySettings,
+  devToken,
+  testCredentials,
+  testServerSecurity,
+} from './credentials';
 export { startServiceProcess } from './service-process';
 export type { ServiceProcess } from './service-process';

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { waitFor } from './async-helpers';
+import { devSecurityEnv } from './credentials';
 
 const ROOT = path.resolve(__dirname, '../../../..');
 
@@ -32,6 +33,8 @@ export function startServiceProcess(app: string, env: Record<string, string> = {
       DOPS_GRPC_HOST: '127.0.0.1',
       DOPS_GRPC_PORT: '0',
       DOPS_LOG_LEVEL: 'info',
+      // The service's own development identity (mTLS) and the token file: the real auth path.
+      ...devSecurityEnv(app),
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

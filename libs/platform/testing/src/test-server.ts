@@ -6,6 +6,7 @@ import {
   type ServiceRegistration,
 } from '@dops/grpc-server';
 import { createLogger } from '@dops/telemetry';
+import { testServerSecurity } from './credentials';
 
 export interface TestServer {
   /** `127.0.0.1:<port>`, ready for createClient. */
@@ -17,8 +18,9 @@ export interface TestServer {
 }
 
 /**
- * Starts a real server with `registrations` on 127.0.0.1 and a free port, logging nothing
- * unless `logger` is given. Rejects when binding fails.
+ * Starts a real server with `registrations` on 127.0.0.1 and a free port, over TLS with the
+ * development identity of `processing` unless `security` is given (clients: testCredentials),
+ * logging nothing unless `logger` is given. Rejects when binding fails.
  */
 export async function startTestServer(
   registrations: readonly ServiceRegistration<ServiceDefinition>[],
@@ -29,6 +31,7 @@ export async function startTestServer(
     logger: createLogger({ name: 'test', level: 'silent' }),
     shutdownGraceMs: 1_000,
     ...options,
+    security: options.security ?? testServerSecurity(),
     services: registrations,
     host: '127.0.0.1',
     port: 0,

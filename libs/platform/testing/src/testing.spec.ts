@@ -2,26 +2,33 @@ import { deviceV1 } from '@dops/proto';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { defineService } from '@dops/grpc-server';
 import { collect, sleep, startTestServer, waitFor } from './index';
+import { testCredentials } from '@dops/testing';
 
-const handlers = defineService(deviceV1.DeviceServiceService, {
-  listDevices: async () => ({ devices: [] }),
-  getDevice: async (request) => ({ device: deviceV1.Device.fromPartial({ id: request.deviceId }) }),
-  cordonDevice: async () => ({}),
-  uncordonDevice: async () => ({}),
-  drainDevice: async () => ({ drained: true }),
-  resetDevice: async () => ({}),
-  watchDevices: async function* () {
-    for (let i = 0; ; i++) {
-      yield { reason: `tick ${i}` };
-      await sleep(5);
-    }
+const handlers = defineService(
+  deviceV1.DeviceServiceService,
+  {
+    listDevices: async () => ({ devices: [] }),
+    getDevice: async (request) => ({ device: deviceV1.Device.fromPartial({ id: request.deviceId }) }),
+    cordonDevice: async () => ({}),
+    uncordonDevice: async () => ({}),
+    drainDevice: async () => ({ drained: true }),
+    resetDevice: async () => ({}),
+    watchDevices: async function* () {
+      for (let i = 0; ; i++) {
+        yield { reason: `tick ${i}` };
+        await sleep(5);
+      }
+    },
   },
-});
+  { default: ['operator'] },
+);
 
 describe('testing helpers', () => {
   it('starts a real server on 127.0.0.1 and a free port', async () => {
     const server = await startTestServer([handlers]);
-    const client = createClient(deviceV1.DeviceServiceClient, server.address);
+    const client = createClient(deviceV1.DeviceServiceClient, server.address, {
+      credentials: testCredentials('ops'),
+    });
     expect(server.address).toBe(`127.0.0.1:${server.port}`);
     await expect(call(client.getDevice, { deviceId: 'x' })).resolves.toMatchObject({ device: { id: 'x' } });
     const ticks = await collect(stream(client.watchDevices, {}), 3);

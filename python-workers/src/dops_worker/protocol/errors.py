@@ -25,6 +25,8 @@ class ErrorCode(str, Enum):
     UNAVAILABLE = "UNAVAILABLE"
     UNSUPPORTED = "UNSUPPORTED"
     INTERNAL = "INTERNAL"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
 
 
 ERROR_CODES: frozenset[str] = frozenset(code.value for code in ErrorCode)
