@@ -68,4 +68,7 @@ if [ -f tools/fixtures/generate.py ]; then
     echo "$fx_hash" > tools/fixtures/generated/.dops-stamp
   fi
 fi
+# 6. development credentials (a local CA, a certificate per service and client, bearer tokens;
+#    owner-only): the local run and the tests call every service over TLS, authenticated
+bash tools/dev-credentials.sh
 log "ready"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import pickle
 import queue
 import subprocess
 import sys
@@ -19,6 +21,97 @@ TESTS_DIR = Path(__file__).resolve().parent
 FIXTURES_DIR = TESTS_DIR / "fixtures"
 PACKAGE_DIR = TESTS_DIR.parent
 REPO_ROOT = PACKAGE_DIR.parent
+GENERATED_FIXTURES = REPO_ROOT / "tools" / "fixtures" / "generated"
+
+
+class _OpensMarker:
+    """Unpickling this calls ``open(marker, "w")``: a hostile checkpoint's ``os.system`` in miniature."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def pickle_marker(tmp_path: Path) -> Path:
+    """The file a hostile pickle creates when something unpickles it; tests assert it never appears."""
+    return tmp_path / "PICKLE-CODE-RAN"
+
+
+@pytest.fixture
+def hostile_pickle(pickle_marker: Path) -> Callable[..., Path]:
+    """``hostile_pickle(path, legacy=False)`` writes, as ``torch.save`` would (or as a bare legacy
+    pickle), a state dict whose loading creates ``pickle_marker``."""
+
+    def write(path: Path, *, legacy: bool = False) -> Path:
+        import torch
+
+        payload = {"state_dict": {"weight": _OpensMarker(pickle_marker)}}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if legacy:
+            path.write_bytes(pickle.dumps(payload, protocol=2))
+        else:
+            torch.save(payload, path)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def torch_loads(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Every ``torch.load`` call's keyword arguments (the call still happens): tests assert each one
+    passed ``weights_only=True`` itself, since torch 2.4.1 (the DirectML lane) defaults to False."""
+    import torch
+
+    calls: list[dict[str, Any]] = []
+    real = torch.load
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    return calls
+
+
+@pytest.fixture(scope="session", autouse=True)
+def node_defaults(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """In-process node settings for the whole session, as a worker would read them at start: model
+    roots = pytest's temp folder (every fixture the tests build) and the generated fixtures; pickle
+    off. Nothing of the developer's environment leaks in."""
+    from dops_worker.runtime import settings
+
+    model_roots = [tmp_path_factory.getbasetemp(), GENERATED_FIXTURES]
+    if os.environ.get("DOPS_FIXTURES_DIR"):
+        model_roots.append(Path(os.environ["DOPS_FIXTURES_DIR"]))
+    previous = settings._current
+    settings._current = settings.read_node_settings({"DOPS_MODEL_ROOTS": os.pathsep.join(map(str, model_roots))})
+    yield settings._current
+    settings._current = previous
+
+
+@pytest.fixture
+def node(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Any]:
+    """``node(input_root=…, artifact_root=…, model_roots=[…], allow_unsafe_pickle=…)`` changes this
+    test's node settings (roots given as paths); undone after the test."""
+    from dops_worker.protocol.files import Roots
+    from dops_worker.runtime import settings
+
+    def change(*, input_root: Path | None = None, artifact_root: Path | None = None,
+               model_roots: list[Path] | None = None, **fields: Any) -> Any:
+        current = settings.node_settings()
+        if input_root is not None:
+            fields["input_roots"] = Roots(current.input_roots.name, (input_root,))
+        if artifact_root is not None:
+            fields["artifact_roots"] = Roots(current.artifact_roots.name, (artifact_root,))
+        if model_roots is not None:
+            fields["model_roots"] = Roots(current.model_roots.name, tuple(model_roots))
+        monkeypatch.setattr(settings, "_current", dataclasses.replace(current, **fields))
+        return settings._current
+
+    return change
 
 
 class WorkerClient:

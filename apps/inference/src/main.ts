@@ -1,8 +1,11 @@
 import { config, telemetry } from './register';
+import { delimiter } from 'node:path';
 import { call, createClient } from '@dops/grpc-client';
 import { GenerateStage, Generator, InferenceModels, inferenceService } from '@dops/inference';
 import { modelV1 } from '@dops/proto';
 import { modelHostService } from '@dops/model-host';
+import { redisUrlOf } from '@dops/queue';
+import { serviceClientCredentials } from '@dops/security';
 import { runMain, runWorkerService } from '@dops/service-host';
 import { modelRootsOf } from './config';
 
@@ -16,7 +19,16 @@ runMain('inference', async () => {
     config,
     telemetry,
     // The worker confines the images it reads and writes to these roots too.
-    workerEnv: { DOPS_ARTIFACT_ROOT: inference.artifactRoot, DOPS_INPUT_ROOT: inference.inputRoot },
+    workerEnv: {
+      DOPS_ARTIFACT_ROOT: inference.artifactRoot,
+      DOPS_INPUT_ROOT: inference.inputRoot,
+      // The worker confines model files and config folders to these roots too.
+      DOPS_MODEL_ROOTS: [
+        ...modelRootsOf(inference.modelRoots),
+        ...(inference.configDir ? [inference.configDir] : []),
+      ].join(delimiter),
+      DOPS_ALLOW_UNSAFE_PICKLE: config.worker.allowUnsafePickle ? '1' : '0',
+    },
     services: (pool, logger) => {
       const models = new InferenceModels(pool, logger);
       const generator = new Generator(models, {
@@ -27,10 +39,13 @@ runMain('inference', async () => {
       // Without a Redis URL the service serves gRPC only.
       if (config.queue.redisUrl) {
         const modelService = inference.modelServiceAddress
-          ? createClient(modelV1.ModelServiceClient, inference.modelServiceAddress)
+          ? createClient(modelV1.ModelServiceClient, inference.modelServiceAddress, {
+              credentials: serviceClientCredentials(config.security),
+            })
           : undefined;
         stage = new GenerateStage(generator, models, pool, {
-          redisUrl: config.queue.redisUrl,
+          // The configured URL with the password file and TLS files folded in.
+          redisUrl: redisUrlOf(config.queue),
           queue: config.queue,
           logger,
           // A job for a model no device holds: the model service loads it here (on the first ready device).
@@ -48,7 +63,10 @@ runMain('inference', async () => {
       }
       return [
         inferenceService(generator, models),
-        modelHostService(models, { configDir: inference.configDir }),
+        modelHostService(models, {
+          modelRoots: modelRootsOf(inference.modelRoots),
+          configDir: inference.configDir,
+        }),
       ];
     },
   });

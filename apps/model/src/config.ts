@@ -9,7 +9,11 @@ export const modelConfig = defineConfig(
       roots: z.string().min(1),
       /** JSON file holding registry entries between restarts. Default `./dops-model-state.json`. */
       statePath: z.string().min(1).default('./dops-model-state.json'),
-      /** List and load pickle files (.ckpt); they can run arbitrary code. Default false. */
+      /**
+       * List pickle files (.ckpt, .bin-only diffusers folders) as loadable rather than refused; they
+       * can run arbitrary code. The registry's listing policy only: a worker loads pickle only when
+       * its own node allows it (worker.allowUnsafePickle of inference / postprocessing). Default false.
+       */
       allowUnsafePickle: z.boolean().default(false),
       /** Bytes all loaded models may hold in worker RAM on this node; 0 = unbounded. Default 0. */
       ramBudgetBytes: z.int().min(0).default(0),

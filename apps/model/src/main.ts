@@ -9,6 +9,7 @@ import {
   modelService,
   parseHostAddresses,
 } from '@dops/model';
+import { createServerSecurity, serviceClientCredentials } from '@dops/security';
 import { runMain } from '@dops/service-host';
 import { createLogger } from '@dops/telemetry';
 
@@ -27,9 +28,12 @@ runMain('model', async () => {
       fallback: settings.hostAddress || undefined,
       byDevice: parseHostAddresses(settings.hostAddresses, 'model.hostAddresses'),
     },
+    serviceClientCredentials(config.security),
     settings.loadTimeoutMs,
   );
-  const reservations = settings.memoryAddress ? new GrpcReservations(settings.memoryAddress) : undefined;
+  const reservations = settings.memoryAddress
+    ? new GrpcReservations(settings.memoryAddress, serviceClientCredentials(config.security))
+    : undefined;
   if (!reservations) logger.warn('no memory service configured: VRAM loads are not reserved');
   const loader = new ModelLoader({
     registry,
@@ -39,12 +43,12 @@ runMain('model', async () => {
     keepAliveMs: settings.keepAliveMs,
     workingMemoryBytes: settings.workingMemoryBytes,
     configDir: settings.configDir || undefined,
-    allowUnsafePickle: settings.allowUnsafePickle,
   });
   loader.on('event', (e) => logger.info({ ...e }, `model ${e.kind}`));
   const server = createGrpcServer({
     name: 'model',
     logger,
+    security: createServerSecurity(config.security),
     ...config.grpc,
     shutdownGraceMs: config.shutdownGraceMs,
     services: [modelService(registry, loader)],

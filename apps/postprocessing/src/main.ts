@@ -1,6 +1,7 @@
 import { config, telemetry } from './register';
+import { delimiter } from 'node:path';
 import { Postprocessor, postprocessingService, postprocessingStage } from '@dops/postprocessing';
-import { StageWorker } from '@dops/queue';
+import { StageWorker, redisUrlOf } from '@dops/queue';
 import { runMain, runWorkerService } from '@dops/service-host';
 import { modelRootsOf } from './config';
 
@@ -16,6 +17,8 @@ runMain('postprocessing', async () => {
     workerEnv: {
       DOPS_ARTIFACT_ROOT: postprocessing.artifactRoot,
       DOPS_INPUT_ROOT: postprocessing.inputRoot,
+      DOPS_MODEL_ROOTS: modelRootsOf(postprocessing.modelRoots).join(delimiter),
+      DOPS_ALLOW_UNSAFE_PICKLE: config.worker.allowUnsafePickle ? '1' : '0',
     },
     services: (pool) => {
       postprocessor = new Postprocessor(pool, {
@@ -33,7 +36,8 @@ runMain('postprocessing', async () => {
   if (queue.redisUrl && postprocessor) {
     const stage = new StageWorker({
       queues: ['postprocessing'],
-      redisUrl: queue.redisUrl,
+      // The configured URL with the password file and TLS files folded in.
+      redisUrl: redisUrlOf(queue),
       prefix: queue.prefix,
       concurrency: queue.concurrency ?? Math.max(1, running.pool.list().length),
       lockDurationMs: queue.lockDurationMs,

@@ -1,3 +1,6 @@
+import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DopsError } from '@dops/errors';
 import { inferenceV1 } from '@dops/proto';
 import { protoFieldOf, toWorkerParams, withProtoFields } from './generation-request';
@@ -64,6 +67,78 @@ describe('toWorkerParams', () => {
     expect(violations({ mode: inferenceV1.Mode.INPAINT, initImage: '../escape.png' })).toEqual([
       'params.init_image',
       'params.mask',
+    ]);
+  });
+});
+
+describe('toWorkerParams path fields', () => {
+  let dir: string;
+  let linked: { inputRoot: string; modelRoots: string[] };
+  beforeAll(() => {
+    dir = realpathSync(mkdtempSync(join(tmpdir(), 'dops-generation-paths-')));
+    linked = { inputRoot: join(dir, 'in'), modelRoots: [join(dir, 'models')] };
+    for (const d of [linked.inputRoot, linked.modelRoots[0]!, join(dir, 'outside')]) mkdirSync(d);
+    writeFileSync(join(dir, 'outside', 'secret.png'), 's');
+    writeFileSync(join(linked.modelRoots[0]!, 'real.ckpt'), 'pickle');
+    symlinkSync(join(dir, 'outside', 'secret.png'), join(linked.inputRoot, 'file-link.png'));
+    symlinkSync(join(dir, 'outside'), join(linked.inputRoot, 'folder-link'));
+    symlinkSync(join(dir, 'outside'), join(linked.modelRoots[0]!, 'folder-link'));
+    symlinkSync(
+      join(linked.modelRoots[0]!, 'real.ckpt'),
+      join(linked.modelRoots[0]!, 'disguised.safetensors'),
+    );
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const fields = (params: Partial<inferenceV1.GenerationParams>) => {
+    try {
+      toWorkerParams({ ...base, ...params }, undefined, linked, extra);
+    } catch (err) {
+      return (err as DopsError).violations;
+    }
+    return [];
+  };
+
+  it('refuses an image path that leaves the input root (file or folder link, .., NUL) in every image field', () => {
+    const paths = [
+      'file-link.png',
+      'folder-link/secret.png',
+      'folder-link/missing.png',
+      '../outside/secret.png',
+      'a.png\0',
+    ];
+    for (const path of paths) {
+      expect(fields({ mode: inferenceV1.Mode.IMG2IMG, initImage: path }).map((v) => v.field)).toEqual([
+        'params.init_image',
+      ]);
+      expect(
+        fields({ mode: inferenceV1.Mode.INPAINT, initImage: 'i.png', mask: path }).map((v) => v.field),
+      ).toEqual(['params.mask']);
+      expect(fields({ controlnets: [{ path: 'cn', image: path }] }).map((v) => v.field)).toEqual([
+        'params.controlnets[0].image',
+      ]);
+    }
+  });
+
+  it('refuses a model path that leaves the model roots, and a .safetensors name over a pickle', () => {
+    for (const path of ['folder-link/secret.png', '../outside/x.safetensors', 'x.safetensors\0']) {
+      expect(fields({ loras: [{ path }] }).map((v) => v.field)).toEqual(['params.loras[0].path']);
+      expect(fields({ controlnets: [{ path, image: 'h.png' }] }).map((v) => v.field)).toEqual([
+        'params.controlnets[0].path',
+      ]);
+    }
+    // The name says safetensors; the file the worker would open is a pickle.
+    expect(fields({ loras: [{ path: 'disguised.safetensors' }] })).toEqual([
+      { field: 'params.loras[0].path', description: 'must be a .safetensors file' },
+    ]);
+  });
+
+  it('answers an outside path the same whether it exists or not', () => {
+    const answer = (name: string) =>
+      fields({ mode: inferenceV1.Mode.IMG2IMG, initImage: join(dir, 'outside', name) });
+    expect(answer('secret.png')).toEqual(answer('missing.png'));
+    expect(answer('secret.png')).toEqual([
+      { field: 'params.init_image', description: 'must be inside the input root' },
     ]);
   });
 });

@@ -16,7 +16,7 @@ export interface HeldModel {
 }
 
 interface Entry extends HeldModel {
-  load: Pick<HostLoadOptions, 'configDir' | 'allowUnsafePickle'>;
+  load: Pick<HostLoadOptions, 'configDir'>;
   /** Settles `reloading`; set from the moment the worker is lost until the model is back (or given up). */
   settle?: () => void;
 }
@@ -63,7 +63,7 @@ export class InferenceModels extends ModelHost {
       deviceId,
       path,
       tier: result.tier,
-      load: { configDir: options.configDir, allowUnsafePickle: options.allowUnsafePickle },
+      load: { configDir: options.configDir },
     });
     // Warm the cache now so the first generation validates against the model without waiting.
     if (result.tier === 'vram') this.capabilities(deviceId, modelId).catch(() => undefined);

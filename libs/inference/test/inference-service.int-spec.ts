@@ -1,13 +1,13 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DopsError } from '@dops/errors';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { modelHostService } from '@dops/model-host';
 import { inferenceV1, modelHostV1, modelV1 } from '@dops/proto';
-import { startTestServer, type TestServer } from '@dops/testing';
+import { startTestServer, testCredentials, type TestServer } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
 import { resolvePythonExecutable, type SupervisorLogger } from '@dops/worker-supervisor';
 import { Generator, InferenceModels, inferenceService } from '../src/index';
@@ -115,6 +115,16 @@ const quietLogger: SupervisorLogger = {
     const models = join(root, 'models');
     await cp(CHECKPOINT, join(models, 'sd15-tiny.safetensors'));
     await cp(join(FIXTURES, 'configs'), join(models, 'configs'), { recursive: true });
+    // Files outside every root, and links from inside the roots to them (file and folder links).
+    const outside = join(root, 'outside');
+    await mkdir(outside);
+    await mkdir(inputRoot, { recursive: true });
+    await writeFile(join(outside, 'secret.png'), 'not for clients');
+    await writeFile(join(outside, 'secret.safetensors'), 'not for clients');
+    await symlink(join(outside, 'secret.png'), join(inputRoot, 'file-link.png'));
+    await symlink(outside, join(inputRoot, 'folder-link'));
+    await symlink(join(outside, 'secret.safetensors'), join(models, 'file-link.safetensors'));
+    await symlink(outside, join(models, 'folder-link'));
     pool = new WorkerPool({
       name: 'inference-test',
       backend: 'cpu',
@@ -130,6 +140,7 @@ const quietLogger: SupervisorLogger = {
           PYTHONPATH: join(PYTHON_WORKERS, 'src'),
           DOPS_ARTIFACT_ROOT: artifactRoot,
           DOPS_INPUT_ROOT: inputRoot,
+          DOPS_MODEL_ROOTS: models,
         },
         handshakeTimeoutMs: 30_000,
         requestTimeoutMs: 30_000,
@@ -145,10 +156,14 @@ const quietLogger: SupervisorLogger = {
     const generator = new Generator(host, { inputRoot, modelRoots: [models] });
     server = await startTestServer([
       inferenceService(generator, host),
-      modelHostService(host, { configDir: join(models, 'configs') }),
+      modelHostService(host, { modelRoots: [models], configDir: join(models, 'configs') }),
     ]);
-    client = createClient(inferenceV1.InferenceServiceClient, server.address);
-    hostClient = createClient(modelHostV1.ModelHostServiceClient, server.address);
+    client = createClient(inferenceV1.InferenceServiceClient, server.address, {
+      credentials: testCredentials('ops'),
+    });
+    hostClient = createClient(modelHostV1.ModelHostServiceClient, server.address, {
+      credentials: testCredentials('model', 'mtls'),
+    });
     await call(
       hostClient.loadModel,
       {
@@ -157,7 +172,6 @@ const quietLogger: SupervisorLogger = {
         deviceId: DEVICE_ID,
         tier: modelV1.Tier.VRAM,
         configDir: '',
-        allowUnsafePickle: false,
       },
       { deadlineMs: 60_000 },
     );
@@ -363,5 +377,58 @@ const quietLogger: SupervisorLogger = {
         ]),
       );
     });
+
+    // Every path field of Generate, each way out of its root: links (file, folder), .., NUL.
+    const pathFields: Record<string, (path: string) => Partial<inferenceV1.GenerationParams>> = {
+      'params.init_image': (path) => ({ mode: inferenceV1.Mode.IMG2IMG, initImage: path }),
+      'params.mask': (path) => ({ mode: inferenceV1.Mode.INPAINT, initImage: 'init.png', mask: path }),
+      'params.loras[0].path': (path) => ({ loras: [{ path }] }),
+      'params.controlnets[0].path': (path) => ({ controlnets: [{ path, image: 'hint.png' }] }),
+      'params.controlnets[0].image': (path) => ({ controlnets: [{ path: 'cn.safetensors', image: path }] }),
+    };
+    const isImage = (field: string) => !field.endsWith('.path');
+    const escapes = (field: string) =>
+      isImage(field)
+        ? ['file-link.png', 'folder-link/secret.png', '../outside/secret.png', 'in.png\0']
+        : [
+            'file-link.safetensors',
+            'folder-link/secret.safetensors',
+            '../outside/secret.safetensors',
+            'x.safetensors\0',
+          ];
+    it.each(Object.keys(pathFields).flatMap((field) => escapes(field).map((path) => [field, path] as const)))(
+      'refuses %s = %j with INVALID_ARGUMENT naming it',
+      async (field, path) => {
+        const error = await rejection(
+          call(
+            client.generate,
+            { params: params(pathFields[field]!(path)), deviceId: '' },
+            { deadlineMs: 10_000 },
+          ),
+        );
+        expect(error.code).toBe('INVALID_ARGUMENT');
+        expect(error.violations).toEqual([expect.objectContaining({ field })]);
+      },
+    );
+
+    it.each(Object.keys(pathFields))(
+      'answers %s outside its root the same whether the file exists or not',
+      async (field) => {
+        const answer = async (name: string) => {
+          const e = await rejection(
+            call(
+              client.generate,
+              { params: params(pathFields[field]!(join(root, 'outside', name))), deviceId: '' },
+              { deadlineMs: 10_000 },
+            ),
+          );
+          return { code: e.code, message: e.message, violations: e.violations };
+        };
+        const ext = isImage(field) ? 'png' : 'safetensors';
+        const existing = await answer(`secret.${ext}`);
+        expect(existing.code).toBe('INVALID_ARGUMENT');
+        expect(await answer(`missing.${ext}`)).toEqual(existing);
+      },
+    );
   });
 });

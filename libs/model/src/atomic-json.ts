@@ -4,13 +4,16 @@ import { basename, dirname, join } from 'node:path';
 
 /**
  * Writes `value` as JSON so that readers see the old file or the new one, never half of one:
- * a temp file in the same directory, then rename. Creates the directory. Throws on I/O errors.
+ * a temp file in the same directory, then rename. The file is the owner's only (0600) and a
+ * directory it creates too (0700): the registry's state names every model path of the node.
+ * An existing directory keeps its mode (it may be a shared working directory). Throws on I/O errors.
  */
 export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  await mkdir(dirname(path), { recursive: true });
+  await mkdir(dirname(path), { recursive: true, mode: 0o700 });
   const temp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   try {
-    await writeFile(temp, JSON.stringify(value), { flush: true });
+    // A fresh name (flag wx): the mode applies, and nothing planted under it is followed.
+    await writeFile(temp, JSON.stringify(value), { flush: true, mode: 0o600, flag: 'wx' });
     await rename(temp, path);
   } catch (err) {
     await rm(temp, { force: true });

@@ -59,10 +59,9 @@ export async function identifyDiffusersFolder(dir: string): Promise<Identificati
   if (typeof index === 'string') return { ...out, reason: `${DIFFUSERS_INDEX}: ${index}` };
   const className = typeof index['_class_name'] === 'string' ? index['_class_name'] : '';
   if (!/^StableDiffusion/.test(className)) {
-    return {
-      ...out,
-      reason: `pipeline '${className || '(no _class_name)'}' is not an SD1/SD2/SDXL pipeline`,
-    };
+    // Named only when it is a class name, so a file posing as model_index.json is not echoed.
+    const named = /^[A-Za-z_][A-Za-z0-9_]{0,79}$/.test(className) ? `'${className}'` : '(no class name)';
+    return { ...out, reason: `pipeline ${named} is not an SD1/SD2/SDXL pipeline` };
   }
   const unet = await readJsonObject(join(dir, 'unet', 'config.json'));
   if (typeof unet === 'string') return { ...out, reason: `unet/config.json: ${unet}` };
@@ -114,7 +113,8 @@ async function readJsonObject(path: string): Promise<Record<string, unknown> | s
     if (typeof value === 'object' && value !== null && !Array.isArray(value))
       return value as Record<string, unknown>;
     return 'not a JSON object';
-  } catch (err) {
-    return `not valid JSON (${(err as Error).message})`;
+  } catch {
+    // JSON.parse's message quotes the text around the fault: never echo a file's contents.
+    return 'not valid JSON';
   }
 }

@@ -31,8 +31,8 @@ export {
   type HashQueueOptions,
   hashFile,
 } from './hashing';
-export { type ConfinedPath, PathGuard } from './path-guard';
 export { type ModelCandidate, PICKLE_EXTENSIONS, SAFETENSORS_EXTENSIONS, scanRoots } from './scan-roots';
+export { pickleOnlyComponents } from './folder-weights';
 export { type ModelEntry, type ModelStatus, modelId } from './model-entry';
 export {
   type ListFilter,

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { basename, extname } from 'node:path';
+import { pickleOnlyComponents } from './folder-weights';
 import type { FileHashes } from './hashing';
 import { identifyDiffusersFolder } from './identify-diffusers';
 import { identifyTensors } from './identify';
@@ -36,6 +37,8 @@ export interface ModelEntry {
   scale?: number;
   /** safetensors: file offset of the tensor data (8 + header length). */
   dataOffset?: number;
+  /** Loading it unpickles (a pickle file, or a diffusers folder with pickle-only components): listed by allowUnsafePickle. */
+  pickle?: boolean;
 }
 
 /** The stable id of a model at `relPath` under `root`. */
@@ -58,26 +61,15 @@ export async function buildEntry(candidate: ModelCandidate, allowUnsafePickle: b
     sizeBytes: candidate.sizeBytes,
     mtimeMs: candidate.mtimeMs,
   };
-  const unknown = (format: ModelFormat): Identification => ({
-    type: 'unknown',
-    base: null,
-    variant: 'normal',
-    format,
-    notes: [],
-    triggerWords: [],
-  });
-
-  if (candidate.kind === 'diffusers-folder') {
-    return fromIdentification(base, await identifyDiffusersFolder(candidate.path), {}, 'ok');
-  }
+  if (candidate.kind === 'diffusers-folder') return folderEntry(base, candidate, allowUnsafePickle);
   if (candidate.kind === 'pickle') {
     if (!allowUnsafePickle) {
       const reason =
         'pickle file refused: loading it can run arbitrary code; convert it to .safetensors or enable allowUnsafePickle';
-      return fromIdentification(base, { ...unknown('ckpt'), reason }, {}, 'refused');
+      return { ...fromIdentification(base, { ...unknown('ckpt'), reason }, {}, 'refused'), pickle: true };
     }
     const reason = 'pickle files are not inspected; identification needs .safetensors';
-    return fromIdentification(base, { ...unknown('ckpt'), reason }, {}, 'hashing');
+    return { ...fromIdentification(base, { ...unknown('ckpt'), reason }, {}, 'hashing'), pickle: true };
   }
   try {
     const header = await readSafetensorsHeader(candidate.path);
@@ -100,8 +92,40 @@ export async function buildEntry(candidate: ModelCandidate, allowUnsafePickle: b
   }
 }
 
+/**
+ * A diffusers folder's entry: invalid when a symlink inside it leaves the roots (nothing is read
+ * through it), refused when a component's weights are pickle only (unless the node allows pickle).
+ */
+async function folderEntry(
+  base: EntryBase,
+  candidate: ModelCandidate,
+  allowUnsafePickle: boolean,
+): Promise<ModelEntry> {
+  const linksOutside = candidate.linksOutside ?? [];
+  if (linksOutside.length > 0) {
+    const reason = `symlinks out of the model roots: ${linksOutside.slice(0, 5).join(', ')}`;
+    return fromIdentification(base, { ...unknown('diffusers-folder'), reason }, {}, 'invalid');
+  }
+  const identification = await identifyDiffusersFolder(candidate.path);
+  const pickle = pickleOnlyComponents(candidate.files ?? []);
+  if (pickle.length === 0) return fromIdentification(base, identification, {}, 'ok');
+  const where = pickle.join(', ');
+  if (!allowUnsafePickle) {
+    const reason = `pickle weights (.bin) only; convert to safetensors (${where})`;
+    return { ...fromIdentification(base, { ...identification, reason }, {}, 'refused'), pickle: true };
+  }
+  identification.notes.push(`loads pickle weights (.bin) in ${where}`);
+  return { ...fromIdentification(base, identification, {}, 'ok'), pickle: true };
+}
+
+type EntryBase = Pick<ModelEntry, 'id' | 'path' | 'relPath' | 'root' | 'sizeBytes' | 'mtimeMs'>;
+
+function unknown(format: ModelFormat): Identification {
+  return { type: 'unknown', base: null, variant: 'normal', format, notes: [], triggerWords: [] };
+}
+
 function fromIdentification(
-  base: Pick<ModelEntry, 'id' | 'path' | 'relPath' | 'root' | 'sizeBytes' | 'mtimeMs'>,
+  base: EntryBase,
   identification: Identification,
   metadata: Record<string, unknown>,
   status: ModelStatus,

@@ -1,19 +1,24 @@
 import { EventEmitter } from 'node:events';
 import { type FSWatcher, watch } from 'node:fs';
+import { resolve } from 'node:path';
 import { DopsError } from '@dops/errors';
+import { confinePath } from '@dops/validation';
 import { CoalescingWriter, readJsonFile, writeJsonAtomic } from './atomic-json';
 import { type FileHasher, type FileHashes, HashCache, HashQueue, type HashJob } from './hashing';
 import { buildEntry, isHashable, type ModelEntry } from './model-entry';
 import { MODEL_BASES, MODEL_TYPES, type ModelBase, type ModelType } from './model-kind';
-import { PathGuard } from './path-guard';
 import { scanRoots } from './scan-roots';
 
 export interface ModelRegistryOptions {
   /** Directories to scan; client paths are confined to them. At least one. */
   roots: string[];
-  /** JSON file holding the entries between restarts. */
+  /** JSON file holding the entries between restarts; written 0600, its folder created 0700. */
   statePath: string;
-  /** List pickle files (.ckpt/.pt/.pth/.bin) as usable; defaults to false (status 'refused'). */
+  /**
+   * List pickle files (.ckpt/.pt/.pth/.bin) and diffusers folders with pickle-only components as
+   * usable; defaults to false (status 'refused'). Listing only: whether pickle loads is each
+   * worker-hosting node's own setting.
+   */
   allowUnsafePickle?: boolean;
   /** Hash cache file; defaults to statePath with `.hashes.json` in place of `.json`. */
   hashCachePath?: string;
@@ -72,7 +77,9 @@ export interface VerifyResult {
   actual: FileHashes;
 }
 
-const STATE_VERSION = 1;
+// 2: folders with pickle-only components or symlinks out of the roots are no longer 'ok'; a
+// state file of version 1 may still say they are, so it is dropped (hashes are cached apart).
+const STATE_VERSION = 2;
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
 
@@ -82,7 +89,6 @@ const MAX_PAGE_SIZE = 1000;
  * its entries. Every returned entry is a copy.
  */
 export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
-  private readonly guard: PathGuard;
   private readonly options: Required<Omit<ModelRegistryOptions, 'hasher'>> & { hasher?: FileHasher };
   private readonly cache: HashCache;
   private readonly hashes: HashQueue;
@@ -99,9 +105,10 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
   constructor(options: ModelRegistryOptions) {
     super();
     if (!options.statePath) throw DopsError.invalidArgument('state_path', 'must not be empty');
-    this.guard = new PathGuard(options.roots);
+    if (options.roots.length === 0)
+      throw DopsError.invalidArgument('roots', 'at least one model root is required');
     this.options = {
-      roots: [...this.guard.roots],
+      roots: options.roots.map((root) => resolve(root)),
       statePath: options.statePath,
       allowUnsafePickle: options.allowUnsafePickle ?? false,
       hashCachePath: options.hashCachePath ?? options.statePath.replace(/(\.json)?$/, '.hashes.json'),
@@ -245,11 +252,12 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
   }
 
   /**
-   * The entry at a client path (relative to a root, or absolute inside one). Throws
-   * INVALID_ARGUMENT `field` for a path that escapes the roots, NOT_FOUND when no model is there.
+   * The entry at a client path (relative to a root, tried in order, or absolute inside one).
+   * Throws INVALID_ARGUMENT `field` for a malformed path or one that escapes the roots, symlinks
+   * resolved (the same answer whether or not it exists); NOT_FOUND when no model is there.
    */
   async getByPath(path: string, field = 'path'): Promise<ModelEntry> {
-    const confined = await this.guard.confine(path, field);
+    const confined = confinePath(path, this.options.roots, field, 'a model root');
     const entry =
       this.entries.get(confined.path) ?? [...this.entries.values()].find((e) => e.path === confined.realPath);
     if (!entry) throw DopsError.notFound('model', path);
@@ -291,7 +299,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
   }
 
   private async scanOnce(): Promise<ScanSummary> {
-    const { candidates, problems } = await scanRoots(this.guard);
+    const { candidates, problems } = await scanRoots(this.options.roots);
     const summary: ScanSummary = { added: 0, removed: 0, updated: 0, unchanged: 0, problems };
     for (const problem of problems) this.emit('warning', `scan: ${problem}`);
     const found = new Set<string>();
@@ -340,7 +348,7 @@ export class ModelRegistry extends EventEmitter<ModelRegistryEvents> {
 
   /** A pickle entry recorded under the other setting of allowUnsafePickle must be rebuilt. */
   private pickleFlagChanged(entry: ModelEntry): boolean {
-    return entry.format === 'ckpt' && (entry.status === 'refused') === this.options.allowUnsafePickle;
+    return entry.pickle === true && (entry.status === 'refused') === this.options.allowUnsafePickle;
   }
 
   private hashJob(entry: ModelEntry): HashJob {

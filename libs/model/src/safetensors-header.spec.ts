@@ -138,6 +138,32 @@ describe('readSafetensorsHeader', () => {
     });
   });
 
+  const text = Buffer.from('root:x:0:0:root:/root:/bin/bash\n');
+  it.each([
+    // The first 8 bytes of a text file read as a length: the message must not print that number.
+    ['a text file', text, [text.readBigUInt64LE(0).toString()]],
+    [
+      'a header past the end',
+      Buffer.concat([Buffer.from([0x39, 0x30, 0, 0, 0, 0, 0, 0]), Buffer.from('{}')]),
+      ['12345'],
+    ],
+    // JSON.parse's own message would quote the text around the fault.
+    ['a header that is not JSON', buildRaw('{"secret": nope', 0), ['secret', 'nope']],
+    [
+      'a bad tensor entry',
+      buildRaw({ 'secret-name': { dtype: 'X9', shape: [1], data_offsets: [0, 1] } }, 1),
+      ['secret', 'X9'],
+    ],
+    ['bad metadata', buildRaw({ __metadata__: { 'secret-key': 4242 } }, 0), ['secret', '4242']],
+  ])('never quotes the file in its message: %s', async (_what, bytes, forbidden) => {
+    const path = await write('leak.safetensors', bytes);
+    const err = (await readSafetensorsHeader(path).catch((e: unknown) => e)) as Error;
+    expect(safetensorsInvalidReason(err)).toBeDefined();
+    // What follows the path (a temp dir's random name could hold anything).
+    const detail = err.message.slice(err.message.indexOf(path) + path.length);
+    for (const quoted of forbidden) expect(detail).not.toContain(quoted);
+  });
+
   it('lets a missing file fail with ENOENT', async () => {
     await expect(readSafetensorsHeader(join(dir, 'missing.safetensors'))).rejects.toMatchObject({
       code: 'ENOENT',

@@ -1,8 +1,8 @@
 import type { Dirent, Stats } from 'node:fs';
-import { readdir, realpath, stat } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { lstat, readdir, realpath, stat } from 'node:fs/promises';
+import { extname, join, relative, sep } from 'node:path';
+import { checkConfined } from '@dops/validation';
 import { DIFFUSERS_INDEX, isSafetyCheckerFolder } from './identify-diffusers';
-import { type PathGuard, toRelPath } from './path-guard';
 
 /** Extensions of single-file models; `.ckpt/.pt/.pth/.bin` are pickle. */
 export const SAFETENSORS_EXTENSIONS: ReadonlySet<string> = new Set(['.safetensors']);
@@ -14,9 +14,16 @@ export interface ModelCandidate {
   /** Absolute path as found under the root (symlinks not followed). */
   path: string;
   relPath: string;
-  /** A folder's size is the sum of its files; its mtime the newest of them. */
+  /**
+   * A folder's size is the sum of its files; its mtime the newest of its files, folders and
+   * symlinks, so adding or removing an entry anywhere inside it counts as a change.
+   */
   sizeBytes: number;
   mtimeMs: number;
+  /** A diffusers folder's files, folder-relative with `/` separators (symlinks inside the roots followed). */
+  files?: string[];
+  /** A diffusers folder's symlinks that resolve outside the roots (folder-relative): it must not load. */
+  linksOutside?: string[];
 }
 
 export interface ScanResult {
@@ -25,23 +32,30 @@ export interface ScanResult {
   problems: string[];
 }
 
+/** Root-relative path with `/` separators on every platform. */
+export function toRelPath(root: string, path: string): string {
+  return relative(root, path).split(sep).join('/');
+}
+
 /**
- * Walks every root for model files and diffusers folders (a directory holding model_index.json,
- * or a saved safety checker's config.json + weights; not descended into). Skips dot-files, symlinks whose target leaves the roots, and directory
- * loops. Never throws for file-system problems: they are listed in `problems`.
+ * Walks every root (absolute) for model files and diffusers folders (a directory holding
+ * model_index.json, or a saved safety checker's config.json + weights; not descended into as
+ * models, but listed file by file). Skips dot-files, symlinks whose target leaves the roots
+ * (checkConfined, the one confinement check), and directory loops. Never throws for file-system
+ * problems: they are listed in `problems`.
  */
-export async function scanRoots(guard: PathGuard): Promise<ScanResult> {
+export async function scanRoots(roots: readonly string[]): Promise<ScanResult> {
   const result: ScanResult = { candidates: [], problems: [] };
   const seenDirs = new Set<string>();
   const seenPaths = new Set<string>();
-  for (const root of guard.roots) {
-    await walk(guard, root, root, seenDirs, seenPaths, result);
+  for (const root of roots) {
+    await walk(roots, root, root, seenDirs, seenPaths, result);
   }
   return result;
 }
 
 async function walk(
-  guard: PathGuard,
+  roots: readonly string[],
   root: string,
   dir: string,
   seenDirs: Set<string>,
@@ -63,10 +77,10 @@ async function walk(
   for (const entry of entries) {
     if (entry.name.startsWith('.')) continue;
     const path = join(dir, entry.name);
-    const info = await describeEntry(guard, path, entry, result);
+    const info = await describeEntry(roots, path, entry, result);
     if (!info) continue;
     if (info.isDirectory()) {
-      const folder = await diffusersFolder(path);
+      const folder = await diffusersFolder(roots, path);
       if (folder) {
         if (!seenPaths.has(path)) {
           seenPaths.add(path);
@@ -79,7 +93,7 @@ async function walk(
           });
         }
       } else {
-        await walk(guard, root, path, seenDirs, seenPaths, result);
+        await walk(roots, root, path, seenDirs, seenPaths, result);
       }
       continue;
     }
@@ -105,16 +119,13 @@ async function walk(
 
 /** Stats of a directory entry, following a symlink only while its target stays inside the roots. */
 async function describeEntry(
-  guard: PathGuard,
+  roots: readonly string[],
   path: string,
   entry: Dirent,
   result: ScanResult,
 ): Promise<Stats | undefined> {
   try {
-    if (entry.isSymbolicLink()) {
-      const target = await realpath(path);
-      if (!(await guard.insideRealRoots(target))) return undefined;
-    }
+    if (entry.isSymbolicLink() && !checkConfined(path, roots, 'a model root').ok) return undefined;
     return await stat(path);
   } catch (err) {
     // Vanished between readdir and stat, or a dangling symlink: not a model.
@@ -124,26 +135,48 @@ async function describeEntry(
   }
 }
 
-/** Size and newest mtime of a diffusers folder (or safety checker), or undefined when the directory is not one. */
-async function diffusersFolder(dir: string): Promise<{ sizeBytes: number; mtimeMs: number } | undefined> {
+type FolderFacts = Required<Pick<ModelCandidate, 'sizeBytes' | 'mtimeMs' | 'files' | 'linksOutside'>>;
+
+/**
+ * Size, newest mtime and files of a diffusers folder (or safety checker), or undefined when the
+ * directory is not one. A symlink inside it is followed only while it stays inside the roots;
+ * one that leaves them is listed in `linksOutside` (the folder must not load through it).
+ */
+async function diffusersFolder(roots: readonly string[], dir: string): Promise<FolderFacts | undefined> {
   try {
     await stat(join(dir, DIFFUSERS_INDEX));
   } catch {
     if (!(await isSafetyCheckerFolder(dir))) return undefined;
   }
-  const totals = { sizeBytes: 0, mtimeMs: 0 };
+  const facts: FolderFacts = { sizeBytes: 0, mtimeMs: 0, files: [], linksOutside: [] };
+  const seen = new Set<string>();
   const visit = async (d: string): Promise<void> => {
-    for (const entry of await readdir(d, { withFileTypes: true }).catch(() => [] as Dirent[])) {
+    const real = await realpath(d).catch(() => d);
+    if (seen.has(real)) return; // a link back to a folder already listed
+    seen.add(real);
+    const own = await stat(d).catch(() => undefined);
+    facts.mtimeMs = Math.max(facts.mtimeMs, own?.mtimeMs ?? 0);
+    const entries = await readdir(d, { withFileTypes: true }).catch(() => [] as Dirent[]);
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const entry of entries) {
       const path = join(d, entry.name);
-      if (entry.isDirectory()) await visit(path);
-      else if (entry.isFile()) {
-        const s = await stat(path).catch(() => undefined);
-        if (!s) continue;
-        totals.sizeBytes += s.size;
-        totals.mtimeMs = Math.max(totals.mtimeMs, s.mtimeMs);
+      if (entry.isSymbolicLink()) {
+        const link = await lstat(path).catch(() => undefined);
+        facts.mtimeMs = Math.max(facts.mtimeMs, link?.mtimeMs ?? 0);
+        if (!checkConfined(path, roots, 'a model root').ok) {
+          facts.linksOutside.push(toRelPath(dir, path));
+          continue;
+        }
+      }
+      const s = await stat(path).catch(() => undefined);
+      if (s?.isDirectory()) await visit(path);
+      else if (s?.isFile()) {
+        facts.files.push(toRelPath(dir, path));
+        facts.sizeBytes += s.size;
+        facts.mtimeMs = Math.max(facts.mtimeMs, s.mtimeMs);
       }
     }
   };
   await visit(dir);
-  return totals;
+  return facts;
 }

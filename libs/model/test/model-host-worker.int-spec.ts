@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { copyFile, cp, mkdir } from 'node:fs/promises';
+import { delimiter, join, resolve } from 'node:path';
 import { call, createClient } from '@dops/grpc-client';
 import { ModelHost, modelHostService } from '@dops/model-host';
 import { modelHostV1, modelV1 } from '@dops/proto';
-import { startTestServer, type TestServer } from '@dops/testing';
+import { startTestServer, testCredentials, type TestServer } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
 import { resolvePythonExecutable, silentLogger } from '@dops/worker-supervisor';
 import { GrpcModelHosts, type LoadEvent, ModelLoader, ModelRegistry, modelService } from '../src/index';
@@ -46,6 +46,8 @@ if (!haveFixtures) {
     dir = await tempDir('dops-model-host-');
     await mkdir(join(dir.dir, 'models'));
     await copyFile(CHECKPOINT, join(dir.dir, 'models', 'sd15-tiny.safetensors'));
+    // Beside the models (the registry would list a config folder as a pipeline), inside the host's roots.
+    await cp(join(FIXTURES, 'configs'), join(dir.dir, 'configs'), { recursive: true });
     pool = new WorkerPool({
       name: 'model-test',
       backend: 'cpu',
@@ -59,6 +61,7 @@ if (!haveFixtures) {
           DOPS_BACKEND: 'cpu',
           HF_HUB_OFFLINE: '1',
           PYTHONPATH: join(PYTHON_WORKERS, 'src'),
+          DOPS_MODEL_ROOTS: [join(dir.dir, 'models'), join(dir.dir, 'configs')].join(delimiter),
         },
         handshakeTimeoutMs: 30_000,
         requestTimeoutMs: 30_000,
@@ -70,7 +73,10 @@ if (!haveFixtures) {
     });
     await pool.start();
     host = await startTestServer([
-      modelHostService(new ModelHost(pool), { configDir: join(FIXTURES, 'configs') }),
+      modelHostService(new ModelHost(pool), {
+        modelRoots: [join(dir.dir, 'models')],
+        configDir: join(dir.dir, 'configs'),
+      }),
     ]);
     registry = new ModelRegistry({
       roots: [join(dir.dir, 'models')],
@@ -79,11 +85,15 @@ if (!haveFixtures) {
       pollIntervalMs: 0,
     });
     await registry.start();
-    hosts = new GrpcModelHosts({ fallback: host.address }, 30_000);
+    hosts = new GrpcModelHosts({ fallback: host.address }, testCredentials('model', 'mtls'), 30_000);
     loader = new ModelLoader({ registry, hosts });
     service = await startTestServer([modelService(registry, loader)]);
-    client = createClient(modelV1.ModelServiceClient, service.address);
-    hostClient = createClient(modelHostV1.ModelHostServiceClient, host.address);
+    client = createClient(modelV1.ModelServiceClient, service.address, {
+      credentials: testCredentials('ops'),
+    });
+    hostClient = createClient(modelHostV1.ModelHostServiceClient, host.address, {
+      credentials: testCredentials('model', 'mtls'),
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -149,6 +159,23 @@ if (!haveFixtures) {
     ]);
   });
 
+  it('host refuses a checkpoint outside its model roots before the worker sees it', async () => {
+    // The shared fixture is a real checkpoint, outside this host's roots (the temp models folder).
+    await expect(
+      call(hostClient.loadModel, {
+        modelId: 'outside',
+        path: CHECKPOINT,
+        deviceId: pool.list()[0].device.id,
+        tier: modelV1.Tier.RAM,
+        configDir: '',
+      }),
+    ).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      violations: [{ field: 'path', description: 'must be inside a model root of this host' }],
+    });
+    expect((await call(hostClient.listResident, { deviceId: '' })).models).toEqual([]);
+  });
+
   it('host refuses a relative path and an unknown device with the field named', async () => {
     await expect(
       call(hostClient.loadModel, {
@@ -157,7 +184,6 @@ if (!haveFixtures) {
         deviceId: 'cpu:0',
         tier: modelV1.Tier.RAM,
         configDir: '',
-        allowUnsafePickle: false,
       }),
     ).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',
@@ -166,11 +192,10 @@ if (!haveFixtures) {
     await expect(
       call(hostClient.loadModel, {
         modelId: 'm',
-        path: CHECKPOINT,
+        path: join(dir.dir, 'models', 'sd15-tiny.safetensors'),
         deviceId: 'cuda:7',
         tier: modelV1.Tier.RAM,
         configDir: '',
-        allowUnsafePickle: false,
       }),
     ).rejects.toMatchObject({ code: 'NOT_FOUND' });
   });

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { type DopsError } from '@dops/errors';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { modelV1 } from '@dops/proto';
-import { startTestServer, type TestServer, waitFor } from '@dops/testing';
+import { startTestServer, testCredentials, type TestServer, waitFor } from '@dops/testing';
 import {
   type HostLoadRequest,
   type ModelHosts,
@@ -110,7 +110,9 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
     reservations = new SmallReservations(2);
     loader = new ModelLoader({ registry, hosts, reservations, ramBudgetBytes: 0, now: () => clock });
     server = await startTestServer([modelService(registry, loader)]);
-    client = createClient(modelV1.ModelServiceClient, server.address);
+    client = createClient(modelV1.ModelServiceClient, server.address, {
+      credentials: testCredentials('ops'),
+    });
   });
 
   afterAll(async () => {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, open, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { DopsError } from '@dops/errors';
 import {
   type FileHasher,
   hashFile,
@@ -273,6 +274,125 @@ describe('ModelRegistry', () => {
     await expect(registry.getByPath('notes.txt')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(registry.getByPath('missing.safetensors')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     expect((await registry.getByPath(join(root, 'vae', 'vae.safetensors'))).type).toBe('vae');
+  });
+
+  it('neither lists nor finds anything through a folder link, a dangling link, .. or a NUL byte', async () => {
+    const outsideDir = join(dir, 'outside');
+    await writeSafetensors(join(outsideDir, 'secret.safetensors'), vae());
+    await symlink(outsideDir, join(root, 'escape-dir'));
+    await symlink(join(outsideDir, 'not-yet.safetensors'), join(root, 'dangling.safetensors'));
+    const registry = await open_();
+    const listed = registry.list().entries.map((e) => e.relPath);
+    expect(listed.filter((p) => /escape|dangling|secret/.test(p))).toEqual([]);
+    const answer = (path: string) =>
+      registry.getByPath(path, 'model').then(
+        () => undefined,
+        (e: DopsError) => ({ code: e.code, message: e.message, violations: e.violations }),
+      );
+    for (const path of [
+      'escape-dir/secret.safetensors',
+      'escape-dir/missing.safetensors',
+      'dangling.safetensors',
+      '../outside/secret.safetensors',
+      'vae/vae.safetensors\0',
+      join(outsideDir, 'secret.safetensors'),
+    ])
+      expect(await answer(path)).toMatchObject({
+        code: 'INVALID_ARGUMENT',
+        violations: [{ field: 'model' }],
+      });
+    // Outside the roots: one answer whether the file exists or not, directly or through the link.
+    expect(await answer(join(outsideDir, 'secret.safetensors'))).toEqual(
+      await answer(join(outsideDir, 'missing.safetensors')),
+    );
+    expect(await answer('escape-dir/secret.safetensors')).toEqual(
+      await answer('escape-dir/missing.safetensors'),
+    );
+  });
+
+  describe('diffusers folders', () => {
+    async function pipeline(name: string, files: Record<string, string>): Promise<string> {
+      const pipe = join(root, 'pipelines', name);
+      await mkdir(join(pipe, 'unet'), { recursive: true });
+      await writeFile(
+        join(pipe, 'model_index.json'),
+        JSON.stringify({
+          _class_name: 'StableDiffusionPipeline',
+          text_encoder: ['transformers', 'CLIPTextModel'],
+        }),
+      );
+      await writeFile(
+        join(pipe, 'unet', 'config.json'),
+        JSON.stringify({ in_channels: 4, cross_attention_dim: 768 }),
+      );
+      for (const [file, body] of Object.entries(files)) {
+        await mkdir(join(pipe, file, '..'), { recursive: true });
+        await writeFile(join(pipe, file), body);
+      }
+      return `pipelines/${name}`;
+    }
+
+    it('lists one whose weights are only .bin (in any component) as refused, naming the components', async () => {
+      const binOnly = await pipeline('bin-only', { 'unet/diffusion_pytorch_model.bin': 'pickle' });
+      const mixed = await pipeline('text-encoder-bin', {
+        'unet/diffusion_pytorch_model.safetensors': 'x',
+        'text_encoder/pytorch_model.bin': 'pickle',
+      });
+      const both = await pipeline('both', {
+        'unet/diffusion_pytorch_model.safetensors': 'x',
+        'unet/diffusion_pytorch_model.bin': 'pickle',
+      });
+      const registry = await open_();
+      expect(await registry.getByPath(binOnly)).toMatchObject({
+        status: 'refused',
+        reason: 'pickle weights (.bin) only; convert to safetensors (unet)',
+      });
+      expect(await registry.getByPath(mixed)).toMatchObject({
+        status: 'refused',
+        reason: expect.stringContaining('(text_encoder)'),
+      });
+      // With a .safetensors beside it the loader takes that one.
+      expect(await registry.getByPath(both)).toMatchObject({ status: 'ok', type: 'checkpoint' });
+      // The node allows pickle: listed as loadable, with a note; switching back refuses it again.
+      await registry.close();
+      const allowing = await open_({ allowUnsafePickle: true });
+      expect(await allowing.getByPath(binOnly)).toMatchObject({
+        status: 'ok',
+        notes: expect.arrayContaining([expect.stringMatching(/pickle/)]),
+      });
+      await allowing.close();
+      expect((await (await open_()).getByPath(binOnly)).status).toBe('refused');
+    });
+
+    it('lists one holding a symlink out of the roots as invalid, and notices a link added later', async () => {
+      await writeSafetensors(join(dir, 'outside', 'unet.safetensors'), { x: { shape: [4] } });
+      const linked = await pipeline('linked', {});
+      await symlink(
+        join(dir, 'outside', 'unet.safetensors'),
+        join(root, linked, 'unet', 'diffusion_pytorch_model.safetensors'),
+      );
+      const clean = await pipeline('clean', { 'unet/diffusion_pytorch_model.safetensors': 'x' });
+      const registry = await open_();
+      expect(await registry.getByPath(linked)).toMatchObject({
+        status: 'invalid',
+        reason: 'symlinks out of the model roots: unet/diffusion_pytorch_model.safetensors',
+      });
+      expect((await registry.getByPath(clean)).status).toBe('ok');
+      await symlink(join(dir, 'outside'), join(root, clean, 'text_encoder'));
+      await registry.rescan();
+      expect(await registry.getByPath(clean)).toMatchObject({
+        status: 'invalid',
+        reason: expect.stringMatching(/text_encoder/),
+      });
+    });
+  });
+
+  it('writes its state owner-only: registry.json 0600 in a folder it creates 0700', async () => {
+    const registry = await open_();
+    await registry.close();
+    expect((await stat(statePath)).mode & 0o777).toBe(0o600);
+    expect((await stat(join(dir, 'state'))).mode & 0o777).toBe(0o700);
+    expect((await stat(statePath.replace(/\.json$/, '.hashes.json'))).mode & 0o777).toBe(0o600);
   });
 
   it('persists entries and hashes: a new instance re-hashes nothing and keeps ids and hashedAt', async () => {

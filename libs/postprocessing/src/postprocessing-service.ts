@@ -29,35 +29,40 @@ function runOptions(ctx: CallContext, deviceId: string): RunOptions {
 export function postprocessingService(
   postprocessor: Postprocessor,
 ): ServiceRegistration<typeof postprocessingV1.PostprocessingServiceService> {
-  return defineService(postprocessingV1.PostprocessingServiceService, {
-    upscale: async (req, ctx) => {
-      const r = await postprocessor.upscale(req, runOptions(ctx, req.deviceId));
-      return {
-        image: imageOf(r),
-        scale: r.scale ?? 0,
-        architecture: r.architecture ?? '',
-        tiles: r.tiles ?? 0,
-        deviceId: r.deviceId,
-      };
+  return defineService(
+    postprocessingV1.PostprocessingServiceService,
+    {
+      upscale: async (req, ctx) => {
+        const r = await postprocessor.upscale(req, runOptions(ctx, req.deviceId));
+        return {
+          image: imageOf(r),
+          scale: r.scale ?? 0,
+          architecture: r.architecture ?? '',
+          tiles: r.tiles ?? 0,
+          deviceId: r.deviceId,
+        };
+      },
+      restoreFaces: async (req, ctx) => {
+        const r = await postprocessor.restoreFaces(req, runOptions(ctx, req.deviceId));
+        return { image: imageOf(r), architecture: r.architecture ?? '', deviceId: r.deviceId };
+      },
+      checkSafety: async (req, ctx) => {
+        const r = await postprocessor.checkSafety(req, runOptions(ctx, req.deviceId));
+        return {
+          nsfw: r.nsfw ?? false,
+          policy: toProtoPolicy(r.policy ?? ''),
+          action: ACTIONS[r.action ?? ''] ?? postprocessingV1.SafetyAction.UNSPECIFIED,
+          image: r.image ? toProtoArtifact(r.image) : undefined,
+          blocked: r.blocked ?? false,
+          deviceId: r.deviceId,
+        };
+      },
+      convert: async (req, ctx) => {
+        const r = await postprocessor.convert(req, runOptions(ctx, req.deviceId));
+        return { image: imageOf(r), quality: r.image?.quality ?? 0, deviceId: r.deviceId };
+      },
     },
-    restoreFaces: async (req, ctx) => {
-      const r = await postprocessor.restoreFaces(req, runOptions(ctx, req.deviceId));
-      return { image: imageOf(r), architecture: r.architecture ?? '', deviceId: r.deviceId };
-    },
-    checkSafety: async (req, ctx) => {
-      const r = await postprocessor.checkSafety(req, runOptions(ctx, req.deviceId));
-      return {
-        nsfw: r.nsfw ?? false,
-        policy: toProtoPolicy(r.policy ?? ''),
-        action: ACTIONS[r.action ?? ''] ?? postprocessingV1.SafetyAction.UNSPECIFIED,
-        image: r.image ? toProtoArtifact(r.image) : undefined,
-        blocked: r.blocked ?? false,
-        deviceId: r.deviceId,
-      };
-    },
-    convert: async (req, ctx) => {
-      const r = await postprocessor.convert(req, runOptions(ctx, req.deviceId));
-      return { image: imageOf(r), quality: r.image?.quality ?? 0, deviceId: r.deviceId };
-    },
-  });
+    // Direct calls name files on the node; clients reach these stages through processing workflows.
+    { default: ['operator', 'internal'] },
+  );
 }

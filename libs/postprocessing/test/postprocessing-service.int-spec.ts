@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { cp, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DopsError } from '@dops/errors';
 import { call, createClient } from '@dops/grpc-client';
 import { postprocessingV1 } from '@dops/proto';
-import { startTestServer, type TestServer } from '@dops/testing';
+import { startTestServer, testCredentials, type TestServer } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
 import { resolvePythonExecutable, silentLogger } from '@dops/worker-supervisor';
 import { Postprocessor, postprocessingService } from '../src/index';
@@ -106,6 +106,15 @@ if (!haveFixtures) {
     await cp(join(FIXTURES, UPSCALER), join(models, UPSCALER));
     await cp(join(FIXTURES, FLAGS_ALL), join(models, FLAGS_ALL), { recursive: true });
     await cp(join(FIXTURES, PASSES_ALL), join(models, PASSES_ALL), { recursive: true });
+    // Files outside every root, and links from inside the roots to them (file and folder links).
+    const outside = join(root, 'outside');
+    await mkdir(outside);
+    await writeFile(join(outside, 'secret.png'), png(16, 16));
+    await cp(join(FIXTURES, UPSCALER), join(outside, 'secret.safetensors'));
+    await symlink(join(outside, 'secret.png'), join(inputRoot, 'file-link.png'));
+    await symlink(outside, join(inputRoot, 'folder-link'));
+    await symlink(join(outside, 'secret.safetensors'), join(models, 'file-link.safetensors'));
+    await symlink(outside, join(models, 'folder-link'));
     pool = new WorkerPool({
       name: 'postprocessing-test',
       backend: 'cpu',
@@ -122,6 +131,7 @@ if (!haveFixtures) {
           PYTHONPATH: join(PYTHON_WORKERS, 'src'),
           DOPS_ARTIFACT_ROOT: artifactRoot,
           DOPS_INPUT_ROOT: inputRoot,
+          DOPS_MODEL_ROOTS: models,
         },
         handshakeTimeoutMs: 30_000,
         requestTimeoutMs: 30_000,
@@ -140,7 +150,9 @@ if (!haveFixtures) {
       safetyCheckerPath: join(models, FLAGS_ALL),
     });
     server = await startTestServer([postprocessingService(postprocessor)]);
-    client = createClient(postprocessingV1.PostprocessingServiceClient, server.address);
+    client = createClient(postprocessingV1.PostprocessingServiceClient, server.address, {
+      credentials: testCredentials('ops'),
+    });
   }, 60_000);
 
   afterAll(async () => {
@@ -257,6 +269,65 @@ if (!haveFixtures) {
     expect(error.violations).toEqual([
       expect.objectContaining({ field, description: expect.stringContaining(description) }),
     ]);
+  });
+
+  // Every path field of every RPC, each way out of its root: links (file, folder), .., NUL.
+  const rpcs = {
+    upscale: (image: string, modelPath: string) =>
+      call(client.upscale, { image, modelPath, deviceId: '' }, { deadlineMs: 10_000 }),
+    restoreFaces: (image: string, modelPath: string) =>
+      call(client.restoreFaces, { image, modelPath, deviceId: '' }, { deadlineMs: 10_000 }),
+    checkSafety: (image: string, modelPath: string) =>
+      call(
+        client.checkSafety,
+        { image, modelPath, policy: postprocessingV1.SafetyPolicy.FLAG, deviceId: '' },
+        { deadlineMs: 10_000 },
+      ),
+    convert: (image: string) =>
+      call(
+        client.convert,
+        { image, format: postprocessingV1.ImageFormat.PNG, deviceId: '' },
+        { deadlineMs: 10_000 },
+      ),
+  };
+  type Rpc = keyof typeof rpcs;
+  const imageEscapes = ['file-link.png', 'folder-link/secret.png', '../outside/secret.png', 'in.png\0'];
+  const modelEscapes = [
+    'file-link.safetensors',
+    'folder-link/secret.safetensors',
+    '../outside/secret.safetensors',
+    `${UPSCALER}\0`,
+  ];
+  const pathCases: Array<[Rpc, 'image' | 'model_path', string]> = [
+    ...(Object.keys(rpcs) as Rpc[]).flatMap((rpc) =>
+      imageEscapes.map((p) => [rpc, 'image', p] as [Rpc, 'image', string]),
+    ),
+    ...(['upscale', 'restoreFaces', 'checkSafety'] as Rpc[]).flatMap((rpc) =>
+      modelEscapes.map((p) => [rpc, 'model_path', p] as [Rpc, 'model_path', string]),
+    ),
+  ];
+  it.each(pathCases)('%s refuses %s = %j with INVALID_ARGUMENT naming it', async (rpc, field, path) => {
+    const image = field === 'image' ? path : 'in.png';
+    const modelPath = field === 'model_path' ? path : UPSCALER;
+    const error = await rejection(rpcs[rpc](image, modelPath));
+    expect(error.code).toBe('INVALID_ARGUMENT');
+    expect(error.violations).toEqual([expect.objectContaining({ field })]);
+  });
+
+  it('answers a path outside the roots the same whether the file exists or not', async () => {
+    const answer = async (promise: Promise<unknown>) => {
+      const e = await rejection(promise);
+      return { code: e.code, message: e.message, violations: e.violations };
+    };
+    const outside = join(root, 'outside');
+    for (const rpc of Object.keys(rpcs) as Rpc[]) {
+      const existing = await answer(rpcs[rpc](join(outside, 'secret.png'), UPSCALER));
+      expect(existing.code).toBe('INVALID_ARGUMENT');
+      expect(await answer(rpcs[rpc](join(outside, 'missing.png'), UPSCALER))).toEqual(existing);
+    }
+    const model = await answer(rpcs.upscale('in.png', join(outside, 'secret.safetensors')));
+    expect(model.violations).toEqual([expect.objectContaining({ field: 'model_path' })]);
+    expect(await answer(rpcs.upscale('in.png', join(outside, 'missing.safetensors')))).toEqual(model);
   });
 
   it('refuses a quality for PNG and an unset format before any worker work', async () => {

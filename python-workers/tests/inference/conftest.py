@@ -188,11 +188,15 @@ def _make_request(pipe: Any, roots: tuple[Path, Path], **fields: Any) -> Any:
     """A parsed request with test-sized defaults (64×48, 2 steps, seed 1)."""
     from dops_worker.inference.pipelines import limits_for_pipeline
     from dops_worker.inference.request import parse_generate_request
+    from dops_worker.protocol.files import Roots
+    from dops_worker.runtime.settings import node_settings
 
     params = {"model": "tiny", "prompt": "a red cube", "width": 64, "height": 48, "steps": 2, "seed": 1,
               "scheduler": "Euler", "outputDir": "out", **fields}
     params = {key: value for key, value in params.items() if value is not None}
-    return parse_generate_request(params, limits=limits_for_pipeline(pipe), input_root=roots[0], output_root=roots[1])
+    return parse_generate_request(params, limits=limits_for_pipeline(pipe), input_roots=Roots("the input root", (roots[0],)),
+                                  artifact_roots=Roots("the artifact root", (roots[1],)),
+                                  model_roots=node_settings().model_roots)
 
 
 @pytest.fixture

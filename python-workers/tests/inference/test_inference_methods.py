@@ -38,11 +38,10 @@ def _context(notes: list[tuple[str, Any]], token: CancelToken | None = None) -> 
 
 
 @pytest.fixture
-def methods(sd15: Any, roots: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> Any:
+def methods(sd15: Any, roots: tuple[Path, Path], node: Any) -> Any:
     from dops_worker.inference import methods
 
-    monkeypatch.setattr(methods, "INPUT_ROOT", roots[0])
-    monkeypatch.setattr(methods, "OUTPUT_ROOT", roots[1])
+    node(input_root=roots[0], artifact_root=roots[1])
     methods.register_loaded_model("tiny-sd15", sd15, {"sha256": "cd" * 32})
     return methods
 

@@ -50,8 +50,8 @@ def images(roots: tuple[Path, Path], write_image: Any) -> dict[str, str]:
         ({"mode": "inpaint", "initImage": "init.png"}, INVALID, "mask"),
         ({"mode": "inpaint", "initImage": "init.png", "mask": "small-mask.png"}, INVALID, "mask"),
         ({"initImage": "init.png"}, INVALID, "initImage"),
-        ({"loras": [{"path": "/nonexistent/x.safetensors", "weight": 1}]}, NOT_FOUND, "loras[0].path"),
-        ({"controlnets": [{"path": "/nonexistent", "image": "init.png"}]}, NOT_FOUND, "controlnets[0].path"),
+        ({"loras": [{"path": "/nonexistent/x.safetensors", "weight": 1}]}, INVALID, "loras[0].path"),
+        ({"controlnets": [{"path": "/nonexistent", "image": "init.png"}]}, INVALID, "controlnets[0].path"),
     ],
 )
 def test_bad_request_names_the_field(sd15: Any, roots: tuple[Path, Path], images: dict[str, str],
@@ -60,6 +60,16 @@ def test_bad_request_names_the_field(sd15: Any, roots: tuple[Path, Path], images
         make_request(sd15, roots, **fields)
     assert caught.value.code is code, caught.value
     assert caught.value.details["field"] == field
+
+
+def test_missing_model_files_inside_the_model_roots_are_not_found(sd15: Any, roots: tuple[Path, Path], tmp_path: Path,
+                                                                 images: dict[str, str], make_request: Any) -> None:
+    with pytest.raises(WorkerError) as caught:
+        make_request(sd15, roots, loras=[{"path": str(tmp_path / "missing.safetensors")}])
+    assert caught.value.code is NOT_FOUND and caught.value.details["field"] == "loras[0].path"
+    with pytest.raises(WorkerError) as caught:
+        make_request(sd15, roots, controlnets=[{"path": str(tmp_path / "missing-cn"), "image": "init.png"}])
+    assert caught.value.code is NOT_FOUND and caught.value.details["field"] == "controlnets[0].path"
 
 
 def test_lora_weight_out_of_range_and_pickle_rejected(sd15: Any, roots: tuple[Path, Path], tmp_path: Path,

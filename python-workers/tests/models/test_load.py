@@ -70,13 +70,16 @@ def test_single_file_weights_equal_the_diffusers_folder(fixtures_dir: Path, tiny
             assert torch.equal(a[key], value), f"{component}.{key}"
 
 
-def test_pickle_checkpoint_is_refused_unless_allowed(fixtures_dir: Path, tiny_configs: Path) -> None:
+def test_pickle_checkpoint_is_refused_unless_the_node_allows_it(fixtures_dir: Path, tiny_configs: Path,
+                                                                  node) -> None:
     ckpt = fixtures_dir / "broken" / "sd15-tiny.ckpt"
     with pytest.raises(WorkerError) as caught:
         load_pipeline(ckpt, config_dir=tiny_configs)
     assert caught.value.code is ErrorCode.FAILED_PRECONDITION
-    assert caught.value.details["field"] == "allow_unsafe_pickle"
-    loaded = load_pipeline(ckpt, config_dir=tiny_configs, allow_unsafe_pickle=True)
+    assert caught.value.details["field"] == "path"
+    assert caught.value.details["setting"] == "DOPS_ALLOW_UNSAFE_PICKLE"
+    node(allow_unsafe_pickle=True)
+    loaded = load_pipeline(ckpt, config_dir=tiny_configs)  # a plain state dict: weights-only loads it
     assert (loaded.identification.base, loaded.identification.variant) == ("sd15", "normal")
 
 

@@ -66,7 +66,8 @@ def test_load_validates_params_before_any_work(methods: Any, tmp_path: Path) -> 
     ctx = _ctx([])
     cases = [
         ({"path": "/x"}, "modelId"),
-        ({"modelId": "m", "path": "relative/file.safetensors"}, "path"),
+        ({"modelId": "m", "path": "../file.safetensors"}, "path"),
+        ({"modelId": "m", "path": "/etc/hostname"}, "path"),
         ({"modelId": "m", "path": "/x", "tier": "disk"}, "tier"),
         ({"modelId": "m", "path": "/x", "allowUnsafePickle": "yes"}, "allowUnsafePickle"),
         ({"modelId": "m", "path": "/x", "extra": 1}, "extra"),

@@ -3,7 +3,9 @@ import pytest
 from dops_worker.protocol.errors import ERROR_CODES, ErrorCode, WorkerError, classify_exception, is_out_of_memory
 
 DESIGN_CODES = ["INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION", "OUT_OF_MEMORY",
-                "RESOURCE_EXHAUSTED", "CANCELLED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "UNSUPPORTED", "INTERNAL"]
+                "RESOURCE_EXHAUSTED", "CANCELLED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "UNSUPPORTED", "INTERNAL",
+                # The security issue's two: no credential, and a credential without the role.
+                "UNAUTHENTICATED", "PERMISSION_DENIED"]
 
 
 def test_error_table_is_exactly_the_design_table():

@@ -37,3 +37,17 @@ def test_parse_meta_converts_deadline_ms_to_seconds():
     assert field_of(lambda: parse_meta({"_meta": {"deadline": "soon"}})) == "_meta.deadline"
     assert field_of(lambda: parse_meta({"_meta": {"traceparent": 5}})) == "_meta.traceparent"
     assert field_of(lambda: parse_meta({"_meta": 5})) == "_meta"
+
+
+@pytest.mark.parametrize("name", ["allowUnsafePickle", "allow_unsafe_pickle"])
+@pytest.mark.parametrize("value", [True, False, "yes"])
+def test_node_settings_in_a_request_are_refused_naming_the_field(name, value):
+    from dops_worker.runtime.params import refuse_node_settings
+
+    for call in (lambda: refuse_node_settings({name: value}), lambda: require_object({name: value}, (name,))):
+        with pytest.raises(InvalidParams) as info:
+            call()
+        assert info.value.field == name
+        assert info.value.reason == "is a node setting (DOPS_ALLOW_UNSAFE_PICKLE), not a request field"
+    refuse_node_settings({"steps": 1})
+    refuse_node_settings([name])  # not an object: the method's own validation says so

@@ -173,3 +173,15 @@ def test_status_counts_running_and_queued():
         threading.Event().wait(0.01)
     assert done.is_set(), harness.server.status()
     harness.close()
+
+
+@pytest.mark.parametrize("name", ["allowUnsafePickle", "allow_unsafe_pickle"])
+def test_a_node_setting_in_any_request_is_refused_before_the_handler(name):
+    harness = Harness(make_registry())
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.echo", "params": {name: True}})
+    reply = harness.read()
+    assert reply["error"]["code"] == -32602
+    assert reply["error"]["data"]["code"] == "INVALID_ARGUMENT"
+    assert reply["error"]["data"]["details"]["field"] == name
+    assert "node setting (DOPS_ALLOW_UNSAFE_PICKLE)" in reply["error"]["message"]
+    harness.close()

@@ -284,3 +284,63 @@ def test_stdin_eof_cancels_the_running_request_then_exits(spawn):
     worker.close_stdin()
     assert error_of(worker.response(running, timeout=3))["data"]["code"] == "CANCELLED"
     assert worker.wait_exit(5) == 0
+
+
+# Node settings, end to end ------------------------------------------------------------------------
+
+
+def _node_env(tmp_path, **extra):
+    roots = {name: tmp_path / name for name in ("inputs", "artifacts", "models")}
+    for folder in roots.values():
+        folder.mkdir(exist_ok=True)
+    env = {"DOPS_INPUT_ROOT": str(roots["inputs"]), "DOPS_ARTIFACT_ROOT": str(roots["artifacts"]),
+           "DOPS_MODEL_ROOTS": str(roots["models"]), "DOPS_ALLOW_UNSAFE_PICKLE": "", **extra}
+    return env, roots
+
+
+def test_pickle_on_warns_yet_a_hostile_checkpoint_never_runs_and_artifacts_are_owner_only(
+        spawn, tmp_path, hostile_pickle, pickle_marker):
+    import json
+    import stat
+
+    from PIL import Image
+
+    env, roots = _node_env(tmp_path, DOPS_ALLOW_UNSAFE_PICKLE="1")
+    worker = spawn(env=env)
+    worker.initialize()
+    warnings = [json.loads(line) for line in worker.stderr_lines if "DOPS_ALLOW_UNSAFE_PICKLE" in line]
+    assert warnings and warnings[0]["level"] == "warning" and warnings[0]["msg"].startswith("UNSAFE")
+    status = Path(f"/proc/{worker.pid}/status")
+    if status.exists():
+        assert "Umask:\t0077" in status.read_text()
+
+    ckpt = hostile_pickle(roots["models"] / "model.ckpt")
+    reply = worker.response(worker.request("model.load", {"modelId": "m", "path": str(ckpt)}), timeout=60)
+    assert error_of(reply)["data"]["code"] == "INVALID_ARGUMENT" and "weights-only" in reply["error"]["message"]
+    assert not pickle_marker.exists()
+
+    reply = worker.response(worker.request("model.load", {"modelId": "m", "path": str(ckpt),
+                                                          "allowUnsafePickle": True}))
+    assert error_of(reply)["data"]["details"]["field"] == "allowUnsafePickle"
+    assert "is a node setting (DOPS_ALLOW_UNSAFE_PICKLE), not a request field" in reply["error"]["message"]
+
+    Image.new("RGB", (8, 8)).save(roots["inputs"] / "in.png")
+    result = worker.call("postprocess.run", {"operation": "convert", "image": "in.png", "format": "png",
+                                             "outputDir": "job/convert"}, timeout=60)
+    artifact = Path(result["image"]["path"])
+    assert stat.S_IMODE(artifact.stat().st_mode) == 0o600
+    assert stat.S_IMODE(artifact.parent.stat().st_mode) == stat.S_IMODE(artifact.parent.parent.stat().st_mode) == 0o700
+
+
+def test_without_model_roots_every_model_path_is_refused_and_pickle_stays_off(spawn, tmp_path, hostile_pickle,
+                                                                               pickle_marker):
+    env, roots = _node_env(tmp_path, DOPS_MODEL_ROOTS="")
+    worker = spawn(env=env)
+    worker.initialize()
+    assert not [line for line in worker.stderr_lines if "DOPS_ALLOW_UNSAFE_PICKLE" in line]
+    ckpt = hostile_pickle(roots["models"] / "model.ckpt")
+    for path in (str(ckpt), str(roots["models"] / "missing.safetensors")):
+        reply = worker.response(worker.request("model.load", {"modelId": "m", "path": path}))
+        assert error_of(reply)["data"]["code"] == "INVALID_ARGUMENT"
+        assert reply["error"]["message"] == "path: is outside the model roots (DOPS_MODEL_ROOTS): none are configured"
+    assert not pickle_marker.exists()

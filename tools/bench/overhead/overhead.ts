@@ -13,7 +13,7 @@ import { call, createClient } from '@dops/grpc-client';
 import { Generator, InferenceModels, inferenceService } from '@dops/inference';
 import { modelHostService } from '@dops/model-host';
 import { inferenceV1, modelHostV1, modelV1 } from '@dops/proto';
-import { startTestServer } from '@dops/testing';
+import { startTestServer, testCredentials } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
 import { resolvePythonExecutable, type SupervisorLogger } from '@dops/worker-supervisor';
 
@@ -140,10 +140,14 @@ async function timeService(root: string): Promise<{ loadS: number; cases: Servic
   const generator = new Generator(host, { inputRoot: path.join(root, 'inputs'), modelRoots: [FIXTURES] });
   const server = await startTestServer([
     inferenceService(generator, host),
-    modelHostService(host, { configDir: CONFIGS }),
+    modelHostService(host, { modelRoots: [FIXTURES], configDir: CONFIGS }),
   ]);
-  const client = createClient(inferenceV1.InferenceServiceClient, server.address);
-  const hostClient = createClient(modelHostV1.ModelHostServiceClient, server.address);
+  const client = createClient(inferenceV1.InferenceServiceClient, server.address, {
+    credentials: testCredentials('ops'),
+  });
+  const hostClient = createClient(modelHostV1.ModelHostServiceClient, server.address, {
+    credentials: testCredentials('model', 'mtls'),
+  });
   try {
     const t0 = process.hrtime.bigint();
     await call(
@@ -154,7 +158,6 @@ async function timeService(root: string): Promise<{ loadS: number; cases: Servic
         deviceId: DEVICE_ID,
         tier: modelV1.Tier.VRAM,
         configDir: '',
-        allowUnsafePickle: false,
       },
       { deadlineMs: 300_000 },
     );

@@ -1,3 +1,4 @@
+import type { ChannelCredentials } from '@grpc/grpc-js';
 import { DopsError } from '@dops/errors';
 import { call, createClient } from '@dops/grpc-client';
 import { memoryReservationsV1, modelHostV1 } from '@dops/proto';
@@ -40,9 +41,13 @@ export function parseHostAddresses(text: string, field = 'host_addresses'): Reco
 export class GrpcModelHosts implements ModelHosts {
   private readonly clients = new Map<string, modelHostV1.ModelHostServiceClient>();
 
-  /** `loadTimeoutMs` bounds one load (default 600 000: a cold SDXL read can take minutes on slow disks). */
+  /**
+   * `credentials`: this service's own mTLS identity (the hosts admit `internal` only).
+   * `loadTimeoutMs` bounds one load (default 600 000: a cold SDXL read can take minutes on slow disks).
+   */
   constructor(
     private readonly addresses: HostAddresses,
+    private readonly credentials: ChannelCredentials,
     private readonly loadTimeoutMs = 600_000,
   ) {}
 
@@ -55,7 +60,6 @@ export class GrpcModelHosts implements ModelHosts {
         deviceId: request.deviceId,
         tier: toProtoTier(request.tier),
         configDir: request.configDir ?? '',
-        allowUnsafePickle: request.allowUnsafePickle,
       },
       { deadlineMs: this.loadTimeoutMs, signal },
     );
@@ -85,7 +89,7 @@ export class GrpcModelHosts implements ModelHosts {
     if (!address) throw DopsError.notFound('model host for device', deviceId);
     let client = this.clients.get(address);
     if (!client) {
-      client = createClient(modelHostV1.ModelHostServiceClient, address);
+      client = createClient(modelHostV1.ModelHostServiceClient, address, { credentials: this.credentials });
       this.clients.set(address, client);
     }
     return client;
@@ -96,8 +100,9 @@ export class GrpcModelHosts implements ModelHosts {
 export class GrpcReservations implements Reservations {
   private readonly client: memoryReservationsV1.MemoryReservationServiceClient;
 
-  constructor(address: string) {
-    this.client = createClient(memoryReservationsV1.MemoryReservationServiceClient, address);
+  /** `credentials`: this service's own mTLS identity (reservations admit `internal` only). */
+  constructor(address: string, credentials: ChannelCredentials) {
+    this.client = createClient(memoryReservationsV1.MemoryReservationServiceClient, address, { credentials });
   }
 
   async reserve(request: {

@@ -21,7 +21,6 @@ export interface HostLoadRequest {
   deviceId: string;
   tier: Tier;
   configDir?: string;
-  allowUnsafePickle: boolean;
 }
 
 /** The worker-hosting services (inference, postprocessing) that hold models, reached by device. */

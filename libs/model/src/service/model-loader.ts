@@ -25,7 +25,6 @@ export interface ModelLoaderOptions {
   workingMemoryBytes?: number;
   /** Config root the workers build single-file checkpoints with; default: the worker's shipped configs. */
   configDir?: string;
-  allowUnsafePickle?: boolean;
   /** How often keep-alive is checked; default min(keepAliveMs / 2, 30 000). */
   sweepIntervalMs?: number;
   /** Reserve → evict rounds before giving up. Default 4. */
@@ -190,7 +189,6 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
           deviceId,
           tier,
           configDir: this.options.configDir,
-          allowUnsafePickle: this.options.allowUnsafePickle ?? false,
         },
         signal,
       );

@@ -43,58 +43,71 @@ export function modelService(
   loader: ModelLoader,
 ): ServiceRegistration<typeof modelV1.ModelServiceService> {
   const residencyOf = (modelId: string) => toProtoResidency(loader.residency({ modelId })[0]);
-  return defineService(modelV1.ModelServiceService, {
-    listModels: (req) => {
-      const page = registry.list(
-        { type: fromProtoType(req.type), base: fromProtoBase(req.base) },
-        { pageSize: req.pageSize, pageToken: req.pageToken },
-      );
-      return { models: page.entries.map(toProtoModel), nextPageToken: page.nextPageToken ?? '' };
-    },
-    getModel: async (req) => {
-      let entry;
-      if (req.id !== undefined) entry = registry.get(modelIdOf(req.id, 'id'));
-      else if (req.hash !== undefined) entry = registry.getByHash(req.hash);
-      else if (req.path !== undefined) entry = await registry.getByPath(req.path, 'path');
-      else throw DopsError.invalidArgument('selector', 'one of id, hash or path is required');
-      return { model: toProtoModel(entry), residency: residencyOf(entry.id) };
-    },
-    rescanModels: async () => registry.rescan(),
-    verifyModel: async (req) => toProtoVerify(await registry.verify(modelIdOf(req.id, 'id'))),
-    loadModel: async (req, ctx) => {
-      const modelId = modelIdOf(req.modelId);
-      const deviceId = deviceIdOf(req.deviceId);
-      const tier = fromProtoTier(req.tier);
-      const event = await loader.load(modelId, deviceId, tier, ctx.signal);
-      return { event: toProtoLoadEvent(event), residency: residencyOf(modelId) };
-    },
-    unloadModel: async (req) => {
-      const modelId = modelIdOf(req.modelId);
-      const deviceId = deviceIdOf(req.deviceId);
-      const unloaded = await loader.unload(modelId, deviceId, fromProtoTier(req.tier, 'ram'));
-      return { unloaded, residency: residencyOf(modelId) };
-    },
-    prefetchModel: (req) => ({ started: loader.prefetch(modelIdOf(req.modelId), deviceIdOf(req.deviceId)) }),
-    listResidency: (req) => ({
-      models: loader
-        .residency({
-          modelId: req.modelId ? modelIdOf(req.modelId) : undefined,
-          deviceId: req.deviceId ? deviceIdOf(req.deviceId) : undefined,
-        })
-        .map(toProtoResidency),
-    }),
-    watchLoadEvents: async function* (req, ctx) {
-      const deviceId = req.deviceId ? deviceIdOf(req.deviceId) : undefined;
-      try {
-        for await (const [event] of on(loader, 'event', { signal: ctx.signal }) as AsyncIterable<
-          [LoadEvent]
-        >) {
-          if (!deviceId || event.deviceId === deviceId) yield { event: toProtoLoadEvent(event) };
+  return defineService(
+    modelV1.ModelServiceService,
+    {
+      listModels: (req) => {
+        const page = registry.list(
+          { type: fromProtoType(req.type), base: fromProtoBase(req.base) },
+          { pageSize: req.pageSize, pageToken: req.pageToken },
+        );
+        return { models: page.entries.map(toProtoModel), nextPageToken: page.nextPageToken ?? '' };
+      },
+      getModel: async (req) => {
+        let entry;
+        if (req.id !== undefined) entry = registry.get(modelIdOf(req.id, 'id'));
+        else if (req.hash !== undefined) entry = registry.getByHash(req.hash);
+        else if (req.path !== undefined) entry = await registry.getByPath(req.path, 'path');
+        else throw DopsError.invalidArgument('selector', 'one of id, hash or path is required');
+        return { model: toProtoModel(entry), residency: residencyOf(entry.id) };
+      },
+      rescanModels: async () => registry.rescan(),
+      verifyModel: async (req) => toProtoVerify(await registry.verify(modelIdOf(req.id, 'id'))),
+      loadModel: async (req, ctx) => {
+        const modelId = modelIdOf(req.modelId);
+        const deviceId = deviceIdOf(req.deviceId);
+        const tier = fromProtoTier(req.tier);
+        const event = await loader.load(modelId, deviceId, tier, ctx.signal);
+        return { event: toProtoLoadEvent(event), residency: residencyOf(modelId) };
+      },
+      unloadModel: async (req) => {
+        const modelId = modelIdOf(req.modelId);
+        const deviceId = deviceIdOf(req.deviceId);
+        const unloaded = await loader.unload(modelId, deviceId, fromProtoTier(req.tier, 'ram'));
+        return { unloaded, residency: residencyOf(modelId) };
+      },
+      prefetchModel: (req) => ({
+        started: loader.prefetch(modelIdOf(req.modelId), deviceIdOf(req.deviceId)),
+      }),
+      listResidency: (req) => ({
+        models: loader
+          .residency({
+            modelId: req.modelId ? modelIdOf(req.modelId) : undefined,
+            deviceId: req.deviceId ? deviceIdOf(req.deviceId) : undefined,
+          })
+          .map(toProtoResidency),
+      }),
+      watchLoadEvents: async function* (req, ctx) {
+        const deviceId = req.deviceId ? deviceIdOf(req.deviceId) : undefined;
+        try {
+          for await (const [event] of on(loader, 'event', { signal: ctx.signal }) as AsyncIterable<
+            [LoadEvent]
+          >) {
+            if (!deviceId || event.deviceId === deviceId) yield { event: toProtoLoadEvent(event) };
+          }
+        } catch (err) {
+          if (ctx.signal.aborted) return;
+          throw err;
         }
-      } catch (err) {
-        if (ctx.signal.aborted) return;
-        throw err;
-      }
+      },
     },
-  });
+    // Clients pick models from the registry; changing what is loaded or scanned is an operator's (or a service's) job.
+    {
+      default: ['operator', 'internal'],
+      methods: {
+        listModels: ['client', 'operator', 'internal'],
+        getModel: ['client', 'operator', 'internal'],
+      },
+    },
+  );
 }

@@ -38,6 +38,11 @@ export const baseServiceConfig = z.object({
   worker: z.object({
     /** Python interpreter that runs `python -m dops_worker`. Default: DOPS_PYTHON, then the repository's .venv, then python3. */
     python: z.string().min(1).optional(),
+    /**
+     * Let this node's workers load pickle weights (.ckpt/.pt/.pth/.bin; still torch.load(weights_only=True)).
+     * A node setting, never a request field; the worker logs it loudly at start. Default false.
+     */
+    allowUnsafePickle: z.boolean().default(false).meta({ env: 'DOPS_ALLOW_UNSAFE_PICKLE' }),
     /** Default `auto`. */
     backend: z.enum(BACKENDS).default('auto').meta({ env: 'DOPS_BACKEND' }),
     /** Bound on spawn → `initialize` reply. Default 60 s (first CUDA init is slow). */

@@ -8,7 +8,10 @@ const deviceConfig = defineConfig(
   baseServiceConfig.extend({ device: z.object({ probeOnStart: z.boolean().default(true) }) }),
   {
     name: 'device',
-    defaults: { telemetry: { serviceName: 'dops-device' } },
+    defaults: {
+      telemetry: { serviceName: 'dops-device' },
+      security: { caFile: '/tls/ca.crt', certFile: '/tls/device.crt', keyFile: '/tls/device.key' },
+    },
   },
 );
 
@@ -135,6 +138,13 @@ describe('loadConfig', () => {
     const bare = defineConfig(baseServiceConfig, { name: 'bare' });
     const err = loadError(() => bare.load({ env: {} }));
     expect(err.issues).toEqual([
+      // TLS is not optional: a service without its certificate files refuses to start.
+      ...['caFile', 'certFile', 'keyFile'].map((key) => ({
+        path: `security.${key}`,
+        envVar: toEnvName('DOPS_', ['security', key]),
+        source: 'default',
+        reason: 'required',
+      })),
       {
         path: 'telemetry.serviceName',
         envVar: 'DOPS_TELEMETRY_SERVICE_NAME',

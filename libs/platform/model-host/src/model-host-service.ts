@@ -1,12 +1,11 @@
 import { DopsError } from '@dops/errors';
 import { defineService, type ServiceRegistration } from '@dops/grpc-server';
 import { modelHostV1, modelV1 } from '@dops/proto';
+import { loadPaths, type HostRoots } from './load-paths';
 import type { HostTier, ModelHost } from './model-host';
 
-export interface ModelHostServiceOptions {
-  /** Config root for single-file checkpoints when a request names none (tiny fixtures in tests). */
-  configDir?: string;
-}
+/** The host's roots; `modelRoots` is required (an empty list refuses every load). */
+export type ModelHostServiceOptions = HostRoots;
 
 function tierOf(tier: modelV1.Tier, fallback?: HostTier): HostTier {
   if (tier === modelV1.Tier.RAM) return 'ram';
@@ -22,46 +21,54 @@ function deviceIdOf(id: string): string {
   return id;
 }
 
-/** `dops.model.v1.ModelHostService` over a ModelHost; `$/progress` of loads is not forwarded (unary RPC). */
+/**
+ * `dops.model.v1.ModelHostService` over a ModelHost; `$/progress` of loads is not forwarded (unary
+ * RPC). Load paths are confined to `options.modelRoots` (see loadPaths) before any worker work.
+ */
 export function modelHostService(
   host: ModelHost,
-  options: ModelHostServiceOptions = {},
+  options: ModelHostServiceOptions,
 ): ServiceRegistration<typeof modelHostV1.ModelHostServiceService> {
-  return defineService(modelHostV1.ModelHostServiceService, {
-    loadModel: async (req, ctx) => {
-      const tier = tierOf(req.tier);
-      const deviceId = deviceIdOf(req.deviceId);
-      const result = await host.load(req.modelId, req.path, deviceId, tier, {
-        configDir: req.configDir || options.configDir,
-        allowUnsafePickle: req.allowUnsafePickle,
-        signal: ctx.signal,
-        traceparent: ctx.traceparent,
-        timeoutMs: ctx.deadline ? Math.max(ctx.deadline.getTime() - Date.now(), 1) : undefined,
-      });
-      return {
-        modelId: result.modelId,
-        deviceId,
-        tier: protoTier(result.tier),
-        bytes: result.bytes,
-        source: result.source,
-        timings: {
-          readSeconds: result.timings.readS,
-          buildSeconds: result.timings.buildS,
-          toDeviceSeconds: result.timings.toDeviceS,
-          totalSeconds: 0,
-        },
-      };
-    },
-    unloadModel: async (req, ctx) => ({
-      unloaded: await host.unload(req.modelId, deviceIdOf(req.deviceId), tierOf(req.tier, 'ram'), {
-        traceparent: ctx.traceparent,
+  return defineService(
+    modelHostV1.ModelHostServiceService,
+    {
+      loadModel: async (req, ctx) => {
+        const tier = tierOf(req.tier);
+        const deviceId = deviceIdOf(req.deviceId);
+        const { path, configDir } = loadPaths(req.path, req.configDir, options);
+        const result = await host.load(req.modelId, path, deviceId, tier, {
+          configDir,
+          signal: ctx.signal,
+          traceparent: ctx.traceparent,
+          timeoutMs: ctx.deadline ? Math.max(ctx.deadline.getTime() - Date.now(), 1) : undefined,
+        });
+        return {
+          modelId: result.modelId,
+          deviceId,
+          tier: protoTier(result.tier),
+          bytes: result.bytes,
+          source: result.source,
+          timings: {
+            readSeconds: result.timings.readS,
+            buildSeconds: result.timings.buildS,
+            toDeviceSeconds: result.timings.toDeviceS,
+            totalSeconds: 0,
+          },
+        };
+      },
+      unloadModel: async (req, ctx) => ({
+        unloaded: await host.unload(req.modelId, deviceIdOf(req.deviceId), tierOf(req.tier, 'ram'), {
+          traceparent: ctx.traceparent,
+        }),
       }),
-    }),
-    listResident: async (req) => ({
-      models: (await host.resident(req.deviceId || undefined)).map((m) => ({
-        ...m,
-        tier: protoTier(m.tier),
-      })),
-    }),
-  });
+      listResident: async (req) => ({
+        models: (await host.resident(req.deviceId || undefined)).map((m) => ({
+          ...m,
+          tier: protoTier(m.tier),
+        })),
+      }),
+    },
+    // Only the model service drives a node's loads: it holds the reservations.
+    { default: ['internal'] },
+  );
 }

@@ -9,7 +9,6 @@ export type HostTier = 'ram' | 'vram';
 export interface HostLoadOptions {
   /** Config root for single-file checkpoints; default the worker's shipped configs. */
   configDir?: string;
-  allowUnsafePickle?: boolean;
   signal?: AbortSignal;
   traceparent?: string;
   /** Bounds the worker request; default the supervisor's requestTimeoutMs. */
@@ -37,8 +36,9 @@ export interface ResidentOnHost {
 
 /**
  * Models held by the workers of a WorkerPool, one worker per device: the piece every
- * worker-hosting service embeds. Paths come from the model service, which confined them to its
- * roots; the host checks only that they are absolute.
+ * worker-hosting service embeds. Paths are confined to the host's model roots at its edge
+ * (`modelHostService`); here they need only be absolute. Whether pickle may load is the worker's
+ * node setting (DOPS_ALLOW_UNSAFE_PICKLE), never part of a load.
  */
 export class ModelHost {
   constructor(private readonly pool: WorkerPool) {}
@@ -61,7 +61,6 @@ export class ModelHost {
     const { supervisor } = this.pool.get(deviceId);
     const params: Record<string, unknown> = { modelId, path, tier };
     if (options.configDir) params.configDir = options.configDir;
-    if (options.allowUnsafePickle) params.allowUnsafePickle = true;
     return supervisor.request<HostLoadResult>('model.load', params, {
       signal: options.signal,
       traceparent: options.traceparent,

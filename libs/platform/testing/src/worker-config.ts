@@ -9,6 +9,7 @@ export function testWorkerConfig(
 ): BaseServiceConfig['worker'] {
   return {
     python: undefined,
+    allowUnsafePickle: false,
     backend: 'cpu',
     handshakeTimeoutMs: 60_000,
     heartbeatIntervalMs: 500,

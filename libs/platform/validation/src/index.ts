@@ -1,1 +1,3 @@
-export { isInsideRoots, Violations } from './violations';
+export { checkConfined, confinePath, isInside } from './confine-path';
+export type { ConfinedPath, Confinement } from './confine-path';
+export { Violations } from './violations';

@@ -1,13 +1,5 @@
-import { isAbsolute, relative, resolve } from 'node:path';
 import { DopsError, type FieldViolation } from '@dops/errors';
-
-/** True when `path` (absolute) is one of `roots` or below one, lexically (no `..` escape). */
-export function isInsideRoots(path: string, roots: readonly string[]): boolean {
-  return roots.some((root) => {
-    const rel = relative(resolve(root), path);
-    return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
-  });
-}
+import { checkConfined } from './confine-path';
 
 /**
  * Collects every problem of a request at the edge, then fails once with INVALID_ARGUMENT
@@ -39,22 +31,15 @@ export class Violations {
   }
 
   /**
-   * `raw` made absolute (relative = against the first root); records a violation when it is
-   * empty, when no root is configured, or when it lies outside every root (`what` names them).
-   * Symlinks are not followed here: the worker that opens the file checks its real path.
+   * The real path (symlinks resolved) of `raw` once {@link checkConfined} accepts it under `roots`
+   * (`what` names them); otherwise records its violation and returns ''. Relative paths are tried
+   * against each root in order.
    */
   confined(raw: string, roots: readonly string[], field: string, what: string): string {
-    if (!raw) {
-      this.add(field, 'is required');
-      return '';
-    }
-    if (roots.length === 0) {
-      this.add(field, `${what} is not configured on this service`);
-      return '';
-    }
-    const path = isAbsolute(raw) ? resolve(raw) : resolve(roots[0]!, raw);
-    if (!isInsideRoots(path, roots)) this.add(field, `must be inside ${what}`);
-    return path;
+    const result = checkConfined(raw, roots, what);
+    if (result.ok) return result.confined.realPath;
+    this.add(field, result.description);
+    return '';
   }
 
   /** An optional integer in [min, max]; undefined when unset. */

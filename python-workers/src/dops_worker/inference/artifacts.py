@@ -67,8 +67,23 @@ def write_png(image: Any, directory: Path, name: str, text: dict[str, str]) -> d
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info, compress_level=4)
     data = buffer.getvalue()
-    directory.mkdir(parents=True, exist_ok=True)
+    path = write_artifact(data, directory, name)
+    return {
+        "path": str(path),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "width": image.width,
+        "height": image.height,
+        "format": "png",
+    }
+
+
+def write_artifact(data: bytes, directory: Path, name: str) -> Path:
+    """``data`` as ``directory/name``, owner-only (0600 in folders created 0700: artifacts hold
+    other people's prompts and images), via a temp file + rename so no reader sees a partial file.
+    Raises OSError on I/O failure (no partial file left)."""
+    make_owner_only_dirs(directory)
     path = directory / name
+    # mkstemp creates the file 0600 whatever the umask; the rename keeps that mode.
     descriptor, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(descriptor, "wb") as handle:
@@ -82,13 +97,21 @@ def write_png(image: Any, directory: Path, name: str, text: dict[str, str]) -> d
         except FileNotFoundError:
             pass
         raise
-    return {
-        "path": str(path),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "width": image.width,
-        "height": image.height,
-        "format": "png",
-    }
+    return path
+
+
+def make_owner_only_dirs(directory: Path) -> None:
+    """Creates ``directory`` and any missing parents 0700 (existing ones are left as they are:
+    the artifact root belongs to the operator)."""
+    missing = []
+    while not directory.is_dir():
+        missing.append(directory)
+        directory = directory.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            pass  # made meanwhile by a concurrent request
 
 
 def write_image(image: Any, request: GenerateRequest, seed: int, index: int, name: str) -> dict[str, Any]:

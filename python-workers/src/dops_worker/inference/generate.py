@@ -397,8 +397,10 @@ def _load_controlnets(pipe: Any, request: GenerateRequest, hooks: GenerateHooks,
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise
+            # The loader's message may quote the files; it goes to the log, the reply names the type only.
+            _log.warning("loading a ControlNet failed", exc_info=True, extra={"field": field_name})
             raise WorkerError(ErrorCode.FAILED_PRECONDITION,
-                              f"{field_name}: cannot load a ControlNet from it: {type(exc).__name__}: {exc}",
+                              f"{field_name}: cannot load a ControlNet from it ({type(exc).__name__})",
                               details={"field": field_name, "reason": "not a loadable controlnet"}) from exc
         check_controlnet(pipe, model, index)
         models.append(model)
@@ -406,16 +408,19 @@ def _load_controlnets(pipe: Any, request: GenerateRequest, hooks: GenerateHooks,
 
 
 def _default_controlnet_loader(pipe: Any, device: Any) -> Callable[[Path], Any]:
-    """Diffusers folders and single files, offline, in the UNet's dtype on ``device``."""
+    """Diffusers folders and single ``.safetensors`` files, offline, in the UNet's dtype on
+    ``device``; never a pickle (the request admits none, and use_safetensors bars diffusers' fallback)."""
 
     def load(path: Path) -> Any:
         from diffusers import ControlNetModel
 
         dtype = pipe.unet.dtype
         if path.is_dir():
-            model = ControlNetModel.from_pretrained(str(path), dtype=dtype, local_files_only=True)
-        else:
+            model = ControlNetModel.from_pretrained(str(path), dtype=dtype, local_files_only=True, use_safetensors=True)
+        elif path.suffix.lower() == ".safetensors":
             model = ControlNetModel.from_single_file(str(path), dtype=dtype, local_files_only=True)
+        else:
+            raise ValueError("a ControlNet file must be .safetensors")
         return model.to(device)
 
     return load

@@ -58,21 +58,19 @@ def _has_adapters(pipe: Any) -> bool:
 
 
 def _load_one(pipe: Any, lora: LoraSpec, name: str, index: int) -> None:
-    from safetensors.torch import load_file
+    from dops_worker.models.weights import read_weights
 
     field = f"loras[{index}].path"
-    try:
-        state_dict = load_file(str(lora.path))
-    except Exception as exc:  # noqa: BLE001 - corrupt or non-safetensors file
-        raise WorkerError(ErrorCode.INVALID_ARGUMENT, f"{field}: not a readable safetensors file: {exc}",
-                          details={"field": field, "reason": "not a readable safetensors file"}) from exc
+    state_dict = read_weights(lora.path, field)  # diffusers gets tensors, never the file to unpickle
     try:
         pipe.load_lora_weights(state_dict, adapter_name=name)
     except Exception as exc:
         if isinstance(exc, WorkerError) or is_out_of_memory(exc):
             raise
+        # diffusers' message quotes the file's tensor names: to the log, not the reply.
+        _log.warning("loading a LoRA failed", exc_info=True, extra={"field": field})
         raise WorkerError(
             ErrorCode.FAILED_PRECONDITION,
-            f"{field}: not a LoRA this model can load: {type(exc).__name__}: {exc}",
+            f"{field}: not a LoRA this model can load ({type(exc).__name__})",
             details={"field": field, "reason": "lora does not fit the model"},
         ) from exc

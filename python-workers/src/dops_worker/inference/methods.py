@@ -1,18 +1,15 @@
 """``inference.generate`` and ``inference.capabilities`` on the worker's method registry.
 
 Models come from a ``ModelSource``: by default the pipelines ``model.load`` placed on this
-worker's device (``dops_worker.models.methods.loaded_pipeline``), by the same model id. Roots: images are read only under
-``DOPS_INPUT_ROOT`` and written only under ``DOPS_ARTIFACT_ROOT`` (default: the input root,
-else ``<tmp>/dops-artifacts``), resolved once at import.
+worker's device (``dops_worker.models.methods.loaded_pipeline``), by the same model id. Roots are
+node settings (``runtime.settings``): images are read only under ``DOPS_INPUT_ROOT``, written only
+under ``DOPS_ARTIFACT_ROOT``, LoRAs and ControlNets come only from ``DOPS_MODEL_ROOTS``.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from dops_worker.inference.generate import GenerateHooks, generate
@@ -21,6 +18,7 @@ from dops_worker.inference.request import parse_generate_request
 from dops_worker.protocol.errors import ErrorCode, WorkerError
 from dops_worker.runtime.context import RequestContext
 from dops_worker.runtime.registry import method
+from dops_worker.runtime.settings import node_settings
 
 
 @dataclass
@@ -73,16 +71,6 @@ def register_loaded_model(model: str, pipeline: Any, hashes: dict[str, str] | No
     _in_memory.put(model, LoadedModel(pipeline, dict(hashes or {})))
 
 
-def _roots() -> tuple[Path, Path]:
-    input_root = os.environ.get("DOPS_INPUT_ROOT")
-    output_root = os.environ.get("DOPS_ARTIFACT_ROOT") or input_root
-    default = Path(tempfile.gettempdir()) / "dops-artifacts"
-    return Path(input_root or default), Path(output_root or default)
-
-
-INPUT_ROOT, OUTPUT_ROOT = _roots()
-
-
 def _model(params: Any) -> LoadedModel:
     name = params.get("model") if isinstance(params, dict) else None
     if not isinstance(name, str) or not name:
@@ -101,8 +89,10 @@ def generate_method(params: Any, ctx: RequestContext) -> dict[str, Any]:
     loaded = _model(params)
     if "modelHashes" not in params and loaded.hashes:
         params = {**params, "modelHashes": loaded.hashes}
+    node = node_settings()
     request = parse_generate_request(
-        params, limits=limits_for_pipeline(loaded.pipeline), input_root=INPUT_ROOT, output_root=OUTPUT_ROOT
+        params, limits=limits_for_pipeline(loaded.pipeline), input_roots=node.input_roots,
+        artifact_roots=node.artifact_roots, model_roots=node.model_roots,
     )
     backend = ctx.session.backend
     assert backend is not None  # requires_init

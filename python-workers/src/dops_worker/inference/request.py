@@ -1,8 +1,9 @@
 """``inference.generate`` params → a typed, validated GenerateRequest, before any work is done.
 
 Every failure is a WorkerError naming the field in ``details.field`` (camelCase, as on the wire;
-list items as ``loras[1].weight``). Images are files under ``input_root`` referenced by path,
-never inline; only their headers are read here.
+list items as ``loras[1].weight``). Images are files in the input roots referenced by path,
+never inline; only their headers are read here. LoRA and ControlNet paths must lie in the model
+roots; every path goes through ``protocol.files.confined``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dops_worker.models.weights import require_safetensors_folder
 from dops_worker.protocol.errors import ErrorCode
-from dops_worker.protocol.files import ImageRef, confined, invalid, read_image_header
+from dops_worker.protocol.files import ImageRef, Roots, confined, invalid, read_image_header
 from dops_worker.runtime.params import META_KEY
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
@@ -116,8 +118,9 @@ def parse_generate_request(
     params: Any,
     *,
     limits: RequestLimits,
-    input_root: Path,
-    output_root: Path,
+    input_roots: Roots,
+    artifact_roots: Roots,
+    model_roots: Roots,
     random_seed: Callable[[], int] | None = None,
 ) -> GenerateRequest:
     """Validates ``params``; raises WorkerError INVALID_ARGUMENT (NOT_FOUND for a missing file)
@@ -179,9 +182,9 @@ def parse_generate_request(
         # diffusers runs int(steps * strength) steps and fails on zero.
         if int(steps * strength) < 1:
             raise invalid("strength", f"strength {strength} × steps {steps} leaves no denoising step")
-        init_image = _image(params, "initImage", input_root)
+        init_image = _image(params, "initImage", input_roots)
         if mode == "inpaint":
-            mask = _image(params, "mask", input_root)
+            mask = _image(params, "mask", input_roots)
             if (mask.width, mask.height) != (init_image.width, init_image.height):
                 raise invalid(
                     "mask",
@@ -190,9 +193,9 @@ def parse_generate_request(
         elif params.get("mask") is not None:
             raise invalid("mask", "is only allowed with mode inpaint")
 
-    loras = tuple(_loras(params.get("loras"), limits))
-    controlnets = tuple(_controlnets(params.get("controlnets"), limits, input_root))
-    output_dir = confined(_string(params, "outputDir", required=True), [output_root], "outputDir", "the artifact root")
+    loras = tuple(_loras(params.get("loras"), limits, model_roots))
+    controlnets = tuple(_controlnets(params.get("controlnets"), limits, input_roots, model_roots))
+    output_dir = confined(_string(params, "outputDir", required=True), artifact_roots, "outputDir")
 
     return GenerateRequest(
         mode=mode, model=model, prompt=prompt, negative_prompt=negative_prompt,
@@ -248,8 +251,9 @@ def _size(params: dict[str, Any], name: str, limits: RequestLimits) -> int:
     return value
 
 
-def _image(params: dict[str, Any], name: str, input_root: Path, *, label: str | None = None) -> ImageRef:
-    return read_image_header(params.get(name), label or name, [input_root], "the input root")
+def _image(params: dict[str, Any], name: str, roots: Roots, *, label: str | None = None) -> ImageRef:
+    return read_image_header(params.get(name), label or name, roots)
+
 
 def _list(value: Any, name: str, maximum: int) -> list[Any]:
     if value is None:
@@ -261,25 +265,29 @@ def _list(value: Any, name: str, maximum: int) -> list[Any]:
     return value
 
 
-def _model_file(item: dict[str, Any], name: str) -> Path:
+def _model_file(item: dict[str, Any], name: str, roots: Roots) -> Path:
+    """A ``.safetensors`` file or a safetensors-only diffusers folder in the model roots."""
     raw = item.get("path")
     if not isinstance(raw, str) or not raw:
         raise invalid(name, "must be a path (string)")
-    path = Path(raw).resolve()
+    path = confined(raw, roots, name)
     if not path.exists():
         raise invalid(name, f"no such file: {raw}", ErrorCode.NOT_FOUND)
-    if path.is_file() and path.suffix.lower() != ".safetensors":
-        # .ckpt/.pt/.bin are pickles: arbitrary code on load.
+    if path.is_dir():
+        require_safetensors_folder(path, roots, name)
+    elif path.suffix.lower() != ".safetensors":
+        # .ckpt/.pt/.bin are pickles: arbitrary code on load. Single files here are safetensors
+        # whatever the node's pickle setting: diffusers would read a pickle with its own torch.load.
         raise invalid(name, "must be a .safetensors file or a diffusers folder")
     return path
 
 
-def _loras(value: Any, limits: RequestLimits) -> list[LoraSpec]:
+def _loras(value: Any, limits: RequestLimits, model_roots: Roots) -> list[LoraSpec]:
     specs = []
     for i, item in enumerate(_list(value, "loras", limits.max_loras)):
         if not isinstance(item, dict) or set(item) - {"path", "weight"}:
             raise invalid(f"loras[{i}]", "must be an object {path, weight}")
-        path = _model_file(item, f"loras[{i}].path")
+        path = _model_file(item, f"loras[{i}].path", model_roots)
         if not path.is_file():
             raise invalid(f"loras[{i}].path", "must be a .safetensors file")
         weight = _number(item, "weight", -10.0, 10.0, default=1.0, label=f"loras[{i}].weight")
@@ -287,13 +295,13 @@ def _loras(value: Any, limits: RequestLimits) -> list[LoraSpec]:
     return specs
 
 
-def _controlnets(value: Any, limits: RequestLimits, input_root: Path) -> list[ControlNetSpec]:
+def _controlnets(value: Any, limits: RequestLimits, input_roots: Roots, model_roots: Roots) -> list[ControlNetSpec]:
     specs = []
     for i, item in enumerate(_list(value, "controlnets", limits.max_controlnets)):
         if not isinstance(item, dict) or set(item) - {"path", "image", "conditioningScale"}:
             raise invalid(f"controlnets[{i}]", "must be an object {path, image, conditioningScale}")
-        path = _model_file(item, f"controlnets[{i}].path")
-        image = _image(item, "image", input_root, label=f"controlnets[{i}].image")
+        path = _model_file(item, f"controlnets[{i}].path", model_roots)
+        image = _image(item, "image", input_roots, label=f"controlnets[{i}].image")
         scale = _number(item, "conditioningScale", 0.0, 2.0, default=1.0, label=f"controlnets[{i}].conditioningScale")
         specs.append(ControlNetSpec(path, image.path, scale))
     return specs

@@ -69,8 +69,7 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def load(self, path: str | os.PathLike[str], *, kind: LoadKind = "auto",
-             config_dir: str | os.PathLike[str] | None = None, allow_unsafe_pickle: bool = False,
-             tier: Tier = "device") -> LoadedPipeline:
+             config_dir: str | os.PathLike[str] | None = None, tier: Tier = "device") -> LoadedPipeline:
         """Pipeline on the device (``tier='ram'``: held in RAM only, the device untouched — a prefetch).
         Timings ``{read_s, build_s, to_device_s}``; a RAM hit has read_s = build_s = 0.
 
@@ -86,8 +85,7 @@ class ModelCache:
                 entry = None
             timings = {"read_s": 0.0, "build_s": 0.0, "to_device_s": 0.0}
             if entry is None:
-                built = build_pipeline(path, kind=kind, config_dir=config_dir, torch_dtype=self.torch_dtype,
-                                       allow_unsafe_pickle=allow_unsafe_pickle)
+                built = build_pipeline(path, kind=kind, config_dir=config_dir, torch_dtype=self.torch_dtype)
                 entry = _Entry(built.pipeline, built.identification, file_stamp=_stamp(path))
                 self._hold_in_ram(entry)
                 self._entries[key] = entry
@@ -160,10 +158,8 @@ class ModelCache:
 
 
 def load_pipeline(path: str | os.PathLike[str], kind: LoadKind = "auto", config_dir: str | os.PathLike[str] | None = None,
-                  *, torch_dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu",
-                  allow_unsafe_pickle: bool = False) -> LoadedPipeline:
+                  *, torch_dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> LoadedPipeline:
     """One-shot load without a cache kept: build on CPU, move to ``device``. Throws what ``build_pipeline`` throws."""
     if isinstance(device, str) and not device:
         raise WorkerError(ErrorCode.INVALID_ARGUMENT, "device must not be empty", details={"field": "device"})
-    return ModelCache(device, torch_dtype).load(path, kind=kind, config_dir=config_dir,
-                                                allow_unsafe_pickle=allow_unsafe_pickle)
+    return ModelCache(device, torch_dtype).load(path, kind=kind, config_dir=config_dir)

@@ -21,6 +21,7 @@ from typing import Literal
 from dops_worker.protocol.errors import ErrorCode, WorkerError
 
 from .safetensors_header import read_header
+from .weights import is_pickle
 
 Kind = Literal["checkpoint", "diffusers", "lora", "controlnet", "vae", "upscaler", "unknown"]
 UNET_IN = "model.diffusion_model.input_blocks.0.0.weight"
@@ -46,7 +47,7 @@ def identify_file(path: str | os.PathLike[str]) -> Identification:
     path = Path(path)
     if path.is_dir():
         return identify_folder(path)
-    if path.suffix in {".ckpt", ".pt", ".pth", ".bin"}:
+    if is_pickle(path):
         # Pickle: naming what it is would mean running it. The loader decides whether to.
         return Identification("checkpoint", details={"format": "pickle"})
     header = read_header(path)
@@ -56,17 +57,35 @@ def identify_file(path: str | os.PathLike[str]) -> Identification:
 def identify_folder(path: Path) -> Identification:
     index_file = path / "model_index.json"
     if index_file.is_file():
-        index = json.loads(index_file.read_text())
+        index = _read_json(index_file, path)
         unet_config = path / "unet" / "config.json"
-        config = json.loads(unet_config.read_text()) if unet_config.is_file() else {}
+        config = _read_json(unet_config, path) if unet_config.is_file() else {}
         base = _base_from_unet_config(config, index) or _base_from_text_encoder(path)
         variant = VARIANT_BY_IN_CHANNELS.get(config.get("in_channels", 4), "unknown")
         return Identification("diffusers", base, variant, None, {"pipeline": index.get("_class_name")})
     config_file = path / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("_class_name") == "ControlNetModel":
-        config = json.loads(config_file.read_text())
+    config = _read_json(config_file, path) if config_file.is_file() else {}
+    if config.get("_class_name") == "ControlNetModel":
         return Identification("controlnet", BASE_BY_CONTEXT.get(config.get("cross_attention_dim"), None), "normal")
     return Identification("unknown", details={"reason": "folder has neither model_index.json nor a known config"})
+
+
+def _read_json(file: Path, folder: Path) -> dict:
+    """A config file as a JSON object; INVALID_ARGUMENT otherwise, without quoting the file (the
+    decoder's message can carry its bytes)."""
+    try:
+        value = json.loads(file.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _not_json(file, folder) from error
+    if not isinstance(value, dict):
+        raise _not_json(file, folder)
+    return value
+
+
+def _not_json(file: Path, folder: Path) -> WorkerError:
+    name = file.relative_to(folder)
+    return WorkerError(ErrorCode.INVALID_ARGUMENT, f"path: {name} in {folder.name} is not a JSON object",
+                       details={"field": "path", "reason": "config file is not a JSON object", "file": str(name)})
 
 
 def _base_from_unet_config(config: dict, index: dict) -> str | None:
@@ -81,7 +100,7 @@ def _base_from_text_encoder(path: Path) -> str | None:
     config_file = path / "text_encoder" / "config.json"
     if not config_file.is_file():
         return None
-    return "sd15" if json.loads(config_file.read_text()).get("hidden_act") == "quick_gelu" else "sd2"
+    return "sd15" if _read_json(config_file, path).get("hidden_act") == "quick_gelu" else "sd2"
 
 
 def identify_tensors(shapes: dict[str, tuple[int, ...]], metadata: dict[str, str] | None = None) -> Identification:

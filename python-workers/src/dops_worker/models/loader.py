@@ -24,11 +24,12 @@ import torch
 
 from dops_worker.configs import CLIP_TOKENIZER_DIR, CONFIG_ROOT
 from dops_worker.protocol.errors import ErrorCode, WorkerError
+from dops_worker.runtime.settings import node_settings
 
 from .identify import Identification, identify_file, identify_tensors, require_config
+from .weights import is_pickle, read_weights, require_safetensors_folder
 
 LoadKind = Literal["auto", "checkpoint", "diffusers"]
-PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 # SDXL's second tokenizer (OpenCLIP-G) pads with "!" (id 0) where CLIP-L pads with <|endoftext|>.
 PAD_TOKEN_BY_COMPONENT = {"tokenizer": None, "tokenizer_2": "!"}
 
@@ -50,26 +51,13 @@ def clip_tokenizer(pad_token: str | None = None):
     return CLIPTokenizer.from_pretrained(str(CLIP_TOKENIZER_DIR), local_files_only=True, **extra)
 
 
-def read_state_dict(path: Path, *, allow_unsafe_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """Read every tensor into CPU memory (no mmap left open). Throws FAILED_PRECONDITION for pickle unless allowed."""
-    if path.suffix in PICKLE_SUFFIXES:
-        if not allow_unsafe_pickle:
-            raise WorkerError(
-                ErrorCode.FAILED_PRECONDITION,
-                f"{path.name}: pickle checkpoints can run arbitrary code when loaded; "
-                "convert to .safetensors or pass allow_unsafe_pickle=true",
-                details={"field": "allow_unsafe_pickle", "path": str(path)})
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        while isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
-        return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    from safetensors import safe_open
-
-    from .safetensors_header import read_header
-
-    read_header(path)  # precise errors for damaged files before safetensors' own
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return {name: handle.get_tensor(name).clone() for name in handle.keys()}
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor into CPU memory. Pickle only where the node allows it, weights-only (see
+    ``weights.read_weights``: FAILED_PRECONDITION / INVALID_ARGUMENT)."""
+    state = read_weights(path)
+    while isinstance(state.get("state_dict"), dict):  # Lightning nests the weights
+        state = state["state_dict"]
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
 def build_from_state_dict(state: dict[str, torch.Tensor], config_folder: Path, *,
@@ -143,10 +131,11 @@ def resolve_config_folder(identification: Identification, path: Path, config_dir
 
 
 def build_pipeline(path: str | os.PathLike[str], *, kind: LoadKind = "auto",
-                   config_dir: str | os.PathLike[str] | None = None, torch_dtype: torch.dtype = torch.float32,
-                   allow_unsafe_pickle: bool = False) -> BuiltPipeline:
+                   config_dir: str | os.PathLike[str] | None = None,
+                   torch_dtype: torch.dtype = torch.float32) -> BuiltPipeline:
     """Read and build on CPU. Throws WorkerError: NOT_FOUND, INVALID_ARGUMENT (damaged file),
-    FAILED_PRECONDITION (pickle without the flag), UNSUPPORTED (no config for what it is)."""
+    FAILED_PRECONDITION (pickle where the node does not allow it, a pickle-only folder),
+    UNSUPPORTED (no config for what it is)."""
     path = Path(path)
     if not path.exists():
         raise WorkerError(ErrorCode.NOT_FOUND, f"{path}: no such file or folder", details={"field": "path"})
@@ -160,8 +149,8 @@ def build_pipeline(path: str | os.PathLike[str], *, kind: LoadKind = "auto",
     if kind == "diffusers":
         raise WorkerError(ErrorCode.INVALID_ARGUMENT, f"{path} is a file, not a diffusers folder", details={"field": "kind"})
     started = time.perf_counter()
-    if path.suffix in PICKLE_SUFFIXES:
-        state = read_state_dict(path, allow_unsafe_pickle=allow_unsafe_pickle)
+    if is_pickle(path):
+        state = read_state_dict(path)
         identification = identify_tensors({k: tuple(v.shape) for k, v in state.items()})
     else:
         identification = identify_file(path)
@@ -182,11 +171,15 @@ def build_pipeline(path: str | os.PathLike[str], *, kind: LoadKind = "auto",
 def _build_folder(path: Path, torch_dtype: torch.dtype) -> BuiltPipeline:
     from diffusers import DiffusionPipeline
 
+    # First: no file of the folder is read (identification reads its configs) before its links are checked.
+    require_safetensors_folder(path, node_settings().model_roots, "path")
     identification = identify_file(path)
     if identification.kind != "diffusers":
         raise WorkerError(ErrorCode.INVALID_ARGUMENT, f"{path} is not a diffusers pipeline folder",
                           details={"field": "path"})
     started = time.perf_counter()
-    # diffusers reads and builds a folder in one step; it all counts as build_s.
-    pipeline = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype)
+    # diffusers reads and builds a folder in one step; it all counts as build_s. use_safetensors:
+    # never its pickle fallback, whatever the folder holds.
+    pipeline = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, dtype=torch_dtype,
+                                                 use_safetensors=True)
     return BuiltPipeline(pipeline, identification, 0.0, time.perf_counter() - started)

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from dops_worker.protocol.errors import ErrorCode, InvalidParams, WorkerError
+from dops_worker.protocol.files import confined, confined_files
 from dops_worker.runtime.context import RequestContext
 from dops_worker.runtime.params import get_enum, require_object
 from dops_worker.runtime.registry import method
+from dops_worker.runtime.settings import node_settings
+
+from .weights import require_pickle_allowed, require_safetensors_folder
 
 TIERS = ("ram", "vram")
 _LOAD_STEPS = 3
@@ -55,8 +59,7 @@ class _Models:
             self._cache = ModelCache(device, dtype)
         return self._cache
 
-    def load(self, ctx: RequestContext, model_id: str, path: Path, tier: str, config_dir: str | None,
-             allow_unsafe_pickle: bool) -> dict[str, Any]:
+    def load(self, ctx: RequestContext, model_id: str, path: Path, tier: str, config_dir: str | None) -> dict[str, Any]:
         with self._lock:
             cache = self.cache(ctx)
             previous = self._held.get(model_id)
@@ -67,8 +70,7 @@ class _Models:
                 previous = None
             ctx.progress(1, _LOAD_STEPS)
             ctx.token.raise_if_cancelled()
-            loaded = cache.load(path, config_dir=config_dir, allow_unsafe_pickle=allow_unsafe_pickle,
-                                tier="device" if tier == "vram" else "ram")
+            loaded = cache.load(path, config_dir=config_dir, tier="device" if tier == "vram" else "ram")
             ctx.progress(2, _LOAD_STEPS)
             timings = loaded.timings
             source = loaded.source
@@ -159,28 +161,36 @@ def _tier(params: dict[str, Any], default: str) -> str:
 
 @method("model.load")
 def load(params: Any, ctx: RequestContext) -> dict[str, Any]:
-    """``{modelId, path, tier: ram|vram, configDir?, allowUnsafePickle?}`` → ``{modelId, tier, bytes, source,
+    """``{modelId, path, tier: ram|vram, configDir?}`` → ``{modelId, tier, bytes, source,
     timings: {readS, buildS, toDeviceS}}``; ``$/progress`` at start, after the load and when done.
+    ``path`` and ``configDir`` must lie in the node's model roots (DOPS_MODEL_ROOTS); whether
+    pickle loads is the node's setting (DOPS_ALLOW_UNSAFE_PICKLE), never the request's.
     A RAM-tier hit reads nothing (readS = buildS = 0). Throws what the loader throws (NOT_FOUND,
     INVALID_ARGUMENT, FAILED_PRECONDITION for pickle, UNSUPPORTED, OUT_OF_MEMORY)."""
-    params = require_object(params, ("modelId", "path", "tier", "configDir", "allowUnsafePickle"))
+    params = require_object(params, ("modelId", "path", "tier", "configDir"))
     model_id = _model_id(params)
-    raw_path = params.get("path")
-    if not isinstance(raw_path, str) or not raw_path:
-        raise InvalidParams("path", "is required")
-    path = Path(raw_path)
-    if not path.is_absolute():
-        raise InvalidParams("path", "must be absolute (the model service resolves it inside its roots)")
     tier = _tier(params, "vram")
-    config_dir = params.get("configDir")
-    if config_dir is not None and (not isinstance(config_dir, str) or not config_dir):
+    raw_config_dir = params.get("configDir")
+    if raw_config_dir is not None and not isinstance(raw_config_dir, str):
         raise InvalidParams("configDir", "must be a non-empty string when given")
-    allow = params.get("allowUnsafePickle", False)
-    if not isinstance(allow, bool):
-        raise InvalidParams("allowUnsafePickle", "must be a boolean")
+    if params.get("path") is None:
+        raise InvalidParams("path", "is required")
+    roots = node_settings().model_roots
+    path = confined(params["path"], roots, "path")
+    config_dir = None
+    if raw_config_dir is not None:
+        config_folder = confined(raw_config_dir, roots, "configDir")
+        confined_files(config_folder, roots, "configDir")  # the loader reads the configs in it
+        config_dir = str(config_folder)
     if not path.exists():
-        raise WorkerError(ErrorCode.NOT_FOUND, f"{path}: no such file or folder", details={"field": "path"})
-    return _models.load(ctx, model_id, path.resolve(), tier, config_dir, allow)
+        raise WorkerError(ErrorCode.NOT_FOUND, f"path: {params['path']}: no such file or folder",
+                          details={"field": "path"})
+    # Refused before any work (the loader checks again, for its other callers).
+    if path.is_dir():
+        require_safetensors_folder(path, roots, "path")
+    else:
+        require_pickle_allowed(path, "path")
+    return _models.load(ctx, model_id, path, tier, config_dir)
 
 
 @method("model.unload")

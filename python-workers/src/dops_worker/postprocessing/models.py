@@ -1,7 +1,9 @@
 """Postprocessing models, loaded on first use and kept per path (a few at a time).
 
-Upscalers and face restorers are whatever spandrel identifies from a ``.safetensors`` state
-dict; safety checkers are diffusers ``StableDiffusionSafetyChecker`` folders (config.json +
+Upscalers and face restorers are whatever spandrel identifies from a state dict the worker reads
+itself (``models.weights.read_weights``: safetensors, or a weights-only pickle where the node
+allows pickle) — never spandrel's ``load_from_file``, whose ``.pt`` path runs ``torch.jit.load``
+and whose pickle path leaves ``weights_only`` to the torch version; safety checkers are diffusers ``StableDiffusionSafetyChecker`` folders (config.json +
 model.safetensors), loaded offline with their CLIP image processor: the folder's
 ``preprocessor_config.json``, else the one shipped in ``configs/safety_checker`` (CompVis'
 CLIP ViT-L/14 settings) sized to the checker's vision tower.
@@ -10,6 +12,7 @@ A changed file (size or mtime) is loaded again.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from typing import Any
 
 from dops_worker.protocol.errors import ErrorCode, WorkerError
 
+_log = logging.getLogger("dops_worker.postprocessing.models")
 SHIPPED_PREPROCESSOR = Path(__file__).resolve().parent / "configs" / "safety_checker"
 MAX_CACHED = 4
 FACE_PURPOSES = frozenset({"FaceSR"})
@@ -78,19 +82,19 @@ def _invalid(field: str, reason: str) -> WorkerError:
 
 def _load_image_model(path: Path, device: str, field: str) -> Any:
     import torch
-    from safetensors.torch import load_file
     from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
-    try:
-        state = load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types for damaged files
-        raise _invalid(field, f"is not a readable safetensors file: {exc}") from exc
+    from dops_worker.models.weights import read_weights
+
+    state = read_weights(path, field)
     try:
         descriptor = ModelLoader(torch.device("cpu")).load_from_state_dict(state)
     except UnsupportedModelError as exc:
         raise _invalid(field, "is no architecture spandrel knows") from exc
     except (KeyError, RuntimeError, ValueError) as exc:
-        raise _invalid(field, f"could not be loaded by spandrel: {exc}") from exc
+        # spandrel's message quotes the file's tensor names and shapes: to the log, not the reply.
+        _log.warning("spandrel could not load a model", exc_info=True, extra={"field": field})
+        raise _invalid(field, f"could not be loaded by spandrel ({type(exc).__name__})") from exc
     if not isinstance(descriptor, ImageModelDescriptor):
         raise _invalid(field, f"is a {descriptor.architecture.id} model, not a single-image model")
     return descriptor.to(torch.device(device)).eval()
@@ -111,5 +115,6 @@ def _load_safety_checker(path: Path, device: str, field: str) -> SafetyChecker:
                 str(SHIPPED_PREPROCESSOR), local_files_only=True, size={"shortest_edge": side},
                 crop_size={"height": side, "width": side})
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise _invalid(field, f"could not be loaded as a StableDiffusionSafetyChecker: {exc}") from exc
+        _log.warning("loading a safety checker failed", exc_info=True, extra={"field": field})
+        raise _invalid(field, f"could not be loaded as a StableDiffusionSafetyChecker ({type(exc).__name__})") from exc
     return SafetyChecker(model.to(device).eval(), processor)

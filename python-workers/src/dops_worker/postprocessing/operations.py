@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dops_worker.inference.artifacts import write_png
+from dops_worker.inference.artifacts import write_artifact, write_png
 from dops_worker.postprocessing.models import ModelCache
 from dops_worker.postprocessing.request import (
     DEFAULT_QUALITY,
@@ -160,22 +158,9 @@ def describe_file(path: Path) -> dict[str, Any]:
 
 
 def write_bytes(data: bytes, directory: Path, name: str, size: tuple[int, int], fmt: str) -> dict[str, Any]:
-    """``data`` as ``directory/name`` via a temp file + rename (no partial file on failure)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, directory / name)
-    except BaseException:
-        try:
-            os.unlink(temp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    return {"path": str(directory / name), "sha256": hashlib.sha256(data).hexdigest(),
+    """``data`` as ``directory/name`` (owner-only, atomic: ``artifacts.write_artifact``)."""
+    path = write_artifact(data, directory, name)
+    return {"path": str(path), "sha256": hashlib.sha256(data).hexdigest(),
             "width": size[0], "height": size[1], "format": fmt}
 
 

@@ -2,23 +2,25 @@
 
 One operation per request (``upscale``, ``faceRestore``, ``safety``, ``convert``). Every failure
 is a WorkerError naming the field in ``details.field`` (camelCase, as on the wire). Only image
-headers are read here; the pixels are read when the operation runs.
+headers are read here; the pixels are read when the operation runs. Every path goes through
+``protocol.files.confined``: the image under the input or artifact roots, the output under the
+artifact roots, the model under the model roots.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dops_worker.protocol.errors import ErrorCode
-from dops_worker.protocol.files import (
-    ImageRef,
-    confined,
-    invalid,
-    read_image_header,
+from dops_worker.models.weights import (
+    PICKLE_SUFFIXES,
+    SAFETENSORS_SUFFIX,
+    require_pickle_allowed,
+    require_safetensors_folder,
 )
+from dops_worker.protocol.errors import ErrorCode
+from dops_worker.protocol.files import ImageRef, Roots, confined, invalid, read_image_header
 from dops_worker.runtime.params import META_KEY
 
 Operation = Literal["upscale", "faceRestore", "safety", "convert"]
@@ -63,7 +65,8 @@ class PostprocessRequest:
     quality: int | None = None
 
 
-def parse_postprocess_request(params: Any, *, input_roots: Sequence[Path], output_root: Path) -> PostprocessRequest:
+def parse_postprocess_request(params: Any, *, input_roots: Roots, artifact_roots: Roots,
+                              model_roots: Roots) -> PostprocessRequest:
     """Raises WorkerError INVALID_ARGUMENT (or NOT_FOUND for a missing file) naming the field."""
     if not isinstance(params, dict):
         raise invalid("params", "must be an object")
@@ -74,11 +77,11 @@ def parse_postprocess_request(params: Any, *, input_roots: Sequence[Path], outpu
     for key in params:
         if key not in allowed:
             raise invalid(key, f"is not a field of operation {operation}")
-    image = read_image_header(params.get("image"), "image", input_roots)
-    output_dir = confined(_string(params, "outputDir", required=True), [output_root], "outputDir")
+    image = read_image_header(params.get("image"), "image", input_roots + artifact_roots)
+    output_dir = confined(_string(params, "outputDir", required=True), artifact_roots, "outputDir")
     fields: dict[str, Any] = {}
     if operation == "upscale":
-        fields["model_path"] = _model_file(params, "modelPath")
+        fields["model_path"] = _model_file(params, "modelPath", model_roots)
         fields["tile_size"] = _int(params, "tileSize", 0, 2048, DEFAULT_TILE_SIZE)
         if 0 < fields["tile_size"] < 32:
             raise invalid("tileSize", "must be 0 (no tiling) or between 32 and 2048")
@@ -86,13 +89,13 @@ def parse_postprocess_request(params: Any, *, input_roots: Sequence[Path], outpu
         if fields["tile_size"] and fields["tile_overlap"] * 2 >= fields["tile_size"]:
             raise invalid("tileOverlap", "must be less than half of tileSize")
     elif operation == "faceRestore":
-        fields["model_path"] = _model_file(params, "modelPath")
+        fields["model_path"] = _model_file(params, "modelPath", model_roots)
         fields["strength"] = _number(params, "strength", 0.0, 1.0, 1.0)
         fields["face_size"] = _int(params, "faceSize", 64, 1024, DEFAULT_FACE_SIZE)
         if fields["face_size"] % 32:
             raise invalid("faceSize", "must be a multiple of 32")
     elif operation == "safety":
-        fields["model_path"] = _model_folder(params, "modelPath")
+        fields["model_path"] = _model_folder(params, "modelPath", model_roots)
         policy = params.get("policy", "flag")
         if policy not in POLICIES:
             raise invalid("policy", f"must be one of {', '.join(POLICIES)}")
@@ -142,22 +145,23 @@ def _number(params: dict[str, Any], name: str, minimum: float, maximum: float, d
     return float(value)
 
 
-def _model_file(params: dict[str, Any], name: str) -> Path:
-    raw = _string(params, name, required=True)
-    path = Path(raw).resolve()
+def _model_file(params: dict[str, Any], name: str, roots: Roots) -> Path:
+    """A spandrel model file in the model roots: ``.safetensors``, or a pickle (.pth/.pt/.ckpt/.bin)
+    where the node allows pickle (loaded weights-only even then)."""
+    path = confined(_string(params, name, required=True), roots, name)
     if not path.is_file():
-        raise invalid(name, f"no such file: {raw}", ErrorCode.NOT_FOUND)
-    if path.suffix.lower() != ".safetensors":
-        # .pth/.ckpt are pickles: arbitrary code on load.
+        raise invalid(name, f"no such file: {params[name]}", ErrorCode.NOT_FOUND)
+    if path.suffix.lower() not in PICKLE_SUFFIXES | {SAFETENSORS_SUFFIX}:
         raise invalid(name, "must be a .safetensors file")
+    require_pickle_allowed(path, name)
     return path
 
 
-def _model_folder(params: dict[str, Any], name: str) -> Path:
-    raw = _string(params, name, required=True)
-    path = Path(raw).resolve()
+def _model_folder(params: dict[str, Any], name: str, roots: Roots) -> Path:
+    path = confined(_string(params, name, required=True), roots, name)
     if not path.is_dir():
-        raise invalid(name, f"no such folder: {raw}", ErrorCode.NOT_FOUND)
+        raise invalid(name, f"no such folder: {params[name]}", ErrorCode.NOT_FOUND)
+    require_safetensors_folder(path, roots, name)  # first: no file of it is looked at before its links are
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise invalid(name, "must be a safety checker folder with config.json and model.safetensors")
     return path

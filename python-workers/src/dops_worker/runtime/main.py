@@ -14,6 +14,7 @@ from dops_worker.runtime.parent_watch import ParentWatch, parent_pid_from_env
 from dops_worker.runtime.registry import MethodRegistry, registry
 from dops_worker.runtime.server import WorkerServer
 from dops_worker.runtime.session import Session
+from dops_worker.runtime.settings import configure_node_settings
 from dops_worker.runtime.telemetry import configure_tracing, shutdown_tracing
 
 _log = logging.getLogger("dops_worker")
@@ -25,7 +26,11 @@ def run(frames_in: IO[bytes], frames_out: IO[bytes], methods: MethodRegistry | N
 
     ``os._exit`` because a request stuck in native code must not keep the process alive.
     """
+    # Owner-only from the first file on: artifacts, previews and anything a library writes carry
+    # prompts and images of other people's jobs.
+    os.umask(0o077)
     configure_logging()
+    configure_node_settings()  # once, here: a request can never change them
     configure_tracing()
     import dops_worker.runtime.methods  # noqa: F401 - registers the worker's methods
 

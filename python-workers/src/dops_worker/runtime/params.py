@@ -8,12 +8,27 @@ from typing import Any
 from dops_worker.protocol.errors import InvalidParams
 
 META_KEY = "_meta"
+# Fields that once travelled in requests but are the operator's decision: a request that still
+# carries one is refused (not ignored), so a caller relying on it learns at once that it does nothing.
+NODE_SETTING_FIELDS = {
+    "allowUnsafePickle": "DOPS_ALLOW_UNSAFE_PICKLE",
+    "allow_unsafe_pickle": "DOPS_ALLOW_UNSAFE_PICKLE",
+}
+
+
+def refuse_node_settings(params: Any) -> None:
+    """Raises InvalidParams naming the first node-setting field found in ``params``."""
+    if isinstance(params, dict):
+        for name, setting in NODE_SETTING_FIELDS.items():
+            if name in params:
+                raise InvalidParams(name, f"is a node setting ({setting}), not a request field")
 
 
 def require_object(params: Any, allowed: Iterable[str] = ()) -> dict[str, Any]:
     """``params`` as a dict; raises InvalidParams for a non-object or a key not in ``allowed``."""
     if not isinstance(params, dict):
         raise InvalidParams("params", "must be an object")
+    refuse_node_settings(params)
     known = set(allowed) | {META_KEY}
     for key in params:
         if key not in known:

@@ -30,7 +30,7 @@ from dops_worker.protocol.messages import (
 )
 from dops_worker.runtime.cancellation import CancelToken
 from dops_worker.runtime.context import RequestContext
-from dops_worker.runtime.params import parse_meta
+from dops_worker.runtime.params import parse_meta, refuse_node_settings
 from dops_worker.runtime.registry import MethodRegistry, MethodSpec
 from dops_worker.runtime.session import Session
 from dops_worker.runtime.telemetry import mark_span_error, request_span
@@ -176,6 +176,7 @@ class WorkerServer:
             return
         try:
             traceparent, deadline = parse_meta(request.params)
+            refuse_node_settings(request.params)  # for every method, whatever its own validation
         except InvalidParams as exc:
             self._write(error_response(request.id, exc))
             return
