@@ -8,7 +8,7 @@ import { DeviceFleet, deviceService } from '@dops/device';
 import { call, createClient } from '@dops/grpc-client';
 import { MemoryMonitor, memoryService } from '@dops/memory';
 import { deviceV1, memoryV1 } from '@dops/proto';
-import { startTestServer, testWorkerConfig } from '@dops/testing';
+import { startTestServer, testCredentials, testWorkerConfig } from '@dops/testing';
 import { createLogger } from '@dops/telemetry';
 import { workerPoolFromConfig } from '@dops/worker-pool';
 
@@ -51,8 +51,12 @@ async function main(): Promise<void> {
     deviceService(new DeviceFleet(pool)),
     memoryService(new MemoryMonitor(pool), 1000),
   ]);
-  const devices = createClient(deviceV1.DeviceServiceClient, server.address);
-  const memory = createClient(memoryV1.MemoryServiceClient, server.address);
+  const devices = createClient(deviceV1.DeviceServiceClient, server.address, {
+    credentials: testCredentials('ops'),
+  });
+  const memory = createClient(memoryV1.MemoryServiceClient, server.address, {
+    credentials: testCredentials('ops'),
+  });
   try {
     const results = {
       baselineNodePromise: await measure('baseline: resolved promise in Node', n, () => Promise.resolve()),

@@ -4,6 +4,7 @@
 //   npx tsx tools/demo/generate.ts [--model sd15-tiny.safetensors] [--prompt "..."] [--steps 4]
 import { call, createClient, stream } from '@dops/grpc-client';
 import { deviceV1, inferenceV1, modelV1 } from '@dops/proto';
+import { testCredentials } from '@dops/testing';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -11,11 +12,16 @@ function arg(name: string, fallback: string): string {
 }
 
 async function main(): Promise<void> {
-  const devices = createClient(deviceV1.DeviceServiceClient, arg('device-address', '127.0.0.1:50051'));
-  const models = createClient(modelV1.ModelServiceClient, arg('model-address', '127.0.0.1:50053'));
+  const devices = createClient(deviceV1.DeviceServiceClient, arg('device-address', '127.0.0.1:50051'), {
+    credentials: testCredentials('ops'),
+  });
+  const models = createClient(modelV1.ModelServiceClient, arg('model-address', '127.0.0.1:50053'), {
+    credentials: testCredentials('ops'),
+  });
   const inference = createClient(
     inferenceV1.InferenceServiceClient,
     arg('inference-address', '127.0.0.1:50054'),
+    { credentials: testCredentials('ops') },
   );
   try {
     const [device] = (await call(devices.listDevices, {})).devices;

@@ -1,6 +1,6 @@
 import { call, createClient } from '@dops/grpc-client';
 import { deviceV1 } from '@dops/proto';
-import { startServiceProcess, waitFor } from '@dops/testing';
+import { startServiceProcess, testCredentials, waitFor } from '@dops/testing';
 
 function alive(pid: number): boolean {
   try {
@@ -23,7 +23,9 @@ describe('device app (main.ts)', () => {
   it('serves on the port it logs, and on SIGTERM stops its worker and exits 0', async () => {
     const app = startServiceProcess('device');
     try {
-      const client = createClient(deviceV1.DeviceServiceClient, await app.listening());
+      const client = createClient(deviceV1.DeviceServiceClient, await app.listening(), {
+        credentials: testCredentials('ops'),
+      });
       const { devices } = await call(client.listDevices, {});
       client.close();
       const workerPid = devices[0]!.health!.workerPid;

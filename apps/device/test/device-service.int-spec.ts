@@ -3,7 +3,14 @@ import { DeviceFleet, deviceService } from '@dops/device';
 import type { DopsError } from '@dops/errors';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { backendV1, deviceV1 } from '@dops/proto';
-import { startTestServer, stranger, testWorkerConfig, waitFor, type TestServer } from '@dops/testing';
+import {
+  startTestServer,
+  stranger,
+  testCredentials,
+  type TestServer,
+  testWorkerConfig,
+  waitFor,
+} from '@dops/testing';
 import { createLogger } from '@dops/telemetry';
 import { reportWorkerHealth, workerPoolFromConfig, type WorkerPool } from '@dops/worker-pool';
 
@@ -24,7 +31,9 @@ describe('device service (real worker, CPU)', () => {
     const service = deviceService(new DeviceFleet(pool));
     server = await startTestServer([service]);
     reportWorkerHealth(pool, server.server.health, service.serviceName);
-    client = createClient(deviceV1.DeviceServiceClient, server.address);
+    client = createClient(deviceV1.DeviceServiceClient, server.address, {
+      credentials: testCredentials('ops'),
+    });
   }, 90_000);
 
   afterAll(async () => {

@@ -4,7 +4,14 @@ import * as path from 'node:path';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { MemoryMonitor, memoryService, type PressureThresholds } from '@dops/memory';
 import { backendV1, memoryV1 } from '@dops/proto';
-import { collect, startTestServer, stranger, testWorkerConfig, type TestServer } from '@dops/testing';
+import {
+  collect,
+  startTestServer,
+  stranger,
+  testCredentials,
+  type TestServer,
+  testWorkerConfig,
+} from '@dops/testing';
 import { createLogger } from '@dops/telemetry';
 import { WorkerPool, workerPoolFromConfig } from '@dops/worker-pool';
 import { resolvePythonExecutable } from '@dops/worker-supervisor';
@@ -14,7 +21,12 @@ const silent = createLogger({ name: 't', level: 'silent' });
 async function serve(pool: WorkerPool, thresholds?: PressureThresholds) {
   await pool.start();
   const server = await startTestServer([memoryService(new MemoryMonitor(pool, { thresholds }), 200)]);
-  return { server, client: createClient(memoryV1.MemoryServiceClient, server.address) };
+  return {
+    server,
+    client: createClient(memoryV1.MemoryServiceClient, server.address, {
+      credentials: testCredentials('ops'),
+    }),
+  };
 }
 
 describe('memory service (real worker, CPU)', () => {

@@ -1,6 +1,6 @@
 import { call, createClient } from '@dops/grpc-client';
 import { memoryReservationsV1 } from '@dops/proto';
-import { startTestServer } from '@dops/testing';
+import { startTestServer, testCredentials } from '@dops/testing';
 import { DopsError } from '@dops/errors';
 import { ReservationLedger } from './reservation-ledger';
 import { reservationService } from './reservation-service';
@@ -120,7 +120,9 @@ describe('MemoryReservationService over gRPC', () => {
   it('grants, plans, marks in use and releases through a real server', async () => {
     const { ledger, tick } = ledgerWithClock(8 * GIB);
     const server = await startTestServer([reservationService(ledger)]);
-    const client = createClient(memoryReservationsV1.MemoryReservationServiceClient, server.address);
+    const client = createClient(memoryReservationsV1.MemoryReservationServiceClient, server.address, {
+      credentials: testCredentials('model', 'mtls'),
+    });
     try {
       const a = await call(client.reserve, {
         deviceId: 'cuda:0',

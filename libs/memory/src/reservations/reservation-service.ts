@@ -19,27 +19,32 @@ function toProto(r: Reservation): memoryReservationsV1.Reservation {
 export function reservationService(
   ledger: ReservationLedger,
 ): ServiceRegistration<typeof memoryReservationsV1.MemoryReservationServiceService> {
-  return defineService(memoryReservationsV1.MemoryReservationServiceService, {
-    reserve: (req) => {
-      const outcome = ledger.reserve({
-        deviceId: req.deviceId,
-        bytes: req.bytes,
-        modelId: req.modelId,
-        purpose: req.purpose,
-      });
-      return 'granted' in outcome
-        ? { granted: toProto(outcome.granted) }
-        : { evictionPlan: outcome.evictionPlan };
+  return defineService(
+    memoryReservationsV1.MemoryReservationServiceService,
+    {
+      reserve: (req) => {
+        const outcome = ledger.reserve({
+          deviceId: req.deviceId,
+          bytes: req.bytes,
+          modelId: req.modelId,
+          purpose: req.purpose,
+        });
+        return 'granted' in outcome
+          ? { granted: toProto(outcome.granted) }
+          : { evictionPlan: outcome.evictionPlan };
+      },
+      release: (req) => ({
+        released: toProto(ledger.release({ id: req.id, deviceId: req.deviceId, modelId: req.modelId })),
+      }),
+      listReservations: (req) => ({
+        devices: ledger
+          .list(req.deviceId || undefined)
+          .map((d) => ({ ...d, reservations: d.reservations.map(toProto) })),
+      }),
+      touch: (req) => ({ reservation: toProto(ledger.touch(req.deviceId, req.modelId)) }),
+      markInUse: (req) => ({ reservation: toProto(ledger.markInUse(req.deviceId, req.modelId, req.inUse)) }),
     },
-    release: (req) => ({
-      released: toProto(ledger.release({ id: req.id, deviceId: req.deviceId, modelId: req.modelId })),
-    }),
-    listReservations: (req) => ({
-      devices: ledger
-        .list(req.deviceId || undefined)
-        .map((d) => ({ ...d, reservations: d.reservations.map(toProto) })),
-    }),
-    touch: (req) => ({ reservation: toProto(ledger.touch(req.deviceId, req.modelId)) }),
-    markInUse: (req) => ({ reservation: toProto(ledger.markInUse(req.deviceId, req.modelId, req.inUse)) }),
-  });
+    // Reservations are the model service's bookkeeping.
+    { default: ['internal'] },
+  );
 }
