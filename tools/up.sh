@@ -16,7 +16,7 @@ mkdir -p var/log var/redis var/models var/artifacts var/inputs
 chmod -R go-rwx var
 
 # Redis (the queues' store): AOF everysec, noeviction, as DESIGN §6 asks. Loopback only, the
-# default user off, the ACL user dops whose password tools/redis-credentials.sh made once in
+# default user locked, the ACL user dops whose password tools/redis-credentials.sh made once in
 # var/credentials/redis.password; redis-server reads the ACL file (the password's hash), so no
 # password is on a command line, and the services get the password file's path, not the password.
 bash tools/redis-credentials.sh

@@ -22,4 +22,5 @@ ARG SERVICE=device
 ENV DOPS_SERVICE=${SERVICE}
 EXPOSE 50051
 # tini-free: node forwards SIGTERM to the service, which stops its workers' process groups.
-CMD ["sh", "-c", "exec npx tsx apps/${DOPS_SERVICE}/src/main.ts"]
+# umask 077: what the service and its workers write (artifacts, inputs, the model registry) is owner-only.
+CMD ["sh", "-c", "umask 077 && exec npx tsx apps/${DOPS_SERVICE}/src/main.ts"]

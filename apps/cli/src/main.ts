@@ -1,5 +1,5 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { Clients } from './clients';
+import { Clients, cliCredentials, type GlobalOptions } from './clients';
 import { getJobCommand, cancelJobsCommand, listJobsCommand, retryJobCommand } from './commands/jobs';
 import { devicesCommand } from './commands/devices';
 import { modelsCommand } from './commands/models';
@@ -35,6 +35,18 @@ const program = new Command('dops')
       .env('DOPS_MODEL_ADDRESS')
       .default('127.0.0.1:50053'),
   )
+  .addOption(
+    new Option('--ca <file>', 'CA bundle the services are issued by (default: the development CA)').env(
+      'DOPS_CA_FILE',
+    ),
+  )
+  .addOption(
+    new Option('--token-file <file>', "bearer token (default: the development client 'demo')").env(
+      'DOPS_TOKEN_FILE',
+    ),
+  )
+  .addOption(new Option('--cert <file>', 'mTLS client certificate instead of a token').env('DOPS_CERT_FILE'))
+  .addOption(new Option('--key <file>', 'its private key').env('DOPS_KEY_FILE'))
   .option('--json', 'one JSON object per line on stdout, for scripts', false)
   .showHelpAfterError()
   .exitOverride();
@@ -44,8 +56,11 @@ function action<A extends unknown[]>(
   run: (clients: Clients, out: Output, signal: AbortSignal, ...args: A) => Promise<number>,
 ) {
   return async (...args: A) => {
-    const g = program.opts<{ processing: string; device: string; modelService: string; json: boolean }>();
-    const clients = new Clients({ processing: g.processing, device: g.device, model: g.modelService });
+    const g = program.opts<GlobalOptions>();
+    const clients = new Clients(
+      { processing: g.processing, device: g.device, model: g.modelService },
+      cliCredentials(g),
+    );
     const out = createOutput(g.json);
     const ac = new AbortController();
     const onSigint = () => ac.abort();
@@ -88,9 +103,6 @@ program
   .addOption(new Option('--priority <level>', 'queue priority').choices(['low', 'normal', 'high']))
   .option('--session <id>', 'session whose defaults apply')
   .option('--key <idempotency key>', 'the same key returns the same job on retry')
-  .addOption(
-    new Option('--client <id>', 'who submits (fairness, idempotency)').env('DOPS_CLIENT_ID').default('cli'),
-  )
   .option('--deadline <seconds>', 'fail the job if not done by then', int)
   .option('-o, --out <dir>', 'copy the images here when done')
   .option('-d, --detach', 'print the id and exit without following the job', false)

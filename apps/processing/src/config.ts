@@ -34,6 +34,18 @@ export const processingConfig = defineConfig(
       inputRoot: z.string().min(1).default(join(tmpdir(), 'dops-inputs')).meta({ env: 'DOPS_INPUT_ROOT' }),
       /** Safety stage when a request leaves it unspecified. Default `flag`. */
       defaultSafety: z.enum(['off', 'flag', 'blur', 'block']).default('flag'),
+      /** Unfinished (queued, held or running) jobs one client may have; a batch counts its jobs. Default 100. */
+      maxQueuedPerClient: z.int().min(1).default(100),
+      /** SubmitJob, SubmitBatch and RetryJob calls per second per client. Default 20. */
+      submitsPerSecond: z.int().min(1).default(20),
+      /** Submits a client may make over that rate within any 10 s (bursts); 0 = none. Default 40. */
+      submitBurst: z.int().min(0).default(40),
+      /** Sessions one client may have open (not cancelled, not expired). Default 10. */
+      maxOpenSessions: z.int().min(1).default(10),
+      /** A session expires this long after its last use (then NOT_FOUND). Default 24 h. */
+      sessionTtlMs: z.int().min(1_000).default(86_400_000),
+      /** An idempotency key returns its first job this long. Default 24 h. */
+      idempotencyTtlMs: z.int().min(1_000).default(86_400_000),
     }),
   }),
   { name: 'processing', defaults: { grpc: { port: 50055 }, telemetry: { serviceName: 'dops-processing' } } },

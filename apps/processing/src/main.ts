@@ -5,13 +5,16 @@ import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
 import { modelV1 } from '@dops/proto';
 import { Processing, processingService } from '@dops/processing';
 import { redisUrlOf } from '@dops/queue';
+import { createServerSecurity, serviceClientCredentials } from '@dops/security';
 import { runMain } from '@dops/service-host';
 import { createLogger } from '@dops/telemetry';
 
 runMain('processing', async () => {
   const logger = createLogger({ name: 'processing', level: config.logLevel });
   const models = config.processing.modelServiceAddress
-    ? createClient(modelV1.ModelServiceClient, config.processing.modelServiceAddress)
+    ? createClient(modelV1.ModelServiceClient, config.processing.modelServiceAddress, {
+        credentials: serviceClientCredentials(config.security),
+      })
     : undefined;
   const processing = new Processing({
     ...config.processing,
@@ -34,6 +37,7 @@ runMain('processing', async () => {
   const server = createGrpcServer({
     name: 'processing',
     logger,
+    security: createServerSecurity(config.security),
     ...config.grpc,
     shutdownGraceMs: config.shutdownGraceMs,
     services: [processingService(processing)],

@@ -2,22 +2,31 @@ import type { Redis } from '@dops/queue';
 import { DopsError } from '@dops/errors';
 import { TERMINAL, type JobEvent, type JobRecord } from './job-record';
 import type { Keys } from './keys';
+import { notFound, ownedBy } from './ownership';
 
 const MAX_EVENTS = 1_000;
+
+export interface JobStoreOptions {
+  /** Terminal jobs are kept this long. */
+  retentionMs: number;
+  /** A session's job index expires with the session. */
+  sessionTtlMs: number;
+}
 
 /**
  * Jobs in Redis: one JSON record per job and one event stream per job (what WatchJob replays
  * from), updated together in one MULTI under WATCH, so a terminal state is never overwritten and
- * every state change has its event. Terminal jobs expire after `retentionMs`.
+ * every state change has its event; the client's unfinished-job set (its quota) changes in the
+ * same MULTI. Terminal jobs expire after `retentionMs`.
  */
 export class JobStore {
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
-    private readonly retentionMs: number,
+    private readonly options: JobStoreOptions,
   ) {}
 
-  /** Writes a new record and indexes it. */
+  /** Writes a new (unfinished) record and indexes it under its client, session and batch. */
   async create(record: JobRecord): Promise<void> {
     const multi = this.redis
       .multi()
@@ -31,8 +40,12 @@ export class JobStore {
         'e',
         JSON.stringify({ kind: 'state' }),
       )
-      .zadd(this.keys.jobs(), record.createdAt, record.id);
-    if (record.sessionId) multi.zadd(this.keys.sessionJobs(record.sessionId), record.createdAt, record.id);
+      .zadd(this.keys.clientJobs(record.clientId), record.createdAt, record.id)
+      .zadd(this.keys.clientOpenJobs(record.clientId), record.createdAt, record.id);
+    if (record.sessionId) {
+      const index = this.keys.sessionJobs(record.sessionId);
+      multi.zadd(index, record.createdAt, record.id).pexpire(index, this.options.sessionTtlMs);
+    }
     if (record.batchId) multi.zadd(this.keys.batchJobs(record.batchId), record.createdAt, record.id);
     if (record.counted) multi.incr(this.keys.clientQueued(record.clientId));
     await multi.exec();
@@ -43,13 +56,10 @@ export class JobStore {
     return raw ? (JSON.parse(raw) as JobRecord) : undefined;
   }
 
-  /** Throws NOT_FOUND naming `field` when there is no such job. */
-  async require(id: string, field = 'job_id'): Promise<JobRecord> {
-    const record = id ? await this.get(id) : undefined;
-    if (!record)
-      throw new DopsError('NOT_FOUND', `${field}: job '${id}' not found`, {
-        violations: [{ field, description: `job '${id}' not found` }],
-      });
+  /** The client's job; NOT_FOUND naming job_id when there is none or another client owns it. */
+  async require(clientId: string, id: string): Promise<JobRecord> {
+    const record = ownedBy(id ? await this.get(id) : undefined, clientId);
+    if (!record) throw notFound('job', id);
     return record;
   }
 
@@ -85,8 +95,11 @@ export class JobStore {
         multi.xadd(events, 'MAXLEN', '~', MAX_EVENTS, '*', 'e', JSON.stringify({ kind: 'state' }));
       if (before.counted && !after.counted) multi.decr(this.keys.clientQueued(after.clientId));
       if (!before.counted && after.counted) multi.incr(this.keys.clientQueued(after.clientId));
+      const open = this.keys.clientOpenJobs(after.clientId);
+      if (!TERMINAL.has(before.state) && TERMINAL.has(after.state)) multi.zrem(open, id);
+      if (TERMINAL.has(before.state) && !TERMINAL.has(after.state)) multi.zadd(open, Date.now(), id);
       if (TERMINAL.has(after.state)) {
-        multi.pexpire(key, this.retentionMs).pexpire(events, this.retentionMs);
+        multi.pexpire(key, this.options.retentionMs).pexpire(events, this.options.retentionMs);
       } else {
         multi.persist(key).persist(events);
       }

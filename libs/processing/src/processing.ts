@@ -21,19 +21,25 @@ import {
   type StageResult,
 } from '@dops/queue';
 import { expandBatch } from './batch-expansion';
+import { ClientQuotas, type ClientQuotaOptions } from './client-quotas';
+import { IdempotencyKeys } from './idempotency';
 import { TERMINAL, fromProtoState, toProtoJob, type JobEvent, type JobRecord } from './job-record';
 import { JobStore } from './job-store';
 import { Keys } from './keys';
+import { notFound, ownedBy } from './ownership';
+import { SessionStore, type SessionRecord, type SessionStoreOptions } from './session-store';
 import { checkSpec, planStages, templateOf, type WorkflowLimits } from './workflow';
 
-export interface ProcessingOptions extends WorkflowLimits {
+export interface ProcessingOptions extends WorkflowLimits, ClientQuotaOptions, SessionStoreOptions {
   redisUrl: string;
   prefix: string;
   /** Terminal jobs are kept this long. */
   retentionMs: number;
+  /** An idempotency key returns the first job this long. */
+  idempotencyTtlMs: number;
   /** Queued first stages on the shared inference queue before SubmitJob answers RESOURCE_EXHAUSTED. */
   maxQueued: number;
-  /** Retry hint of RESOURCE_EXHAUSTED. */
+  /** Retry hint of RESOURCE_EXHAUSTED (the shared queue, a client's queued-job quota). */
   retryAfterMs: number;
   maxBatchItems: number;
   defaultDeadlineMs: number;
@@ -65,22 +71,18 @@ export function fairPriority(priority: processingV1.Priority, queuedOfClient: nu
   return Math.min(MAX_BULL_PRIORITY, (PRIORITY_BASE[priority] ?? 10_000) + queuedOfClient);
 }
 
-interface SessionRecord {
-  id: string;
-  clientId: string;
-  state: 'ACTIVE' | 'PAUSED' | 'CANCELLED';
-  defaults: processingV1.SessionDefaults;
-  createdAt: number;
-}
-
 /**
  * The processing domain: jobs, batches and sessions in Redis, workflows as BullMQ flows, and
- * the stage queues' events folded back into job state. `start()` rejects when Redis cannot be
- * reached.
+ * the stage queues' events folded back into job state. Every method acts for `clientId`, the
+ * caller its credential proved: it sees only what that client made (another client's job,
+ * batch or session is NOT_FOUND, as a missing one). `start()` rejects when Redis cannot be reached.
  */
 export class Processing {
   readonly keys: Keys;
   readonly store: JobStore;
+  readonly quotas: ClientQuotas;
+  private readonly sessions: SessionStore;
+  private readonly idempotency: IdempotencyKeys;
   private readonly redis: Redis;
   private readonly flows: FlowProducer;
   private readonly queues = new Map<string, Queue>();
@@ -89,7 +91,10 @@ export class Processing {
   constructor(private readonly options: ProcessingOptions) {
     this.keys = new Keys(options.prefix);
     this.redis = createRedis(options.redisUrl);
-    this.store = new JobStore(this.redis, this.keys, options.retentionMs);
+    this.store = new JobStore(this.redis, this.keys, options);
+    this.quotas = new ClientQuotas(this.redis, this.keys, options);
+    this.sessions = new SessionStore(this.redis, this.keys, options);
+    this.idempotency = new IdempotencyKeys(this.redis, this.keys, options.idempotencyTtlMs);
     this.flows = new FlowProducer({
       connection: connectionOptions(options.redisUrl),
       prefix: options.prefix,
@@ -112,34 +117,38 @@ export class Processing {
 
   // ---- jobs -------------------------------------------------------------------------------
 
+  /** Queues a job of `clientId`; RESOURCE_EXHAUSTED past its submit rate or queued-job quota. */
   async submitJob(
+    clientId: string,
     req: processingV1.SubmitJobRequest,
     traceparent?: string,
   ): Promise<{ job: JobRecord; created: boolean }> {
-    if (!req.clientId) throw DopsError.invalidArgument('client_id', 'is required');
-    const session = req.sessionId ? await this.openSession(req.sessionId) : undefined;
+    await this.quotas.consumeSubmit(clientId);
+    IdempotencyKeys.check(req.idempotencyKey);
+    const session = req.sessionId ? await this.sessions.requireOpen(clientId, req.sessionId) : undefined;
     const spec = withDefaults(req.spec, session);
     const template = templateOf(spec);
     const params = checkSpec(spec!, template, this.options);
     await this.checkModel(params.modelId);
-    const claim = await this.claimKey(req.clientId, req.idempotencyKey);
-    if (!claim.owner) return { job: await this.waitForRecord(claim.id), created: false };
-    await this.checkCapacity().catch(async (err: unknown) => {
-      await this.releaseKey(req.clientId, req.idempotencyKey);
-      throw err;
-    });
+    const claim = await this.idempotency.claim(clientId, req.idempotencyKey, newId());
+    if (!claim.owner) return { job: await this.waitForRecord(clientId, claim.id), created: false };
     const id = claim.id;
-    const record = await this.newRecord(id, template, spec!, params, req, session, traceparent);
+    await this.admit(clientId, [id], req.idempotencyKey);
+    const record = await this.newRecord(id, spec!, params, { clientId, template, req, session, traceparent });
     await this.store.create(record);
     if (!record.held) await this.enqueue(record);
     return { job: (await this.store.get(id)) ?? record, created: true };
   }
 
-  async getJob(id: string): Promise<JobRecord> {
-    return this.store.require(id);
+  async getJob(clientId: string, id: string): Promise<JobRecord> {
+    return this.store.require(clientId, id);
   }
 
-  async listJobs(req: processingV1.ListJobsRequest): Promise<{ jobs: JobRecord[]; nextPageToken: string }> {
+  /** The client's jobs (of its session or batch when given: NOT_FOUND when not its own). */
+  async listJobs(
+    clientId: string,
+    req: processingV1.ListJobsRequest,
+  ): Promise<{ jobs: JobRecord[]; nextPageToken: string }> {
     const size = req.pageSize === 0 ? 50 : req.pageSize;
     if (size > 500) throw DopsError.invalidArgument('page_size', 'must be at most 500');
     let offset = 0;
@@ -148,12 +157,13 @@ export class Processing {
       if (!Number.isInteger(offset) || offset < 0)
         throw DopsError.invalidArgument('page_token', 'is not a token this service issued');
     }
-    if (req.sessionId) await this.requireSession(req.sessionId);
+    if (req.sessionId) await this.sessions.require(clientId, req.sessionId);
+    if (req.batchId) await this.requireBatch(clientId, req.batchId);
     const index = req.batchId
       ? this.keys.batchJobs(req.batchId)
       : req.sessionId
         ? this.keys.sessionJobs(req.sessionId)
-        : this.keys.jobs();
+        : this.keys.clientJobs(clientId);
     const state = fromProtoState(req.state);
     const jobs: JobRecord[] = [];
     let next: number | undefined = offset;
@@ -162,7 +172,8 @@ export class Processing {
       const page: { records: JobRecord[]; next?: number } = await this.store.page(index, next, size);
       for (const r of page.records) {
         if (jobs.length >= size) break;
-        if ((!state || r.state === state) && (!req.sessionId || r.sessionId === req.sessionId)) jobs.push(r);
+        if (r.clientId !== clientId || (state && r.state !== state)) continue;
+        if (!req.sessionId || r.sessionId === req.sessionId) jobs.push(r);
       }
       next = page.next;
     }
@@ -170,9 +181,13 @@ export class Processing {
     return { jobs, nextPageToken: token };
   }
 
-  /** Cancels a job; a terminal one is returned unchanged. */
-  async cancelJob(id: string): Promise<JobRecord> {
-    const record = await this.store.require(id);
+  /** Cancels a job of the client; a terminal one is returned unchanged. */
+  async cancelJob(clientId: string, id: string): Promise<JobRecord> {
+    return this.cancelRecord(await this.store.require(clientId, id));
+  }
+
+  private async cancelRecord(record: JobRecord): Promise<JobRecord> {
+    const id = record.id;
     if (TERMINAL.has(record.state)) return record;
     await publishCancel(this.redis, this.options.prefix, id);
     const removed = record.held || (await this.removeFlow(record, { keepFinished: true }));
@@ -200,9 +215,10 @@ export class Processing {
     return (await this.store.get(id)) ?? record;
   }
 
-  /** Queues a FAILED or CANCELLED job again; FAILED_PRECONDITION otherwise. */
-  async retryJob(id: string): Promise<JobRecord> {
-    const record = await this.store.require(id);
+  /** Queues a FAILED or CANCELLED job of the client again; FAILED_PRECONDITION otherwise. Counts as a submit. */
+  async retryJob(clientId: string, id: string): Promise<JobRecord> {
+    const record = await this.store.require(clientId, id);
+    await this.quotas.consumeSubmit(clientId);
     if (record.state !== 'FAILED' && record.state !== 'CANCELLED')
       throw new DopsError(
         'FAILED_PRECONDITION',
@@ -211,7 +227,7 @@ export class Processing {
           violations: [{ field: 'job_id', description: `job is ${record.state}` }],
         },
       );
-    await this.checkCapacity();
+    await this.admit(clientId, [id]);
     await this.removeFlow(record);
     await clearCancel(this.redis, this.options.prefix, id);
     const queued = await this.store.queuedOf(record.clientId);
@@ -230,13 +246,20 @@ export class Processing {
       { fromTerminal: true },
     );
     if (updated) await this.enqueue(updated, queued);
+    else await this.quotas.releaseQueued(clientId, [id]);
     return (await this.store.get(id)) ?? record;
   }
 
-  /** The job now, then its events until terminal; ends when `signal` aborts. */
-  async *watchJob(id: string, signal: AbortSignal): AsyncGenerator<processingV1.WatchJobResponse> {
-    const { record, lastEventId } = await this.store.snapshot(id);
-    if (!record) throw DopsError.notFound('job', id);
+  /** The client's job now, then its events until terminal; ends when `signal` aborts. */
+  async *watchJob(
+    clientId: string,
+    id: string,
+    signal: AbortSignal,
+  ): AsyncGenerator<processingV1.WatchJobResponse> {
+    const snapshot = id ? await this.store.snapshot(id) : { lastEventId: '0-0' };
+    const record = ownedBy(snapshot.record, clientId);
+    if (!record) throw notFound('job', id);
+    const lastEventId = snapshot.lastEventId;
     yield { job: toProtoJob(record) };
     if (TERMINAL.has(record.state)) return;
     if (record.state === 'QUEUED' && !record.held) yield { queued: { ahead: await this.ahead(record) } };
@@ -273,51 +296,42 @@ export class Processing {
 
   // ---- batches ----------------------------------------------------------------------------
 
+  /** Queues a batch of `clientId`; its jobs count one by one against the queued-job quota. */
   async submitBatch(
+    clientId: string,
     req: processingV1.SubmitBatchRequest,
     traceparent?: string,
   ): Promise<{ batch: processingV1.Batch; created: boolean }> {
-    if (!req.clientId) throw DopsError.invalidArgument('client_id', 'is required');
-    const session = req.sessionId ? await this.openSession(req.sessionId) : undefined;
+    await this.quotas.consumeSubmit(clientId);
+    IdempotencyKeys.check(req.idempotencyKey);
+    const session = req.sessionId ? await this.sessions.requireOpen(clientId, req.sessionId) : undefined;
     const base = withDefaults(req.spec, session);
     const template = templateOf(base);
     const items = expandBatch(req.expansion, this.options.maxBatchItems, base?.params?.seed);
     // Validate every item before queueing any.
     const specs = items.map((overrides) => {
       const spec = { ...base!, params: { ...base!.params!, ...overrides } as inferenceV1.GenerationParams };
-      return { spec, params: checkSpec(spec, template, this.options) };
+      return { id: newId(), spec, params: checkSpec(spec, template, this.options) };
     });
     for (const modelId of new Set(specs.map((s) => s.params.modelId))) await this.checkModel(modelId);
     const key = req.idempotencyKey && `batch:${req.idempotencyKey}`;
-    const claim = await this.claimKey(req.clientId, key);
-    if (!claim.owner) return { batch: await this.getBatch(claim.id), created: false };
-    await this.checkCapacity(specs.length).catch(async (err: unknown) => {
-      await this.releaseKey(req.clientId, key);
-      throw err;
-    });
+    const claim = await this.idempotency.claim(clientId, key, newId());
+    if (!claim.owner) return { batch: await this.getBatch(clientId, claim.id), created: false };
     const batchId = claim.id;
-    await this.redis.set(this.keys.batch(batchId), JSON.stringify({ id: batchId, clientId: req.clientId }));
-    for (const { spec, params } of specs) {
-      const sub = { ...req, spec, idempotencyKey: '' } as unknown as processingV1.SubmitJobRequest;
-      const record = await this.newRecord(
-        newId(),
-        template,
-        spec,
-        params,
-        sub,
-        session,
-        traceparent,
-        batchId,
-      );
+    const jobIds = specs.map((s) => s.id);
+    await this.admit(clientId, jobIds, key);
+    await this.redis.set(this.keys.batch(batchId), JSON.stringify({ id: batchId, clientId }));
+    const context = { clientId, template, req, session, traceparent, batchId };
+    for (const { id, spec, params } of specs) {
+      const record = await this.newRecord(id, spec, params, context);
       await this.store.create(record);
       if (!record.held) await this.enqueue(record);
     }
-    return { batch: await this.getBatch(batchId), created: true };
+    return { batch: await this.getBatch(clientId, batchId), created: true };
   }
 
-  async getBatch(batchId: string): Promise<processingV1.Batch> {
-    if (!batchId || !(await this.redis.exists(this.keys.batch(batchId))))
-      throw DopsError.notFound('batch', batchId);
+  async getBatch(clientId: string, batchId: string): Promise<processingV1.Batch> {
+    await this.requireBatch(clientId, batchId);
     const jobs = await this.store.all(this.keys.batchJobs(batchId));
     const count = (s: string) => jobs.filter((j) => j.state === s).length;
     const c = {
@@ -339,10 +353,17 @@ export class Processing {
     return { id: batchId, jobIds: jobs.map((j) => j.id), state: processingV1.JobState[state], ...c };
   }
 
-  async cancelBatch(batchId: string): Promise<processingV1.Batch> {
-    await this.getBatch(batchId);
+  async cancelBatch(clientId: string, batchId: string): Promise<processingV1.Batch> {
+    await this.requireBatch(clientId, batchId);
     await this.cancelAll(await this.store.all(this.keys.batchJobs(batchId)));
-    return this.getBatch(batchId);
+    return this.getBatch(clientId, batchId);
+  }
+
+  /** NOT_FOUND naming batch_id unless the client owns the batch. */
+  private async requireBatch(clientId: string, batchId: string): Promise<void> {
+    const raw = batchId ? await this.redis.get(this.keys.batch(batchId)) : null;
+    if (!ownedBy(raw ? (JSON.parse(raw) as { clientId: string }) : undefined, clientId))
+      throw notFound('batch', batchId);
   }
 
   /**
@@ -355,47 +376,24 @@ export class Processing {
       ...open.filter((j) => j.state !== 'RUNNING'),
       ...open.filter((j) => j.state === 'RUNNING'),
     ])
-      await this.cancelJob(job.id);
+      await this.cancelRecord(job);
   }
 
   // ---- sessions ---------------------------------------------------------------------------
 
-  async createSession(req: processingV1.CreateSessionRequest): Promise<SessionRecord> {
-    if (!req.clientId) throw DopsError.invalidArgument('client_id', 'is required');
-    const session: SessionRecord = {
-      id: newId(),
-      clientId: req.clientId,
-      state: 'ACTIVE',
-      defaults: req.defaults ?? { modelId: '', loras: [] },
-      createdAt: Date.now(),
-    };
-    await this.redis.set(this.keys.session(session.id), JSON.stringify(session));
-    return session;
+  /** A new session of the client; RESOURCE_EXHAUSTED at its open-session quota. */
+  async createSession(clientId: string, req: processingV1.CreateSessionRequest): Promise<SessionRecord> {
+    return this.sessions.create(clientId, newId(), req.defaults ?? { modelId: '', loras: [] });
   }
 
-  async requireSession(id: string): Promise<SessionRecord> {
-    const raw = id ? await this.redis.get(this.keys.session(id)) : null;
-    if (!raw) throw DopsError.notFound('session', id);
-    return JSON.parse(raw) as SessionRecord;
+  /** The client's session (its expiry starts again); NOT_FOUND when missing, expired or another client's. */
+  async requireSession(clientId: string, id: string): Promise<SessionRecord> {
+    return this.sessions.require(clientId, id);
   }
 
-  /** The session a new job joins: NOT_FOUND when unknown, FAILED_PRECONDITION once cancelled. */
-  private async openSession(id: string): Promise<SessionRecord> {
-    const session = await this.requireSession(id);
-    if (session.state === 'CANCELLED')
-      throw new DopsError(
-        'FAILED_PRECONDITION',
-        `session_id: session '${id}' is cancelled; it takes no more jobs`,
-        {
-          violations: [{ field: 'session_id', description: 'the session is cancelled' }],
-        },
-      );
-    return session;
-  }
-
-  async pauseSession(id: string): Promise<SessionRecord> {
-    const session = await this.setSessionState(id, 'PAUSED');
-    for (const job of await this.store.all(this.keys.sessionJobs(id))) {
+  async pauseSession(clientId: string, id: string): Promise<SessionRecord> {
+    const session = await this.sessions.setState(clientId, id, 'PAUSED');
+    for (const job of await this.jobsOf(session)) {
       if (job.state !== 'QUEUED' || job.held) continue;
       if (await this.removeFlow(job))
         await this.store.update(job.id, (r) => (r.state === 'QUEUED' ? { ...r, held: true } : undefined));
@@ -403,9 +401,9 @@ export class Processing {
     return session;
   }
 
-  async resumeSession(id: string): Promise<SessionRecord> {
-    const session = await this.setSessionState(id, 'ACTIVE');
-    for (const job of await this.store.all(this.keys.sessionJobs(id))) {
+  async resumeSession(clientId: string, id: string): Promise<SessionRecord> {
+    const session = await this.sessions.setState(clientId, id, 'ACTIVE');
+    for (const job of await this.jobsOf(session)) {
       if (job.state !== 'QUEUED' || !job.held) continue;
       const updated = await this.store.update(job.id, (r) => ({ ...r, held: false }));
       if (updated) await this.enqueue(updated);
@@ -413,47 +411,23 @@ export class Processing {
     return session;
   }
 
-  async cancelSession(id: string): Promise<SessionRecord> {
-    const session = await this.setSessionState(id, 'CANCELLED');
-    await this.cancelAll(await this.store.all(this.keys.sessionJobs(id)));
+  async cancelSession(clientId: string, id: string): Promise<SessionRecord> {
+    const session = await this.sessions.setState(clientId, id, 'CANCELLED');
+    await this.cancelAll(await this.jobsOf(session));
     return session;
   }
 
-  private async setSessionState(id: string, state: SessionRecord['state']): Promise<SessionRecord> {
-    const session = await this.requireSession(id);
-    if (session.state === 'CANCELLED')
-      throw new DopsError('FAILED_PRECONDITION', `session_id: session '${id}' is cancelled`, {
-        violations: [{ field: 'session_id', description: 'the session is cancelled' }],
-      });
-    session.state = state;
-    await this.redis.set(this.keys.session(id), JSON.stringify(session));
-    return session;
+  /** The session's jobs; only its own client's, whatever the index holds. */
+  private async jobsOf(session: SessionRecord): Promise<JobRecord[]> {
+    const jobs = await this.store.all(this.keys.sessionJobs(session.id));
+    return jobs.filter((j) => j.clientId === session.clientId);
   }
 
   // ---- internals --------------------------------------------------------------------------
 
-  /** SET NX of an idempotency key with a new id: owner when this call set it, else the first caller's id. */
-  private async claimKey(clientId: string, key: string): Promise<{ owner: boolean; id: string }> {
-    const id = newId();
-    if (!key) return { owner: true, id };
-    const ok = await this.redis.set(
-      this.keys.idempotency(clientId, key),
-      id,
-      'PX',
-      this.options.retentionMs,
-      'NX',
-    );
-    if (ok === 'OK') return { owner: true, id };
-    return { owner: false, id: (await this.redis.get(this.keys.idempotency(clientId, key))) ?? id };
-  }
-
-  private async releaseKey(clientId: string, key: string): Promise<void> {
-    if (key) await this.redis.del(this.keys.idempotency(clientId, key));
-  }
-
-  private async waitForRecord(id: string): Promise<JobRecord> {
+  private async waitForRecord(clientId: string, id: string): Promise<JobRecord> {
     for (let i = 0; i < 100; i++) {
-      const r = await this.store.get(id);
+      const r = ownedBy(await this.store.get(id), clientId);
       if (r) return r;
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -462,21 +436,25 @@ export class Processing {
 
   private async newRecord(
     id: string,
-    template: string,
     spec: processingV1.JobSpec,
     params: inferenceV1.GenerationParams,
-    req: Pick<processingV1.SubmitJobRequest, 'clientId' | 'priority' | 'deadlineSeconds'>,
-    session: SessionRecord | undefined,
-    traceparent: string | undefined,
-    batchId?: string,
+    context: {
+      clientId: string;
+      template: string;
+      req: Pick<processingV1.SubmitJobRequest, 'priority' | 'deadlineSeconds'>;
+      session: SessionRecord | undefined;
+      traceparent: string | undefined;
+      batchId?: string;
+    },
   ): Promise<JobRecord> {
+    const { clientId, template, req, session, traceparent, batchId } = context;
     const now = Date.now();
     const budgetMs = req.deadlineSeconds ? req.deadlineSeconds * 1000 : this.options.defaultDeadlineMs;
     return {
       id,
       state: 'QUEUED',
       template,
-      clientId: req.clientId,
+      clientId,
       sessionId: session?.id,
       batchId,
       priority: req.priority,
@@ -568,8 +546,22 @@ export class Processing {
       );
   }
 
+  /**
+   * Room for `jobIds` of the client: the shared queue's bound, then the client's queued-job quota
+   * (reserving them). On RESOURCE_EXHAUSTED the idempotency key `key` is given up: nothing was queued.
+   */
+  private async admit(clientId: string, jobIds: string[], key = ''): Promise<void> {
+    try {
+      await this.checkCapacity(jobIds.length);
+      await this.quotas.reserveQueued(clientId, jobIds);
+    } catch (err) {
+      await this.idempotency.release(clientId, key);
+      throw err;
+    }
+  }
+
   /** RESOURCE_EXHAUSTED with a retry hint when `adding` more first stages would pass the bound. */
-  private async checkCapacity(adding = 1): Promise<void> {
+  private async checkCapacity(adding: number): Promise<void> {
     const counts = await this.queue('inference').getJobCounts('wait', 'prioritized', 'delayed');
     const queued = Object.values(counts).reduce((a, b) => a + b, 0);
     if (queued + adding > this.options.maxQueued)

@@ -19,8 +19,16 @@ import {
   type StageResult,
   type TestRedis,
 } from '@dops/queue';
-import { collect, sleep, startTestServer, waitFor } from '@dops/testing';
+import {
+  anonymousCredentials,
+  collect,
+  sleep,
+  startTestServer,
+  testCredentials,
+  waitFor,
+} from '@dops/testing';
 import { Processing, processingService } from '../src/index';
+import { GENEROUS_QUOTAS } from './fixture';
 
 const S = processingV1.JobState;
 
@@ -73,17 +81,25 @@ async function setup(over: Partial<ConstructorParameters<typeof Processing>[0]> 
     maxImageBytes: 1_000_000,
     inputRoot: join(tmpdir(), 'dops-in'),
     defaultSafety: 'off',
+    ...GENEROUS_QUOTAS,
     ...over,
   });
   await processing.start();
   const server = await startTestServer([processingService(processing)]);
-  const api = createClient(processingV1.ProcessingServiceClient, server.address, { deadlineMs: 10_000 });
   cleanup.push(
     () => processing.close(),
     () => server.stop(),
-    async () => api.close(),
   );
-  return { prefix, processing, server, api };
+  /** A client calling with the development credential of `name` (a client identity). */
+  const as = (name: string) => {
+    const c = createClient(processingV1.ProcessingServiceClient, server.address, {
+      deadlineMs: 10_000,
+      credentials: testCredentials(name),
+    });
+    cleanup.push(async () => c.close());
+    return c;
+  };
+  return { prefix, processing, server, api: as('alice'), as };
 }
 
 type Api = Awaited<ReturnType<typeof setup>>['api'];
@@ -94,7 +110,6 @@ function params(over: Partial<inferenceV1.GenerationParams> = {}) {
 
 function submitReq(over: Partial<processingV1.SubmitJobRequest> = {}): processingV1.SubmitJobRequest {
   return {
-    clientId: 'a',
     idempotencyKey: '',
     sessionId: '',
     priority: processingV1.Priority.NORMAL,
@@ -241,8 +256,8 @@ describe('sessions', () => {
 
   it('fills empty fields from the session defaults and only those', async () => {
     const { prefix, api } = await setup();
-    const { session } = await call(api.createSession, { clientId: 'a', defaults: defaults() });
-    expect(session).toMatchObject({ clientId: 'a', state: processingV1.SessionState.ACTIVE });
+    const { session } = await call(api.createSession, { defaults: defaults() });
+    expect(session).toMatchObject({ clientId: 'alice', state: processingV1.SessionState.ACTIVE });
     expect(session!.defaults).toMatchObject({ modelId: 'm', width: 128, height: 96 });
     const bare = inferenceV1.GenerationParams.fromPartial({ steps: 1 });
     const a = await submit(api, { sessionId: session!.id, spec: { ...submitReq().spec!, params: bare } });
@@ -266,8 +281,8 @@ describe('sessions', () => {
   });
 
   it('holds queued jobs while paused and runs them after resume', async () => {
-    const { prefix, api } = await setup();
-    const { session } = await call(api.createSession, { clientId: 'a', defaults: defaults() });
+    const { prefix, api, as } = await setup();
+    const { session } = await call(api.createSession, { defaults: defaults() });
     const sid = session!.id;
     const before = await submit(api, { sessionId: sid });
     const paused = await call(api.pauseSession, { sessionId: sid });
@@ -284,8 +299,9 @@ describe('sessions', () => {
 
     const ran: Ran[] = [];
     await worker(prefix, ran);
-    const outsider = await submit(api, { clientId: 'b' });
-    await until(api, outsider.id, S.SUCCEEDED);
+    const bob = as('bob');
+    const outsider = await submit(bob);
+    await until(bob, outsider.id, S.SUCCEEDED);
     await sleep(300);
     expect(ran.map((r) => r.jobId)).toEqual([outsider.id]);
     for (const id of [before.id, during.id])
@@ -307,9 +323,9 @@ describe('sessions', () => {
   });
 
   it('cancels every unfinished job of the session and only those; then takes no more jobs', async () => {
-    const { prefix, api } = await setup();
-    const mk = async () =>
-      (await call(api.createSession, { clientId: 'a', defaults: defaults() })).session!.id;
+    const { prefix, api, as } = await setup();
+    const bob = as('bob');
+    const mk = async () => (await call(api.createSession, { defaults: defaults() })).session!.id;
     const [sid, other] = [await mk(), await mk()];
     const gate = deferred();
     const ran: Ran[] = [];
@@ -325,7 +341,7 @@ describe('sessions', () => {
     await until(api, running.id, S.RUNNING);
     const queued = await submit(api, { sessionId: sid });
     const otherSession = await submit(api, { sessionId: other });
-    const otherClient = await submit(api, { clientId: 'b' });
+    const otherClient = await submit(bob);
 
     const { session } = await call(api.cancelSession, { sessionId: sid });
     expect(session!.state).toBe(processingV1.SessionState.CANCELLED);
@@ -335,7 +351,7 @@ describe('sessions', () => {
     expect(await getJob(api, finished.id)).toMatchObject({ state: S.SUCCEEDED, error: undefined });
     gate.resolve();
     await until(api, otherSession.id, S.SUCCEEDED);
-    await until(api, otherClient.id, S.SUCCEEDED);
+    await until(bob, otherClient.id, S.SUCCEEDED);
     expect(ran.map((r) => r.jobId)).not.toContain(queued.id);
 
     // A cancelled session takes no more jobs and cannot be paused or resumed.
@@ -516,7 +532,6 @@ describe('retry', () => {
     expect(await codeOf(call(api.retryJob, { jobId: failing.id }))).toBe('FAILED_PRECONDITION');
     // QUEUED: a paused session holds it, so it stays queued.
     const { session } = await call(api.createSession, {
-      clientId: 'a',
       defaults: processingV1.SessionDefaults.fromPartial({}),
     });
     await call(api.pauseSession, { sessionId: session!.id });
@@ -544,7 +559,6 @@ describe('terminal states', () => {
   it('forgets terminal jobs after the retention, and only those', async () => {
     const { prefix, processing, api } = await setup({ retentionMs: 1_500 });
     const { session } = await call(api.createSession, {
-      clientId: 'a',
       defaults: processingV1.SessionDefaults.fromPartial({}),
     });
     await call(api.pauseSession, { sessionId: session!.id });
@@ -571,5 +585,107 @@ describe('terminal states', () => {
       pageToken: '',
     });
     expect(listed.jobs.map((j) => j.id)).toEqual([held.id]);
+  });
+});
+
+describe('clients over gRPC', () => {
+  /** What a caller learns from a failed call, with the id it asked for replaced by `<id>`. */
+  async function answer(p: Promise<unknown>, id: string) {
+    const e = await p.then(
+      () => undefined,
+      (err: unknown) => err as DopsError,
+    );
+    const hide = (text: string) => text.split(id).join('<id>');
+    return (
+      e && {
+        code: e.code,
+        message: hide(e.message),
+        violations: JSON.parse(hide(JSON.stringify(e.violations))),
+      }
+    );
+  }
+  const MISSING = 'f'.repeat(32);
+  const list = (over: Partial<processingV1.ListJobsRequest> = {}) => ({
+    state: S.UNSPECIFIED,
+    sessionId: '',
+    batchId: '',
+    pageSize: 0,
+    pageToken: '',
+    ...over,
+  });
+
+  it("answers bob for alice's job, batch and session exactly as for ones that do not exist", async () => {
+    const { api: alice, as } = await setup();
+    const bob = as('bob');
+    const { session } = await call(alice.createSession, {
+      defaults: processingV1.SessionDefaults.fromPartial({ modelId: 'm' }),
+    });
+    const sid = session!.id;
+    const job = await submit(alice, { sessionId: sid });
+    expect(job.clientId).toBe('alice');
+    const cancelled = await submit(alice);
+    await call(alice.cancelJob, { jobId: cancelled.id });
+    const { batch } = await call(alice.submitBatch, {
+      ...submitReq(),
+      expansion: { cartesian: [{ field: 'seed', values: ['1', '2'] }], zip: [], repeat: 0 },
+    });
+
+    const calls: [string, (id: string) => Promise<unknown>][] = [
+      [job.id, (id) => call(bob.getJob, { jobId: id })],
+      [job.id, (id) => collect(stream(bob.watchJob, { jobId: id }))],
+      [job.id, (id) => call(bob.cancelJob, { jobId: id })],
+      [cancelled.id, (id) => call(bob.retryJob, { jobId: id })],
+      [batch!.id, (id) => call(bob.getBatch, { batchId: id })],
+      [batch!.id, (id) => call(bob.cancelBatch, { batchId: id })],
+      [batch!.id, (id) => call(bob.listJobs, list({ batchId: id }))],
+      [sid, (id) => call(bob.listJobs, list({ sessionId: id }))],
+      [sid, (id) => call(bob.getSession, { sessionId: id })],
+      [sid, (id) => call(bob.pauseSession, { sessionId: id })],
+      [sid, (id) => call(bob.resumeSession, { sessionId: id })],
+      [sid, (id) => call(bob.cancelSession, { sessionId: id })],
+      [sid, (id) => submit(bob, { sessionId: id })],
+    ];
+    for (const [id, fn] of calls) {
+      const foreign = await answer(fn(id), id);
+      expect(foreign?.code).toBe('NOT_FOUND');
+      expect(foreign).toEqual(await answer(fn(MISSING), MISSING));
+    }
+    expect((await call(bob.listJobs, list())).jobs).toEqual([]);
+    expect((await call(alice.listJobs, list())).jobs).toHaveLength(4);
+    expect(await getJob(alice, job.id)).toMatchObject({ state: S.QUEUED, held: false });
+    expect(await getJob(alice, cancelled.id)).toMatchObject({ state: S.CANCELLED, runs: 1 });
+    expect((await call(alice.getBatch, { batchId: batch!.id })).batch).toMatchObject({ queued: 2 });
+    expect((await call(alice.getSession, { sessionId: sid })).session!.state).toBe(
+      processingV1.SessionState.ACTIVE,
+    );
+  });
+
+  it('takes the client from the credential: the same idempotency key from alice and bob gives two jobs', async () => {
+    const { api: alice, as } = await setup();
+    const bob = as('bob');
+    const a = await call(alice.submitJob, submitReq({ idempotencyKey: 'k' }));
+    const b = await call(bob.submitJob, submitReq({ idempotencyKey: 'k' }));
+    expect([a.created, b.created]).toEqual([true, true]);
+    expect([a.job!.clientId, b.job!.clientId]).toEqual(['alice', 'bob']);
+    expect((await call(alice.submitJob, submitReq({ idempotencyKey: 'k' }))).job!.id).toBe(a.job!.id);
+  });
+
+  it('answers a quota with RESOURCE_EXHAUSTED and google.rpc.RetryInfo', async () => {
+    const { api, server } = await setup({ maxOpenSessions: 1, maxQueuedPerClient: 1, retryAfterMs: 1_234 });
+    await call(api.createSession, { defaults: processingV1.SessionDefaults.fromPartial({}) });
+    const session = await call(api.createSession, {
+      defaults: processingV1.SessionDefaults.fromPartial({}),
+    }).catch((e: DopsError) => e);
+    expect(session).toMatchObject({ code: 'RESOURCE_EXHAUSTED', retryable: true });
+    expect((session as DopsError).retryAfterMs).toBeGreaterThan(0);
+    await submit(api);
+    const job = await submit(api).catch((e: DopsError) => e);
+    expect(job).toMatchObject({ code: 'RESOURCE_EXHAUSTED', retryable: true, retryAfterMs: 1_234 });
+    // Without a credential the server refuses before the handler.
+    const anonymous = createClient(processingV1.ProcessingServiceClient, server.address, {
+      credentials: anonymousCredentials(),
+    });
+    cleanup.push(async () => anonymous.close());
+    expect(await codeOf(call(anonymous.listJobs, list()))).toBe('UNAUTHENTICATED');
   });
 });

@@ -13,6 +13,7 @@ import {
 } from '@dops/queue';
 import { collect, waitFor } from '@dops/testing';
 import { Processing, expandBatch, fairPriority } from '../src/index';
+import { GENEROUS_QUOTAS } from './fixture';
 
 let redis: TestRedis;
 let client: Redis;
@@ -49,6 +50,7 @@ async function setup(over: Partial<ConstructorParameters<typeof Processing>[0]> 
     maxImageBytes: 1_000_000,
     inputRoot: join(tmpdir(), 'dops-in'),
     defaultSafety: 'off',
+    ...GENEROUS_QUOTAS,
     ...over,
   });
   await processing.start();
@@ -64,7 +66,6 @@ async function setup(over: Partial<ConstructorParameters<typeof Processing>[0]> 
 
 function submit(over: Partial<processingV1.SubmitJobRequest> = {}): processingV1.SubmitJobRequest {
   return {
-    clientId: 'a',
     idempotencyKey: '',
     sessionId: '',
     priority: processingV1.Priority.NORMAL,
@@ -103,14 +104,14 @@ function stage(prefix: string, ran: string[], slowMs = 0) {
 
 it('submits at once, runs, and watch replays the current state first', async () => {
   const { prefix, processing, close } = await setup();
-  const { job } = await processing.submitJob(submit());
+  const { job } = await processing.submitJob('a', submit());
   expect(job.state).toBe('QUEUED');
   const ran: string[] = [];
   const worker = stage(prefix, ran, 300);
   await worker.start();
-  await waitFor(async () => (await processing.getJob(job.id)).state === 'RUNNING');
+  await waitFor(async () => (await processing.getJob('a', job.id)).state === 'RUNNING');
   const ac = new AbortController();
-  const events = await collect(processing.watchJob(job.id, ac.signal));
+  const events = await collect(processing.watchJob('a', job.id, ac.signal));
   expect(events[0]!.job?.state).toBe(processingV1.JobState.RUNNING);
   expect(events.at(-1)!.job?.state).toBe(processingV1.JobState.SUCCEEDED);
   expect(events.at(-1)!.job?.images[0]!.path).toBe(`/x/${job.id}.png`);
@@ -121,8 +122,8 @@ it('submits at once, runs, and watch replays the current state first', async () 
 it('gives one job for one idempotency key submitted twice concurrently', async () => {
   const { processing, close } = await setup();
   const [a, b] = await Promise.all([
-    processing.submitJob(submit({ idempotencyKey: 'k' })),
-    processing.submitJob(submit({ idempotencyKey: 'k' })),
+    processing.submitJob('a', submit({ idempotencyKey: 'k' })),
+    processing.submitJob('a', submit({ idempotencyKey: 'k' })),
   ]);
   expect(a.job.id).toBe(b.job.id);
   expect([a.created, b.created].sort()).toEqual([false, true]);
@@ -131,22 +132,24 @@ it('gives one job for one idempotency key submitted twice concurrently', async (
 
 it('never runs a cancelled queued job; cancels a running one only; retries it', async () => {
   const { prefix, processing, close } = await setup();
-  const queued = (await processing.submitJob(submit())).job;
-  expect((await processing.cancelJob(queued.id)).state).toBe('CANCELLED');
-  const running = (await processing.submitJob(submit())).job;
-  const other = (await processing.submitJob(submit({ clientId: 'b' }))).job;
+  const queued = (await processing.submitJob('a', submit())).job;
+  expect((await processing.cancelJob('a', queued.id)).state).toBe('CANCELLED');
+  const running = (await processing.submitJob('a', submit())).job;
+  const other = (await processing.submitJob('b', submit())).job;
   const ran: string[] = [];
   const worker = stage(prefix, ran, 2_000);
   await worker.start();
-  await waitFor(async () => (await processing.getJob(running.id)).state === 'RUNNING');
-  await processing.cancelJob(running.id);
-  await waitFor(async () => (await processing.getJob(running.id)).state === 'CANCELLED', {
+  await waitFor(async () => (await processing.getJob('a', running.id)).state === 'RUNNING');
+  await processing.cancelJob('a', running.id);
+  await waitFor(async () => (await processing.getJob('a', running.id)).state === 'CANCELLED', {
     timeoutMs: 1_000,
   });
-  await waitFor(async () => (await processing.getJob(other.id)).state === 'SUCCEEDED', { timeoutMs: 5_000 });
+  await waitFor(async () => (await processing.getJob('b', other.id)).state === 'SUCCEEDED', {
+    timeoutMs: 5_000,
+  });
   expect(ran).not.toContain(queued.id);
-  await processing.retryJob(running.id);
-  await waitFor(async () => (await processing.getJob(running.id)).state === 'SUCCEEDED', {
+  await processing.retryJob('a', running.id);
+  await waitFor(async () => (await processing.getJob('a', running.id)).state === 'SUCCEEDED', {
     timeoutMs: 5_000,
   });
   await worker.close();
@@ -160,14 +163,15 @@ it('rejects bad input before queueing', async () => {
       () => 'ok',
       (e: DopsError) => `${e.code} ${e.violations[0]?.field ?? ''}`.trim(),
     );
-  expect(await code(processing.submitJob(submit({ spec: { ...submit().spec!, template: 'nope' } })))).toBe(
-    'NOT_FOUND spec.template',
-  );
-  expect(await code(processing.getJob('missing'))).toBe('NOT_FOUND job_id');
-  expect(await code(processing.submitJob(submit({ sessionId: 'nope' })))).toMatch(/^NOT_FOUND/);
+  expect(
+    await code(processing.submitJob('a', submit({ spec: { ...submit().spec!, template: 'nope' } }))),
+  ).toBe('NOT_FOUND spec.template');
+  expect(await code(processing.getJob('a', 'missing'))).toBe('NOT_FOUND job_id');
+  expect(await code(processing.submitJob('a', submit({ sessionId: 'nope' })))).toMatch(/^NOT_FOUND/);
   expect(
     await code(
       processing.submitJob(
+        'a',
         submit({
           spec: { ...submit().spec!, params: inferenceV1.GenerationParams.fromPartial({ modelId: 'zz' }) },
         }),
@@ -177,15 +181,16 @@ it('rejects bad input before queueing', async () => {
   expect(
     await code(
       processing.submitJob(
+        'a',
         submit({
           spec: { ...submit().spec!, template: 'img2img', initImage: { data: Buffer.from('not an image') } },
         }),
       ),
     ),
   ).toBe('INVALID_ARGUMENT spec.init_image');
-  await processing.submitJob(submit());
-  await processing.submitJob(submit());
-  const full = await processing.submitJob(submit()).catch((e: DopsError) => e);
+  await processing.submitJob('a', submit());
+  await processing.submitJob('a', submit());
+  const full = await processing.submitJob('a', submit()).catch((e: DopsError) => e);
   expect((full as DopsError).code).toBe('RESOURCE_EXHAUSTED');
   expect((full as DopsError).retryAfterMs).toBe(2_000);
   await close();
@@ -227,8 +232,7 @@ it("runs client B's one job before most of client A's twenty", async () => {
     fairPriority(processingV1.Priority.NORMAL, 1),
   );
   const { prefix, processing, close } = await setup();
-  const batch = await processing.submitBatch({
-    clientId: 'A',
+  const batch = await processing.submitBatch('A', {
     idempotencyKey: '',
     sessionId: '',
     spec: submit().spec,
@@ -240,11 +244,11 @@ it("runs client B's one job before most of client A's twenty", async () => {
       repeat: 0,
     },
   });
-  const b = (await processing.submitJob(submit({ clientId: 'B' }))).job;
+  const b = (await processing.submitJob('B', submit())).job;
   const ran: string[] = [];
   const worker = stage(prefix, ran);
   await worker.start();
-  await waitFor(async () => (await processing.getBatch(batch.batch.id)).succeeded === 20, {
+  await waitFor(async () => (await processing.getBatch('A', batch.batch.id)).succeeded === 20, {
     timeoutMs: 20_000,
   });
   expect(ran.indexOf(b.id)).toBeLessThan(3);
@@ -254,8 +258,8 @@ it("runs client B's one job before most of client A's twenty", async () => {
 
 it('fails a job past its deadline at pick-up, and keeps a queued job across a Redis restart with AOF', async () => {
   const { prefix, processing, close } = await setup();
-  const late = (await processing.submitJob(submit({ deadlineSeconds: 1 }))).job;
-  const kept = (await processing.submitJob(submit())).job;
+  const late = (await processing.submitJob('a', submit({ deadlineSeconds: 1 }))).job;
+  const kept = (await processing.submitJob('a', submit())).job;
   await new Promise((r) => setTimeout(r, 1_100));
   await redis.restart();
   const ran: string[] = [];
@@ -263,11 +267,11 @@ it('fails a job past its deadline at pick-up, and keeps a queued job across a Re
   await worker.start();
   await waitFor(
     async () =>
-      (await processing.getJob(late.id).catch(() => undefined))?.error?.code === 'DEADLINE_EXCEEDED',
+      (await processing.getJob('a', late.id).catch(() => undefined))?.error?.code === 'DEADLINE_EXCEEDED',
     { timeoutMs: 10_000 },
   );
   await waitFor(
-    async () => (await processing.getJob(kept.id).catch(() => undefined))?.state === 'SUCCEEDED',
+    async () => (await processing.getJob('a', kept.id).catch(() => undefined))?.state === 'SUCCEEDED',
     { timeoutMs: 10_000 },
   );
   expect(ran).toEqual([kept.id]);
@@ -293,6 +297,7 @@ it("reports a failed workflow with the failing stage's own error, not the parent
   await postprocess.start();
   try {
     const { job } = await processing.submitJob(
+      'a',
       submit({
         spec: {
           ...submit().spec!,
@@ -302,10 +307,10 @@ it("reports a failed workflow with the failing stage's own error, not the parent
       }),
     );
     expect(job.plan.map((p) => p.stage)).toEqual(['generate', 'upscale', 'safety']);
-    await waitFor(async () => (await processing.getJob(job.id)).state === 'FAILED', {
+    await waitFor(async () => (await processing.getJob('a', job.id)).state === 'FAILED', {
       timeoutMs: 20_000,
     });
-    const failed = await processing.getJob(job.id);
+    const failed = await processing.getJob('a', job.id);
     expect(failed.error).toMatchObject({ code: 'INVALID_ARGUMENT', stage: 'upscale', retryable: false });
     expect(failed.state).toBe('FAILED');
     expect(failed.error?.message).toMatch(/no such upscaler/);

@@ -18,8 +18,8 @@ import * as path from 'node:path';
 import { createServer } from 'node:net';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { modelV1, processingV1 } from '@dops/proto';
-import { createRedis, startTestRedis, type TestRedis } from '@dops/queue';
-import { startServiceProcess, type ServiceProcess } from '@dops/testing';
+import { createRedis, redactRedisUrl, startTestRedis, type TestRedis } from '@dops/queue';
+import { type ServiceProcess, startServiceProcess, testCredentials } from '@dops/testing';
 
 function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -274,13 +274,20 @@ async function main(): Promise<void> {
     ...common,
     DOPS_PROCESSING_MODEL_SERVICE_ADDRESS: modelAddress,
     DOPS_INPUT_ROOT: path.join(tmp, 'inputs'),
+    // One client submits the whole load: the per-client quotas must not shape it.
+    DOPS_PROCESSING_MAX_QUEUED_PER_CLIENT: '100000',
+    DOPS_PROCESSING_SUBMITS_PER_SECOND: '100000',
   });
   await Promise.all([model.listening(120_000), processingProc.listening(120_000)]);
-  log(`model ${model.address}, processing ${processingProc.address}, redis ${redis.url}`);
+  log(`model ${model.address}, processing ${processingProc.address}, redis ${redactRedisUrl(redis.url)}`);
 
-  const models = createClient(modelV1.ModelServiceClient, modelAddress);
+  const models = createClient(modelV1.ModelServiceClient, modelAddress, {
+    credentials: testCredentials('ops'),
+  });
   const clients = Array.from({ length: CONCURRENCY }, () =>
-    createClient(processingV1.ProcessingServiceClient, processingProc.address),
+    createClient(processingV1.ProcessingServiceClient, processingProc.address, {
+      credentials: testCredentials('alice'),
+    }),
   );
   const one = clients[0]!;
   const raw = createRedis(redis.url);

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { call, createClient } from '@dops/grpc-client';
 import { modelV1, processingV1 } from '@dops/proto';
 import { startTestRedis, type TestRedis } from '@dops/queue';
-import { startServiceProcess, waitFor, type ServiceProcess } from '@dops/testing';
+import { type ServiceProcess, startServiceProcess, testCredentials, waitFor } from '@dops/testing';
 
 const ROOT = path.resolve(__dirname, '../../..');
 /** The bundled tiny models (tools/fixtures/generated). */
@@ -231,7 +231,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     client: undefined as unknown as processingV1.ProcessingServiceClient,
     addInferenceNode,
     async modelId(relPath) {
-      const models = createClient(modelV1.ModelServiceClient, firstModel());
+      const models = createClient(modelV1.ModelServiceClient, firstModel(), {
+        credentials: testCredentials('ops'),
+      });
       try {
         const found = await waitFor(
           () => call(models.getModel, { path: relPath }, { deadlineMs: 5_000 }).then((r) => r.model),
@@ -342,8 +344,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       DOPS_PROCESSING_MODEL_SERVICE_ADDRESS: firstModel(),
       DOPS_PROCESSING_BACKOFF_MS: '200',
       DOPS_PROCESSING_ATTEMPTS: '3',
+      // The chaos runs submit hundreds of jobs as one client, faster than a client may by default.
+      DOPS_PROCESSING_MAX_QUEUED_PER_CLIENT: '10000',
+      DOPS_PROCESSING_SUBMITS_PER_SECOND: '1000',
     });
-    stack.client = createClient(processingV1.ProcessingServiceClient, stack.processing.address);
+    stack.client = createClient(processingV1.ProcessingServiceClient, stack.processing.address, {
+      credentials: testCredentials('alice'),
+    });
     stack.liveProcesses();
   } catch (err) {
     const logs = stack.logs.call({ ...stack, processing: stack.processing });

@@ -25,7 +25,6 @@ export interface SubmitOptions {
   priority?: string;
   session?: string;
   key?: string;
-  client: string;
   deadline?: number;
 }
 
@@ -52,7 +51,6 @@ export async function submitRequest(
     batchCount: o.batchCount ?? 0,
   });
   return processingV1.SubmitJobRequest.fromPartial({
-    clientId: o.client,
     idempotencyKey: o.key ?? '',
     sessionId: o.session ?? '',
     priority: o.priority ? (`PRIORITY_${o.priority.toUpperCase()}` as processingV1.Priority) : undefined,

@@ -1,7 +1,7 @@
 import { DopsError } from '@dops/errors';
 import { deviceV1 } from '@dops/proto';
 import { call, createClient, stream } from './index';
-import { testCredentials } from '@dops/testing';
+import { testCredentials } from '@dops/security';
 
 // Port 1 on loopback: nothing listens there, so every call fails fast with UNAVAILABLE.
 const NOWHERE = '127.0.0.1:1';

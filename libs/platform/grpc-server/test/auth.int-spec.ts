@@ -6,13 +6,13 @@ import { credentials as grpcCredentials } from '@grpc/grpc-js';
 import { DopsError } from '@dops/errors';
 import { call, createClient } from '@dops/grpc-client';
 import { deviceV1 } from '@dops/proto';
-import { clientCredentials } from '@dops/security';
 import {
   anonymousCredentials,
+  clientCredentials,
   devSecuritySettings,
   testCredentials,
   testServerSecurity,
-} from '@dops/testing';
+} from '@dops/security';
 import { createLogger } from '@dops/telemetry';
 import { createGrpcServer, defineService, type CallContext, type GrpcServer } from '../src/index';
 import { healthClient, unary } from './grpc-clients';

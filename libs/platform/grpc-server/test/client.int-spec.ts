@@ -3,7 +3,7 @@ import { call, createClient, stream } from '@dops/grpc-client';
 import { deviceV1 } from '@dops/proto';
 import { createLogger } from '@dops/telemetry';
 import { createGrpcServer, defineService, type GrpcServer } from '../src/index';
-import { testCredentials, testServerSecurity } from '@dops/testing';
+import { testCredentials, testServerSecurity } from '@dops/security';
 
 // @dops/testing builds on this package, so these tests start their server by hand.
 async function waitFor(predicate: () => boolean): Promise<void> {

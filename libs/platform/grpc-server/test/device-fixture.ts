@@ -2,7 +2,7 @@ import { deviceV1 } from '@dops/proto';
 import { DopsError } from '@dops/errors';
 import { createLogger, type Logger } from '@dops/telemetry';
 import { createGrpcServer, defineService, type CallContext } from '../src/index';
-import { testServerSecurity } from '@dops/testing';
+import { testServerSecurity } from '@dops/security';
 
 /** What the fixture's handlers saw, for tests to assert on. */
 export interface Observed {

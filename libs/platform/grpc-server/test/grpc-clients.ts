@@ -2,7 +2,7 @@ import { dirname, join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
-import { anonymousCredentials } from '@dops/testing';
+import { anonymousCredentials } from '@dops/security';
 
 type AnyClientCtor = new (
   address: string,

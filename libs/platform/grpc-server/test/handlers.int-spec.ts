@@ -4,7 +4,7 @@ import { call, createClient, stream } from '@dops/grpc-client';
 import { deviceV1 } from '@dops/proto';
 import { createLogger } from '@dops/telemetry';
 import { startFixtureServer } from './device-fixture';
-import { testCredentials } from '@dops/testing';
+import { testCredentials } from '@dops/security';
 
 async function until(predicate: () => boolean, timeoutMs = 3_000): Promise<void> {
   const end = Date.now() + timeoutMs;

@@ -3,7 +3,7 @@ import { deviceV1 } from '@dops/proto';
 import { call, createClient } from '@dops/grpc-client';
 import { startFixtureServer } from './device-fixture';
 import { healthClient, reflectionClient, unary } from './grpc-clients';
-import { testCredentials } from '@dops/testing';
+import { testCredentials } from '@dops/security';
 
 const DEVICE = 'dops.device.v1.DeviceService';
 

@@ -1,8 +1,11 @@
 // @dops/queue — the one place the BullMQ contract (docs/queue-contract.md) lives.
 //
-// Configuration:   queueConfig (zod, extend a service config with it), redisUrlOf, DEFAULT_PREFIX
+// Configuration:   queueConfig (zod, extend a service config with it), redisUrlOf(config.queue) — the
+//                  URL every connection gets (password file, TLS files folded in), DEFAULT_PREFIX
 // Connection:      createRedis(url) — ioredis with maxRetriesPerRequest: null; connectionOptions(url)
-//                  — options for BullMQ's `connection` (BullMQ then owns and closes it)
+//                  — options for BullMQ's `connection` (BullMQ then owns and closes it); both read
+//                  the URL's password_file / tls_*_file parameters; redactRedisUrl for logs;
+//                  REDIS_ACL_USER / REDIS_ACL_RULES — the ACL user every Redis of dops has
 // Names:           QUEUE_NAMES, STAGE_QUEUE (stage → queue), nodeQueueName('inference', id) →
 //                  'inference@id', stageJobId(jobId, stage) → '<jobId>.<stage>', parseStageJobId,
 //                  cancelKey / cancelChannel / nodeKey / nodesKey (all under the prefix)
@@ -19,9 +22,18 @@
 //                  signal while running, ctx.reportProgress, ctx.inputs() (children's results),
 //                  error encoding and dops-jitter retries.
 export { DEFAULT_PREFIX, DEFAULT_REDIS_URL, queueConfig, redisUrlOf } from './queue-config';
-export type { QueueConfig } from './queue-config';
-export { connectionOptions, createRedis } from './connection';
-export type { Redis } from './connection';
+export type { QueueConfig, RedisUrlSettings } from './queue-config';
+export {
+  REDIS_ACL_RULES,
+  REDIS_ACL_USER,
+  REDIS_URL_FILE_PARAMS,
+  connectionOptions,
+  createRedis,
+  readPasswordFile,
+  redactRedisUrl,
+  redisOptions,
+} from './connection';
+export type { Redis, RedisTarget } from './connection';
 export {
   QUEUE_NAMES,
   STAGE_NAMES,
@@ -47,6 +59,7 @@ export { NodeAnnouncer, listNodes } from './node-announcer';
 export type { AnnouncedDevice, NodeAnnouncement, NodeAnnouncerOptions } from './node-announcer';
 export { StageWorker } from './stage-worker';
 export type { StageContext, StageProcessor, StageWorkerOptions } from './stage-worker';
-// Tests:           startTestRedis({aof?}) — a real redis-server on a free port, restartable.
-export { startTestRedis } from './test-redis';
-export type { TestRedis } from './test-redis';
+// Tests:           startTestRedis({aof?, tls?}) — a real redis-server on a free port, restartable,
+//                  loopback only, ACL user dops with a random password (in its url), owner-only files.
+export { redisAclFile, startTestRedis } from './test-redis';
+export type { TestRedis, TestRedisTls } from './test-redis';

@@ -12,3 +12,13 @@ export { createServerSecurity } from './server-security';
 export type { ServerSecurity } from './server-security';
 export { clientCredentials, serviceClientCredentials } from './client-credentials';
 export type { ClientCredentialSources } from './client-credentials';
+// Development credentials (tools/dev-credentials.sh): the local run and the tests use the real path.
+export {
+  anonymousCredentials,
+  devCredentialsDir,
+  devSecurityEnv,
+  devSecuritySettings,
+  devToken,
+  testCredentials,
+  testServerSecurity,
+} from './dev-credentials';

@@ -13,6 +13,6 @@ export {
   devToken,
   testCredentials,
   testServerSecurity,
-} from './credentials';
+} from '@dops/security';
 export { startServiceProcess } from './service-process';
 export type { ServiceProcess } from './service-process';

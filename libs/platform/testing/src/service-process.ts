@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { waitFor } from './async-helpers';
-import { devSecurityEnv } from './credentials';
+import { devSecurityEnv } from '@dops/security';
 
 const ROOT = path.resolve(__dirname, '../../../..');
 

@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { resolvePythonExecutable } from '@dops/worker-supervisor';
-import { devCredentialsDir } from './credentials';
+import { devCredentialsDir } from '@dops/security';
 
 const SCRIPT = path.resolve(__dirname, '../../../../tools/grpc/stranger_client.py');
 

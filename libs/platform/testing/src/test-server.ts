@@ -6,7 +6,7 @@ import {
   type ServiceRegistration,
 } from '@dops/grpc-server';
 import { createLogger } from '@dops/telemetry';
-import { testServerSecurity } from './credentials';
+import { testServerSecurity } from '@dops/security';
 
 export interface TestServer {
   /** `127.0.0.1:<port>`, ready for createClient. */

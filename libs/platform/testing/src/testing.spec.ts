@@ -2,7 +2,7 @@ import { deviceV1 } from '@dops/proto';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { defineService } from '@dops/grpc-server';
 import { collect, sleep, startTestServer, waitFor } from './index';
-import { testCredentials } from '@dops/testing';
+import { testCredentials } from '@dops/security';
 
 const handlers = defineService(
   deviceV1.DeviceServiceService,

@@ -2,12 +2,9 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { ChannelCredentials } from '@grpc/grpc-js';
-import {
-  clientCredentials,
-  createServerSecurity,
-  type SecuritySettings,
-  type ServerSecurity,
-} from '@dops/security';
+import { clientCredentials } from './client-credentials';
+import type { SecuritySettings } from './security-settings';
+import { createServerSecurity, type ServerSecurity } from './server-security';
 
 const ROOT = path.resolve(__dirname, '../../../..');
 

@@ -1,0 +1,98 @@
+// Shared by the processing tests: options, a fake inference node, requests.
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { DopsError } from '@dops/errors';
+import { inferenceV1, processingV1 } from '@dops/proto';
+import { NodeAnnouncer, type Redis } from '@dops/queue';
+import { Processing, type ProcessingOptions } from '../src/index';
+
+/** Quotas and TTLs well above what a test uses (the quota and TTL tests set their own). */
+export const GENEROUS_QUOTAS = {
+  maxQueuedPerClient: 1_000,
+  submitsPerSecond: 1_000,
+  submitBurst: 0,
+  maxOpenSessions: 100,
+  sessionTtlMs: 60_000,
+  idempotencyTtlMs: 60_000,
+} satisfies Partial<ProcessingOptions>;
+
+let n = 0;
+
+/**
+ * A started Processing on a fresh prefix of `redisUrl`, with a busy fake inference node
+ * holding model 'm' (so its jobs stay queued: nothing consumes them).
+ */
+export async function startProcessing(redis: Redis, redisUrl: string, over: Partial<ProcessingOptions> = {}) {
+  const prefix = `f${process.pid}x${++n}`;
+  const announcer = new NodeAnnouncer(redis, {
+    prefix,
+    nodeId: 'fake',
+    service: 'inference',
+    devices: () => [{ id: 'cpu:0', backend: 'cpu', state: 'busy', residentModels: ['m'], activeJobs: 1 }],
+  });
+  await announcer.start();
+  const processing = new Processing({
+    redisUrl,
+    prefix,
+    retentionMs: 60_000,
+    maxQueued: 1_000,
+    retryAfterMs: 2_000,
+    maxBatchItems: 20,
+    defaultDeadlineMs: 60_000,
+    attempts: 1,
+    backoffMs: 10,
+    maxImageBytes: 1_000_000,
+    inputRoot: join(tmpdir(), 'dops-in'),
+    defaultSafety: 'off',
+    ...GENEROUS_QUOTAS,
+    ...over,
+  });
+  await processing.start();
+  return {
+    prefix,
+    processing,
+    close: async () => {
+      await processing.close();
+      await announcer.stop();
+    },
+  };
+}
+
+/** A valid txt2img SubmitJobRequest for model 'm'. */
+export function jobRequest(over: Partial<processingV1.SubmitJobRequest> = {}): processingV1.SubmitJobRequest {
+  return {
+    idempotencyKey: '',
+    sessionId: '',
+    priority: processingV1.Priority.NORMAL,
+    deadlineSeconds: 0,
+    spec: {
+      template: 'txt2img',
+      safety: processingV1.SafetyPolicy.UNSPECIFIED,
+      params: inferenceV1.GenerationParams.fromPartial({ modelId: 'm', steps: 1, width: 64, height: 64 }),
+    },
+    ...over,
+  };
+}
+
+/** A SubmitBatchRequest of `count` jobs (a seed sweep). */
+export function batchRequest(
+  count: number,
+  over: Partial<processingV1.SubmitBatchRequest> = {},
+): processingV1.SubmitBatchRequest {
+  const values = Array.from({ length: count }, (_, i) => String(i + 1));
+  return {
+    ...jobRequest(),
+    expansion: { cartesian: [{ field: 'seed', values }], zip: [], repeat: 0 },
+    ...over,
+  };
+}
+
+/** The error a promise rejects with; throws when it resolves. */
+export async function failure(p: Promise<unknown>): Promise<DopsError> {
+  try {
+    await p;
+  } catch (err) {
+    return err as DopsError;
+  }
+  throw new Error('expected the call to fail');
+}
