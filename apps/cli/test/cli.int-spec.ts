@@ -1,8 +1,11 @@
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
+import { devCredentialsDir } from '@dops/security';
 import { startServiceProcess, type ServiceProcess } from '@dops/testing';
 
 const DOPS = path.resolve(__dirname, '../bin/dops');
+// Devices are for operators: the development operator's token.
+const OPS = ['--token-file', path.join(devCredentialsDir(), 'tokens', 'ops.token')];
 
 function dops(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -26,16 +29,22 @@ describe('dops command line', () => {
   });
 
   it('lists devices as JSON for scripts', async () => {
-    const r = await dops('--device', device.address, '--json', 'devices');
+    const r = await dops(...OPS, '--device', device.address, '--json', 'devices');
     expect(r.code).toBe(0);
     const parsed = JSON.parse(r.stdout) as { devices: { id: string }[] };
     expect(parsed.devices.map((d) => d.id)).toEqual(['cpu:0']);
   }, 60_000);
 
   it('prints a table for people', async () => {
-    const r = await dops('--device', device.address, 'devices');
+    const r = await dops(...OPS, '--device', device.address, 'devices');
     expect(r.stdout.split('\n')[0]).toMatch(/^ID\s+BACKEND\s+NAME/);
     expect(r.stdout).toMatch(/cpu:0\s+cpu/);
+  }, 60_000);
+
+  it('exits with PERMISSION_DENIED on stderr when a client (the default demo token) lists devices', async () => {
+    const r = await dops('--device', device.address, 'devices');
+    expect(r.code).not.toBe(0);
+    expect(r.stderr).toMatch(/^error PERMISSION_DENIED/);
   }, 60_000);
 
   it('exits 2 on bad usage, naming what is missing', async () => {

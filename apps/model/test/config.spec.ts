@@ -1,9 +1,12 @@
 import { ConfigError } from '@dops/config';
 import { modelConfig } from '../src/config';
+import { devSecurityEnv } from '@dops/security';
 
 describe('model service config', () => {
   it('loads the defaults with the roots from the environment', () => {
-    const config = modelConfig.load({ env: { DOPS_MODEL_ROOTS: '/models:/more' } });
+    const config = modelConfig.load({
+      env: { ...devSecurityEnv('model'), DOPS_MODEL_ROOTS: '/models:/more' },
+    });
     expect(config.grpc.port).toBe(50053);
     expect(config.model).toMatchObject({
       roots: '/models:/more',
@@ -14,6 +17,6 @@ describe('model service config', () => {
   });
 
   it('refuses a start without model roots', () => {
-    expect(() => modelConfig.load({ env: {} })).toThrow(ConfigError);
+    expect(() => modelConfig.load({ env: { ...devSecurityEnv('model') } })).toThrow(ConfigError);
   });
 });

@@ -1,10 +1,12 @@
 import { delimiter } from 'node:path';
 import { modelRootsOf, postprocessingConfig } from '../src/config';
+import { devSecurityEnv } from '@dops/security';
 
 describe('postprocessing config', () => {
   it('serves on 50056 and reads the roots under the names the worker uses', () => {
     const config = postprocessingConfig.load({
       env: {
+        ...devSecurityEnv('postprocessing'),
         DOPS_ARTIFACT_ROOT: '/data/out',
         DOPS_INPUT_ROOT: '/data/in',
         DOPS_POSTPROCESSING_MODEL_ROOTS: `/m/a${delimiter}/m/b`,
@@ -22,7 +24,7 @@ describe('postprocessing config', () => {
   });
 
   it('flags by default and names no safety checker', () => {
-    const config = postprocessingConfig.load({ env: {} });
+    const config = postprocessingConfig.load({ env: { ...devSecurityEnv('postprocessing') } });
     expect(config.postprocessing.defaultSafetyPolicy).toBe('flag');
     expect(config.postprocessing.safetyCheckerPath).toBeUndefined();
   });

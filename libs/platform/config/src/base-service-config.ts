@@ -22,6 +22,11 @@ export const baseServiceConfig = z.object({
     host: z.string().min(1).default('0.0.0.0'),
     /** TCP port; 0 asks the OS for a free one (tests). Default 50051. */
     port: z.int().min(0).max(65535).default(50051),
+    /**
+     * Plaintext port that serves grpc.health.v1 and nothing else, for probes that cannot speak
+     * TLS (Kubernetes' gRPC probes); unset = none. DOPS_GRPC_HEALTH_PORT.
+     */
+    healthPort: z.int().min(0).max(65535).optional(),
   }),
   /** TLS files and the token file (DOPS_SECURITY_CA_FILE, _CERT_FILE, _KEY_FILE, _TOKENS_FILE); required: there is no plaintext mode. */
   security: securitySettings,

@@ -1,4 +1,4 @@
-import { Server, type ChannelOptions, type ServiceDefinition } from '@grpc/grpc-js';
+import { Server, ServerCredentials, type ChannelOptions, type ServiceDefinition } from '@grpc/grpc-js';
 import { DopsError } from '@dops/errors';
 import type { ServerSecurity } from '@dops/security';
 import type { Logger } from '@dops/telemetry';
@@ -28,6 +28,12 @@ export interface GrpcServerOptions {
   host?: string;
   /** 0 binds a free port; `start()` returns the one bound. */
   port: number;
+  /**
+   * A second, plaintext port serving grpc.health.v1 only (the same health state), for probes
+   * that cannot speak TLS, such as Kubernetes' gRPC probes. It reveals nothing but serving
+   * status. Unset = none; 0 = a free port (see `healthAddress`).
+   */
+  healthPort?: number;
   /** How long shutdown waits for in-flight calls before cancelling them. Default 10 000 ms. */
   shutdownGraceMs?: number;
   /** Health state to serve; default a new one. Pass your own to flip services from outside. */
@@ -50,6 +56,8 @@ export class GrpcServer {
   readonly name: string;
   readonly health: ServiceHealth;
   private readonly server: Server;
+  private readonly healthServer: Server | undefined;
+  private boundHealthPort: number | undefined;
   private readonly options: GrpcServerOptions;
   private readonly logger: Logger;
   private readonly hooks: ShutdownHook[];
@@ -90,6 +98,10 @@ export class GrpcServer {
       this.health.register(registration.serviceName);
     }
     this.health.addToServer(this.server);
+    if (options.healthPort !== undefined) {
+      this.healthServer = new Server();
+      this.health.addToServer(this.healthServer);
+    }
     if (options.reflection ?? true)
       createReflectionService([...names], options.descriptorSetPath).addToServer(this.server);
   }
@@ -106,6 +118,13 @@ export class GrpcServer {
   /** `host:port` once started. */
   get address(): string | undefined {
     return this.port === undefined ? undefined : `${this.options.host ?? '0.0.0.0'}:${this.port}`;
+  }
+
+  /** `host:port` of the plaintext health port once started; undefined without one. */
+  get healthAddress(): string | undefined {
+    return this.boundHealthPort === undefined
+      ? undefined
+      : `${this.options.host ?? '0.0.0.0'}:${this.boundHealthPort}`;
   }
 
   /** Adds a hook run at shutdown after the calls are over (e.g. `() => supervisor.stop()`). */
@@ -128,13 +147,27 @@ export class GrpcServer {
           err ? reject(err) : resolve(port),
         ),
       );
+      const healthServer = this.healthServer;
+      if (healthServer) {
+        const healthAddress = address.replace(/:\d+$/, `:${this.options.healthPort}`);
+        this.boundHealthPort = await new Promise<number>((resolve, reject) =>
+          healthServer.bindAsync(healthAddress, ServerCredentials.createInsecure(), (err, port) =>
+            err ? reject(err) : resolve(port),
+          ),
+        );
+      }
     } catch (err) {
+      this.server.forceShutdown();
+      this.healthServer?.forceShutdown();
       this.stateValue = 'stopped';
       throw err;
     }
     this.stateValue = 'ready';
     this.health.setPhase('serving');
-    this.logger.info({ server: this.name, host, port: this.port, tls: true }, 'gRPC server listening');
+    this.logger.info(
+      { server: this.name, host, port: this.port, tls: true, health_port: this.boundHealthPort },
+      'gRPC server listening',
+    );
     return this.port;
   }
 
@@ -174,6 +207,7 @@ export class GrpcServer {
     // A moment for health watchers to receive NOT_SERVING before the transport closes under them.
     await new Promise((resolve) => setTimeout(resolve, Math.min(NOTIFY_WATCHERS_MS, graceMs)));
     this.server.forceShutdown();
+    this.healthServer?.forceShutdown();
     for (const hook of this.hooks) {
       try {
         await hook();

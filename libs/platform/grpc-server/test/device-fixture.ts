@@ -70,7 +70,9 @@ export function deviceFixture(observed: Observed = { contexts: [], aborted: [], 
 }
 
 /** A real server on 127.0.0.1:0 serving the fixture; `stop()` shuts it down. */
-export async function startFixtureServer(options: { shutdownGraceMs?: number; logger?: Logger } = {}) {
+export async function startFixtureServer(
+  options: { shutdownGraceMs?: number; logger?: Logger; healthPort?: number } = {},
+) {
   const { registration, observed } = deviceFixture();
   const server = createGrpcServer({
     name: 'fixture',
@@ -80,6 +82,7 @@ export async function startFixtureServer(options: { shutdownGraceMs?: number; lo
     host: '127.0.0.1',
     port: 0,
     shutdownGraceMs: options.shutdownGraceMs ?? 1_000,
+    healthPort: options.healthPort,
   });
   const port = await server.start();
   return { server, observed, address: `127.0.0.1:${port}`, stop: () => server.shutdown() };

@@ -10,13 +10,13 @@ type AnyClientCtor = new (
 ) => grpc.Client & Record<string, (...args: unknown[]) => unknown>;
 
 /** A plain grpc-js client of grpc.health.v1.Health, as any stranger would build it: TLS, no credential. */
-export function healthClient(address: string) {
+export function healthClient(address: string, creds: grpc.ChannelCredentials = anonymousCredentials()) {
   const pkg = grpc.loadPackageDefinition(
     loadSync(healthProtoPath, { keepCase: true, enums: String, defaults: true }),
   ) as unknown as {
     grpc: { health: { v1: { Health: AnyClientCtor } } };
   };
-  return new pkg.grpc.health.v1.Health(address, anonymousCredentials());
+  return new pkg.grpc.health.v1.Health(address, creds);
 }
 
 /** A plain grpc-js client of grpc.reflection.v1.ServerReflection, built from @grpc/reflection's own proto. */

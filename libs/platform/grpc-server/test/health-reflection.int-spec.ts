@@ -1,4 +1,4 @@
-import type { ClientDuplexStream, ClientReadableStream } from '@grpc/grpc-js';
+import { credentials, status, type ClientDuplexStream, type ClientReadableStream } from '@grpc/grpc-js';
 import { deviceV1 } from '@dops/proto';
 import { call, createClient } from '@dops/grpc-client';
 import { startFixtureServer } from './device-fixture';
@@ -65,6 +65,35 @@ describe('health checking', () => {
     const reply = await call(client.listDevices, {});
     expect(reply.devices.map((d) => d.id)).toEqual(['cpu:0']);
     client.close();
+  });
+});
+
+describe('the plaintext health port (for probes that cannot speak TLS)', () => {
+  it('answers health in plaintext and nothing else; the main port stays TLS only', async () => {
+    const fixture = await startFixtureServer({ healthPort: 0 });
+    const plain = credentials.createInsecure();
+    const health = healthClient(fixture.server.healthAddress!.replace('0.0.0.0', '127.0.0.1'), plain);
+    // The device service over the health port: not served there at all.
+    const devices = createClient(deviceV1.DeviceServiceClient, fixture.server.healthAddress!, {
+      credentials: plain,
+    });
+    const plainOnMain = healthClient(fixture.address, plain);
+    try {
+      await expect(unary<{ status: string }>(health, 'check', { service: '' })).resolves.toEqual({
+        status: 'SERVING',
+      });
+      await expect(call(devices.listDevices, {}, { deadlineMs: 5_000 })).rejects.toMatchObject({
+        code: 'UNSUPPORTED', // grpc UNIMPLEMENTED
+      });
+      await expect(
+        unary(plainOnMain, 'check', { service: '' }).catch((e: { code: number }) => e.code),
+      ).resolves.toBe(status.UNAVAILABLE);
+    } finally {
+      health.close();
+      devices.close();
+      plainOnMain.close();
+      await fixture.stop();
+    }
   });
 });
 

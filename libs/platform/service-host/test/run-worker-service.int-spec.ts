@@ -1,4 +1,5 @@
 import { baseServiceConfig } from '@dops/config';
+import { devSecuritySettings } from '@dops/security';
 import { testWorkerConfig } from '@dops/testing';
 import { runWorkerService } from '../src';
 
@@ -18,6 +19,7 @@ describe('runWorkerService', () => {
       logLevel: 'silent',
       telemetry: { serviceName: 'svc-test' },
       worker: testWorkerConfig(),
+      security: devSecuritySettings('inference'),
     });
     let telemetryStopped = false;
     const running = await runWorkerService({
