@@ -211,13 +211,14 @@ describe('WatchJob over gRPC', () => {
       await sleep(50);
     });
 
-    // Watch until step 1 and the stage's start (two BullMQ events: either may be read first), then
-    // disconnect mid-job.
+    // Watch until step 1, the stage's start and the RUNNING job (separate BullMQ events: they may
+    // be read in any order), then disconnect mid-job.
     const started = (m: processingV1.WatchJobResponse) =>
       m.stage?.stage === 'generate' && m.stage.status === 'started';
+    const running = (m: processingV1.WatchJobResponse) => m.job?.state === S.RUNNING;
     for await (const m of watch) {
       seen.push(m);
-      if (seen.some((s) => s.progress?.step === 1) && seen.some(started)) break;
+      if (seen.some((s) => s.progress?.step === 1) && seen.some(started) && seen.some(running)) break;
     }
     expect(seen.some(started)).toBe(true);
     expect(seen.some((m) => m.job?.state === S.RUNNING)).toBe(true);
