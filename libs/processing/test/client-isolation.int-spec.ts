@@ -1,31 +1,14 @@
 // One client never sees or touches another's jobs, batches or sessions: each answers NOT_FOUND
 // exactly as an id that does not exist. Real Redis, the Processing domain called with client ids.
 import { processingV1 } from '@dops/proto';
-import { createRedis, startTestRedis, type Redis, type TestRedis } from '@dops/queue';
 import { collect } from '@dops/testing';
 import type { Processing } from '../src/index';
-import { batchRequest, failure, jobRequest, startProcessing } from './fixture';
+import { batchRequest, failure, jobRequest, useProcessingSuite } from './fixture';
 
-let redis: TestRedis;
-let client: Redis;
-const cleanup: (() => Promise<unknown>)[] = [];
-
-beforeAll(async () => {
-  redis = await startTestRedis();
-  client = createRedis(redis.url);
-});
-afterEach(async () => {
-  while (cleanup.length) await cleanup.pop()!().catch(() => undefined);
-});
-afterAll(async () => {
-  client.disconnect();
-  await redis.stop();
-});
+const suite = useProcessingSuite();
 
 async function setup() {
-  const started = await startProcessing(client, redis.url);
-  cleanup.push(started.close);
-  return started.processing;
+  return (await suite.setup()).processing;
 }
 
 /** Everything a caller learns from a failure, with the id it asked for replaced by `<id>`. */

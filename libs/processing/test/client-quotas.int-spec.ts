@@ -3,32 +3,13 @@
 import { Queue } from 'bullmq';
 import type { DopsError } from '@dops/errors';
 import { processingV1 } from '@dops/proto';
-import { connectionOptions, createRedis, startTestRedis, type Redis, type TestRedis } from '@dops/queue';
+import { connectionOptions } from '@dops/queue';
 import { sleep } from '@dops/testing';
 import type { Processing, ProcessingOptions } from '../src/index';
-import { batchRequest, failure, jobRequest, startProcessing } from './fixture';
+import { batchRequest, failure, jobRequest, useProcessingSuite } from './fixture';
 
-let redis: TestRedis;
-let client: Redis;
-const cleanup: (() => Promise<unknown>)[] = [];
-
-beforeAll(async () => {
-  redis = await startTestRedis();
-  client = createRedis(redis.url);
-});
-afterEach(async () => {
-  while (cleanup.length) await cleanup.pop()!().catch(() => undefined);
-});
-afterAll(async () => {
-  client.disconnect();
-  await redis.stop();
-});
-
-async function setup(over: Partial<ProcessingOptions>) {
-  const started = await startProcessing(client, redis.url, over);
-  cleanup.push(started.close);
-  return started;
-}
+const suite = useProcessingSuite();
+const setup = (over: Partial<ProcessingOptions>) => suite.setup(over);
 
 const noList = {
   state: processingV1.JobState.UNSPECIFIED,
@@ -44,7 +25,7 @@ async function listed(processing: Processing, clientId: string): Promise<number>
 
 /** First stages waiting on the shared inference queue. */
 async function queuedStages(prefix: string): Promise<number> {
-  const q = new Queue('inference', { connection: connectionOptions(redis.url), prefix });
+  const q = new Queue('inference', { connection: connectionOptions(suite.redisUrl()), prefix });
   try {
     const counts = await q.getJobCounts('wait', 'prioritized', 'delayed');
     return Object.values(counts).reduce((a, b) => a + b, 0);
@@ -144,10 +125,10 @@ describe('expiry', () => {
     const { processing, prefix } = await setup({ maxOpenSessions: 1, sessionTtlMs: 600 });
     const session = await processing.createSession('alice', { defaults });
     const job = (await processing.submitJob('alice', jobRequest({ sessionId: session.id }))).job;
-    const ttl = await client.pttl(`${prefix}:proc:session:${session.id}`);
+    const ttl = await suite.client().pttl(`${prefix}:proc:session:${session.id}`);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(600);
-    expect(await client.pttl(`${prefix}:proc:session:${session.id}:jobs`)).toBeGreaterThan(0);
+    expect(await suite.client().pttl(`${prefix}:proc:session:${session.id}:jobs`)).toBeGreaterThan(0);
     // Used every 300 ms, it outlives its TTL.
     for (let i = 0; i < 3; i++) {
       await sleep(300);
@@ -161,7 +142,7 @@ describe('expiry', () => {
     expect((await failure(processing.submitJob('alice', jobRequest({ sessionId: session.id })))).code).toBe(
       'NOT_FOUND',
     );
-    expect(await client.exists(`${prefix}:proc:session:${session.id}:jobs`)).toBe(0);
+    expect(await suite.client().exists(`${prefix}:proc:session:${session.id}:jobs`)).toBe(0);
     // The job itself stays the client's, and the expired session no longer counts as open.
     expect((await processing.getJob('alice', job.id)).state).toBe('QUEUED');
     expect((await processing.createSession('alice', { defaults })).state).toBe('ACTIVE');
@@ -171,7 +152,7 @@ describe('expiry', () => {
     const { processing, prefix } = await setup({ idempotencyTtlMs: 400 });
     const a = await processing.submitJob('alice', jobRequest({ idempotencyKey: 'k' }));
     expect((await processing.submitJob('alice', jobRequest({ idempotencyKey: 'k' }))).job.id).toBe(a.job.id);
-    const ttl = await client.pttl(`${prefix}:proc:idem:alice:k`);
+    const ttl = await suite.client().pttl(`${prefix}:proc:idem:alice:k`);
     expect(ttl).toBeGreaterThan(0);
     expect(ttl).toBeLessThanOrEqual(400);
     await sleep(500);

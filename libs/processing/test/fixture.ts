@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DopsError } from '@dops/errors';
 import { inferenceV1, processingV1 } from '@dops/proto';
-import { NodeAnnouncer, type Redis } from '@dops/queue';
+import { NodeAnnouncer, createRedis, startTestRedis, type Redis, type TestRedis } from '@dops/queue';
 import { Processing, type ProcessingOptions } from '../src/index';
 
 /** Quotas and TTLs well above what a test uses (the quota and TTL tests set their own). */
@@ -95,4 +95,35 @@ export async function failure(p: Promise<unknown>): Promise<DopsError> {
     return err as DopsError;
   }
   throw new Error('expected the call to fail');
+}
+
+/**
+ * Jest hooks for a suite of Processing tests on one real Redis: starts it before the suite, closes
+ * each test's Processing after the test, stops Redis after the suite. `setup(over)` starts one.
+ */
+export function useProcessingSuite() {
+  let redis: TestRedis;
+  let client: Redis;
+  const cleanup: (() => Promise<unknown>)[] = [];
+  beforeAll(async () => {
+    redis = await startTestRedis();
+    client = createRedis(redis.url);
+  });
+  afterEach(async () => {
+    while (cleanup.length) await cleanup.pop()!().catch(() => undefined);
+  });
+  afterAll(async () => {
+    client.disconnect();
+    await redis.stop();
+  });
+  return {
+    /** A Redis connection for assertions on keys. */
+    client: () => client,
+    redisUrl: () => redis.url,
+    async setup(over: Partial<ProcessingOptions> = {}) {
+      const started = await startProcessing(client, redis.url, over);
+      cleanup.push(started.close);
+      return started;
+    },
+  };
 }
