@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { basename, extname } from 'node:path';
-import { pickleOnlyComponents } from './folder-weights';
+import { pickleOnlyComponents, weightlessComponents } from './folder-weights';
 import type { FileHashes } from './hashing';
 import { identifyDiffusersFolder } from './identify-diffusers';
 import { identifyTensors } from './identify';
@@ -94,7 +94,8 @@ export async function buildEntry(candidate: ModelCandidate, allowUnsafePickle: b
 
 /**
  * A diffusers folder's entry: invalid when a symlink inside it leaves the roots (nothing is read
- * through it), refused when a component's weights are pickle only (unless the node allows pickle).
+ * through it) or a model component has configs but no weight file, refused when a component's
+ * weights are pickle only (unless the node allows pickle).
  */
 async function folderEntry(
   base: EntryBase,
@@ -107,6 +108,11 @@ async function folderEntry(
     return fromIdentification(base, { ...unknown('diffusers-folder'), reason }, {}, 'invalid');
   }
   const identification = await identifyDiffusersFolder(candidate.path);
+  const weightless = weightlessComponents(candidate.files ?? []);
+  if (weightless.length > 0) {
+    const reason = `${weightless.slice(0, 5).join(', ')}: no weights (config.json without a .safetensors file)`;
+    return fromIdentification(base, { ...identification, reason }, {}, 'invalid');
+  }
   const pickle = pickleOnlyComponents(candidate.files ?? []);
   if (pickle.length === 0) return fromIdentification(base, identification, {}, 'ok');
   const where = pickle.join(', ');

@@ -77,9 +77,10 @@ export interface VerifyResult {
   actual: FileHashes;
 }
 
-// 2: folders with pickle-only components or symlinks out of the roots are no longer 'ok'; a
-// state file of version 1 may still say they are, so it is dropped (hashes are cached apart).
-const STATE_VERSION = 2;
+// 2: folders with pickle-only components or symlinks out of the roots are no longer 'ok'; 3: nor
+// are folders whose model components hold configs but no weights. An older state file may still
+// say they are (an unchanged folder is not rebuilt), so it is dropped (hashes are cached apart).
+const STATE_VERSION = 3;
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
 

@@ -1,4 +1,4 @@
-import { mkdir, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type DopsError } from '@dops/errors';
 import { call, createClient, stream } from '@dops/grpc-client';
@@ -261,6 +261,38 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
     }).catch((e) => e)) as DopsError;
     expect(violationField(noTier)).toBe('tier');
     expect(hosts.calls).toEqual([]);
+  });
+
+  it('lists a diffusers folder without weights as invalid and refuses to load it with FAILED_PRECONDITION naming model_id', async () => {
+    const pipe = join(root, 'diffusers/configs-only');
+    await mkdir(join(pipe, 'unet'), { recursive: true });
+    await writeFile(
+      join(pipe, 'model_index.json'),
+      JSON.stringify({ _class_name: 'StableDiffusionPipeline', unet: ['diffusers', 'UNet2DConditionModel'] }),
+    );
+    await writeFile(
+      join(pipe, 'unet/config.json'),
+      JSON.stringify({ in_channels: 4, cross_attention_dim: 768 }),
+    );
+    try {
+      expect(await call(client.rescanModels, {})).toMatchObject({ added: 1 });
+      const { model } = await call(client.getModel, { path: 'diffusers/configs-only' });
+      expect(model).toMatchObject({
+        status: modelV1.ModelStatus.INVALID,
+        reason: expect.stringMatching(/^unet: no weights/),
+      });
+      const refused = (await call(client.loadModel, {
+        modelId: model!.id,
+        deviceId: 'cpu:0',
+        tier: modelV1.Tier.RAM,
+      }).catch((e) => e)) as DopsError;
+      expect([refused.code, violationField(refused)]).toEqual(['FAILED_PRECONDITION', 'model_id']);
+      expect(refused.message).toMatch(/unet: no weights/);
+      expect(hosts.calls).toEqual([]);
+    } finally {
+      await rm(pipe, { recursive: true, force: true });
+      await call(client.rescanModels, {});
+    }
   });
 
   it('loads into VRAM through a reservation, carries out the eviction plan, streams events with timings', async () => {

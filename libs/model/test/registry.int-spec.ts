@@ -364,6 +364,42 @@ describe('ModelRegistry', () => {
       expect((await (await open_()).getByPath(binOnly)).status).toBe('refused');
     });
 
+    it('lists one whose model components hold configs but no weights as invalid, naming them', async () => {
+      const configsOnly = await pipeline('configs-only', {
+        'scheduler/scheduler_config.json': '{}',
+        'tokenizer/tokenizer_config.json': '{}',
+      });
+      const noVae = await pipeline('no-vae-weights', {
+        'unet/diffusion_pytorch_model.safetensors': 'x',
+        'vae/config.json': '{}',
+        'vae/diffusion_pytorch_model.safetensors.index.json': '{}',
+      });
+      // Schedulers and tokenizers have no weights; a component holding only pickle is refused, not invalid.
+      const complete = await pipeline('complete', {
+        'unet/diffusion_pytorch_model.safetensors': 'x',
+        'scheduler/scheduler_config.json': '{}',
+        'tokenizer/vocab.json': '{}',
+      });
+      const registry = await open_({ allowUnsafePickle: true });
+      expect(await registry.getByPath(configsOnly)).toMatchObject({
+        status: 'invalid',
+        type: 'checkpoint',
+        base: 'sd1',
+        reason: 'unet: no weights (config.json without a .safetensors file)',
+      });
+      expect(await registry.getByPath(noVae)).toMatchObject({
+        status: 'invalid',
+        reason: expect.stringMatching(/^vae: no weights/),
+      });
+      expect((await registry.getByPath(complete)).status).toBe('ok');
+      // Adding the weights makes it loadable on the next scan.
+      await writeSafetensors(join(root, configsOnly, 'unet', 'diffusion_pytorch_model.safetensors'), {
+        x: { shape: [4] },
+      });
+      await registry.rescan();
+      expect(await registry.getByPath(configsOnly)).toMatchObject({ status: 'ok', type: 'checkpoint' });
+    });
+
     it('lists one holding a symlink out of the roots as invalid, and notices a link added later', async () => {
       await writeSafetensors(join(dir, 'outside', 'unet.safetensors'), { x: { shape: [4] } });
       const linked = await pipeline('linked', {});

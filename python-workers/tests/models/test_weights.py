@@ -102,6 +102,7 @@ def test_diffusers_never_falls_back_to_pickle_even_past_the_folder_check(
     from dops_worker.models import loader
 
     monkeypatch.setattr(loader, "require_safetensors_folder", lambda *args: None)
+    monkeypatch.setattr(loader, "require_component_weights", lambda *args: None)
     folder = tmp_path / "pipeline"
     shutil.copytree(fixtures_dir / "sd15-tiny-diffusers", folder)
     (folder / "unet" / "diffusion_pytorch_model.safetensors").unlink()

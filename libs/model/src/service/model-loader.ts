@@ -68,7 +68,7 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
 
   /**
    * Loads the model into `tier` of the device's worker and resolves to the `loaded` event.
-   * Throws NOT_FOUND (model, device), FAILED_PRECONDITION for an invalid or refused model,
+   * Throws NOT_FOUND (model, device), FAILED_PRECONDITION naming 'model_id' for an invalid or refused model,
    * RESOURCE_EXHAUSTED (RAM budget, or no VRAM even after evictions), or the host's error.
    */
   load(modelId: string, deviceId: string, tier: Tier, signal?: AbortSignal): Promise<LoadEvent> {
@@ -149,13 +149,11 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
   private loadable(modelId: string): ModelEntry {
     const entry = this.options.registry.get(modelId);
     if (entry.status === 'invalid' || entry.status === 'refused') {
-      throw new DopsError(
-        'FAILED_PRECONDITION',
-        `model '${modelId}' is ${entry.status}: ${entry.reason ?? 'not loadable'}`,
-        {
-          metadata: { model_id: modelId, status: entry.status },
-        },
-      );
+      const reason = entry.reason ?? 'not loadable';
+      throw new DopsError('FAILED_PRECONDITION', `model '${modelId}' is ${entry.status}: ${reason}`, {
+        violations: [{ field: 'model_id', description: `model is ${entry.status}: ${reason}` }],
+        metadata: { model_id: modelId, status: entry.status },
+      });
     }
     return entry;
   }

@@ -27,7 +27,7 @@ from dops_worker.protocol.errors import ErrorCode, WorkerError
 from dops_worker.runtime.settings import node_settings
 
 from .identify import Identification, identify_file, identify_tensors, require_config
-from .weights import is_pickle, read_weights, require_safetensors_folder
+from .weights import is_pickle, read_weights, require_component_weights, require_safetensors_folder
 
 LoadKind = Literal["auto", "checkpoint", "diffusers"]
 # SDXL's second tokenizer (OpenCLIP-G) pads with "!" (id 0) where CLIP-L pads with <|endoftext|>.
@@ -134,7 +134,8 @@ def build_pipeline(path: str | os.PathLike[str], *, kind: LoadKind = "auto",
                    config_dir: str | os.PathLike[str] | None = None,
                    torch_dtype: torch.dtype = torch.float32) -> BuiltPipeline:
     """Read and build on CPU. Throws WorkerError: NOT_FOUND, INVALID_ARGUMENT (damaged file),
-    FAILED_PRECONDITION (pickle where the node does not allow it, a pickle-only folder),
+    FAILED_PRECONDITION (pickle where the node does not allow it, a pickle-only folder, a folder
+    whose model components hold no weights),
     UNSUPPORTED (no config for what it is)."""
     path = Path(path)
     if not path.exists():
@@ -177,6 +178,7 @@ def _build_folder(path: Path, torch_dtype: torch.dtype) -> BuiltPipeline:
     if identification.kind != "diffusers":
         raise WorkerError(ErrorCode.INVALID_ARGUMENT, f"{path} is not a diffusers pipeline folder",
                           details={"field": "path"})
+    require_component_weights(path, "path")
     started = time.perf_counter()
     # diffusers reads and builds a folder in one step; it all counts as build_s. use_safetensors:
     # never its pickle fallback, whatever the folder holds.

@@ -4,7 +4,8 @@ Pickle (.ckpt/.pt/.pth/.bin) can run arbitrary code when loaded, so it loads onl
 allows it (``DOPS_ALLOW_UNSAFE_PICKLE``) and even then only through
 ``torch.load(weights_only=True)``, passed explicitly: the DirectML lane pins torch 2.4.1, whose
 default is the unsafe one. Folders (diffusers pipelines, ControlNets, safety checkers) load with
-``use_safetensors=True``, and one holding pickle weights only is refused before any file is opened.
+``use_safetensors=True``, and one holding pickle weights only is refused before any file is opened;
+a pipeline folder whose model components hold configs but no weights is refused before loading too.
 """
 
 from __future__ import annotations
@@ -82,3 +83,21 @@ def require_safetensors_folder(folder: Path, roots: Roots, field_name: str) -> N
                 f"{field_name}: {name} holds pickle weights only (no .safetensors beside it); pickle can run "
                 "arbitrary code when loaded, so model folders load safetensors only",
                 details={"field": field_name, "reason": "model folder holds pickle weights only", "file": str(name)})
+
+
+def require_component_weights(folder: Path, field_name: str) -> None:
+    """For a diffusers pipeline folder (already checked by ``require_safetensors_folder``): every
+    model component (a subfolder holding ``config.json``: unet, vae, text_encoder, ...) holds a
+    ``.safetensors`` file, which is all ``use_safetensors=True`` loads. Schedulers and tokenizers
+    have no ``config.json`` and no weights. Throws FAILED_PRECONDITION naming the first component
+    without weights, where diffusers would fail with an OSError deep in the load."""
+    for component in sorted(p for p in folder.iterdir() if p.is_dir()):
+        if not (component / "config.json").is_file():
+            continue
+        if not any(f.suffix.lower() == SAFETENSORS_SUFFIX and f.is_file() for f in component.iterdir()):
+            raise WorkerError(
+                ErrorCode.FAILED_PRECONDITION,
+                f"{field_name}: {component.name}: no weights (config.json without a .safetensors file) in "
+                f"{folder.name}; the folder holds configs only",
+                details={"field": field_name, "reason": "model folder component holds no weights",
+                         "component": component.name})
