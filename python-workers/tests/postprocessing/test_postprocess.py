@@ -138,12 +138,13 @@ def test_safety_passes_a_clean_image_unchanged(run, roots, models) -> None:
     assert result["image"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
 
 
-def test_safety_policy_flag_returns_the_image_with_a_flag(run, roots, models) -> None:
+def test_safety_policy_flag_returns_a_copy_of_the_image_with_a_flag(run, roots, models) -> None:
     image = noise_image(roots[0] / "in.png", 40, 40)
     result = run({"operation": "safety", "image": str(image), "modelPath": str(models / FLAGS_ALL),
                   "policy": "flag"})
     assert result["nsfw"] is True and result["action"] == "flagged" and result["blocked"] is False
-    assert result["image"]["path"] == str(image)
+    assert Path(result["image"]["path"]).parent == roots[1] / "out"  # the copy records the flag: metadata tests
+    assert (_pixels(result["image"]["path"]) == _pixels(str(image))).all()
 
 
 def test_safety_policy_blur_changes_the_pixels(run, roots, models) -> None:

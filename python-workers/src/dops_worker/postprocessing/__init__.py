@@ -3,5 +3,6 @@ safety check (diffusers' CLIP-based StableDiffusionSafetyChecker) and format con
 
 Entry points: ``request.parse_postprocess_request`` then ``operations.run``; ``methods`` binds
 ``postprocess.run`` to the worker's registry. Images are files: read from the input root or the
-artifact root (a workflow stage reads the previous stage's output), written to the artifact root.
+artifact root (a workflow stage reads the previous stage's output), written to the artifact root,
+each with its input's metadata and what the stage did appended (``metadata``).
 """

@@ -7,11 +7,13 @@ and whose pickle path leaves ``weights_only`` to the torch version; safety check
 model.safetensors), loaded offline with their CLIP image processor: the folder's
 ``preprocessor_config.json``, else the one shipped in ``configs/safety_checker`` (CompVis'
 CLIP ViT-L/14 settings) sized to the checker's vision tower.
-A changed file (size or mtime) is loaded again.
+A changed file (size or mtime) is loaded again. ``sha256`` hashes a model file (for the image's
+metadata) once per version of it: a read of a file that was just read to load it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections import OrderedDict
@@ -38,6 +40,7 @@ class ModelCache:
     def __init__(self, max_cached: int = MAX_CACHED) -> None:
         self._max = max_cached
         self._entries: OrderedDict[tuple[str, str], tuple[tuple[int, int], Any]] = OrderedDict()
+        self._digests: dict[str, tuple[tuple[int, int], str]] = {}
         self._lock = threading.Lock()
 
     def image_model(self, path: Path, device: str, field: str, *, face: bool) -> Any:
@@ -53,6 +56,21 @@ class ModelCache:
 
     def safety_checker(self, path: Path, device: str, field: str) -> SafetyChecker:
         return self._get(path, device, lambda: _load_safety_checker(path, device, field))
+
+    def sha256(self, path: Path) -> str:
+        """The hex sha256 of a model file (or of a safety checker folder's model.safetensors).
+        Raises OSError when it cannot be read."""
+        target = path / "model.safetensors" if path.is_dir() else path
+        stamp = _stamp(path)
+        with self._lock:
+            entry = self._digests.get(str(target))
+        if entry is not None and entry[0] == stamp:
+            return entry[1]
+        with target.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        with self._lock:
+            self._digests[str(target)] = (stamp, digest)
+        return digest
 
     def _get(self, path: Path, device: str, load: Any) -> Any:
         key = (str(path), device)
