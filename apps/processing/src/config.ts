@@ -9,7 +9,7 @@ export const processingConfig = defineConfig(
   baseServiceConfig.extend({
     queue: queueConfig,
     processing: z.object({
-      /** Model service (`host:port`) that tells whether a model id exists; empty = only announced models. Default `127.0.0.1:50053`. */
+      /** Model service (`host:port`), the registry every model a job names is checked in; empty = only announced models. Default `127.0.0.1:50053`. */
       modelServiceAddress: z.string().default('127.0.0.1:50053'),
       /** Terminal jobs are kept this long. Default 24 h. */
       retentionMs: z.int().min(1_000).default(86_400_000),
@@ -21,6 +21,8 @@ export const processingConfig = defineConfig(
       maxBatchItems: z.int().min(1).default(1_000),
       /** Deadline of a job that sets none. Default 1 h. */
       defaultDeadlineMs: z.int().min(1_000).default(3_600_000),
+      /** The longest deadline_seconds a job may ask for (longer: INVALID_ARGUMENT). Default 7 days. */
+      maxDeadlineSeconds: z.int().min(1).max(2_000_000).default(604_800),
       /** Attempts of a stage failing with a retryable code. Default 3. */
       attempts: z.int().min(1).default(3),
       /** First retry delay (exponential with jitter after). Default 1 s. */

@@ -1,9 +1,8 @@
 import { config, telemetry } from './register';
-import { DopsError } from '@dops/errors';
-import { call, createClient } from '@dops/grpc-client';
+import { createClient } from '@dops/grpc-client';
 import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
 import { modelV1 } from '@dops/proto';
-import { Processing, processingService } from '@dops/processing';
+import { Processing, modelServiceCatalog, processingService } from '@dops/processing';
 import { redisUrlOf } from '@dops/queue';
 import { createServerSecurity, serviceClientCredentials } from '@dops/security';
 import { runMain } from '@dops/service-host';
@@ -18,18 +17,9 @@ runMain('processing', async () => {
     : undefined;
   const processing = new Processing({
     ...config.processing,
-    // A model the registry knows is accepted even when no node holds it yet (it is loaded on pick-up).
-    modelExists: models
-      ? (id) =>
-          call(models.getModel, { id }, { deadlineMs: 5_000 }).then(
-            () => true,
-            (err: unknown) => {
-              if (err instanceof DopsError && (err.code === 'NOT_FOUND' || err.code === 'INVALID_ARGUMENT'))
-                return false;
-              throw err;
-            },
-          )
-      : undefined,
+    // Every model a job names is checked in the registry at submit; one no node holds yet is
+    // loaded by the inference node that picks the job.
+    catalog: models ? modelServiceCatalog(models) : undefined,
     redisUrl: redisUrlOf(config.queue),
     prefix: config.queue.prefix,
   });

@@ -1,45 +1,20 @@
 import { DopsError } from '@dops/errors';
-import { inferenceV1 } from '@dops/proto';
-import { Violations } from '@dops/validation';
+import { inferenceV1, workerV1 } from '@dops/proto';
+import { GENERATION_LIMITS, Violations, checkGeneration, type GenerationLimits } from '@dops/validation';
 import type { WorkerCapabilities } from './worker-capabilities';
 
-/** Scheduler names the worker knows (python-workers inference/request.py SCHEDULER_NAMES). */
-export const SCHEDULER_NAMES = [
-  'Euler',
-  'Euler a',
-  'DPM++ 2M',
-  'DPM++ 2M Karras',
-  'DDIM',
-  'UniPC',
-  'LCM',
-] as const;
-const DEFAULT_SCHEDULER = 'Euler a';
-const MAX_SEED = Number.MAX_SAFE_INTEGER;
-const MAX_PROMPT_CHARS = 20_000;
-const MAX_MODEL_ID = 200;
 // Latent previews "at most a few times a second".
 const MIN_PREVIEW_INTERVAL_S = 0.25;
 const MAX_PREVIEW_INTERVAL_S = 3600;
 // Sent when the caller wants no previews: the worker then writes none within the hour.
 const NO_PREVIEWS_S = MAX_PREVIEW_INTERVAL_S;
 
-/** Limits used before a model's capabilities are known (the worker's RequestLimits defaults). */
-const DEFAULT_LIMITS = {
-  size: { min: 64, max: 2048, multiple: 8 },
-  steps: { max: 150 },
-  cfgScale: { max: 30 },
-  batchCount: { max: 8 },
-  maxLoras: 8,
-  maxControlnets: 4,
-};
-
-export type WorkerMode = 'txt2img' | 'img2img' | 'inpaint';
-
-const MODES: Partial<Record<inferenceV1.Mode, WorkerMode>> = {
+const WORKER_MODES: Record<inferenceV1.Mode, string> = {
   [inferenceV1.Mode.UNSPECIFIED]: 'txt2img',
   [inferenceV1.Mode.TXT2IMG]: 'txt2img',
   [inferenceV1.Mode.IMG2IMG]: 'img2img',
   [inferenceV1.Mode.INPAINT]: 'inpaint',
+  [inferenceV1.Mode.UNRECOGNIZED]: '',
 };
 
 /** Where request paths may point. */
@@ -50,17 +25,33 @@ export interface RequestRoots {
   modelRoots: readonly string[];
 }
 
-/** `inference.generate` params as the worker takes them (camelCase JSON, python request.py). */
-export type WorkerGenerateParams = Record<string, unknown> & { model: string; mode: WorkerMode };
+/** `inference.generate` params: the proto3 JSON of dops.worker.v1.GenerateParams. */
+export type WorkerGenerateParams = Record<string, unknown> & { model: string };
 
 const PARAMS = 'params';
 
+/** The shared generation limits narrowed to what the model's capabilities say. */
+export function limitsOf(capabilities: WorkerCapabilities | undefined): GenerationLimits {
+  if (!capabilities) return GENERATION_LIMITS;
+  return {
+    size: capabilities.size,
+    steps: { max: Math.min(capabilities.steps.max, GENERATION_LIMITS.steps.max) },
+    cfgScale: { max: Math.min(capabilities.cfgScale.max, GENERATION_LIMITS.cfgScale.max) },
+    batchCount: { max: Math.min(capabilities.batchCount.max, GENERATION_LIMITS.batchCount.max) },
+    maxLoras: Math.min(capabilities.maxLoras, GENERATION_LIMITS.maxLoras),
+    maxControlnets: Math.min(capabilities.maxControlnets, GENERATION_LIMITS.maxControlnets),
+    maxPromptChars: GENERATION_LIMITS.maxPromptChars,
+    schedulers: capabilities.schedulers,
+  };
+}
+
 /**
- * Checks every field of `params` against the model's capabilities (the worker's defaults while
- * they are unknown) and returns the worker's JSON. Throws INVALID_ARGUMENT listing every bad
- * field as its proto path (`params.width`, `params.loras[1].weight`), then FAILED_PRECONDITION
- * naming `params.mode` for inpaint on a model without an inpainting UNet (and no fallback).
- * Paths come back absolute; `outputDir` is relative to the worker's artifact root.
+ * Checks every field of `params` with the shared generation check (the model's capabilities
+ * narrowing the limits once known), confines every path to its roots, and returns the worker's
+ * message (dops.worker.v1.GenerateParams as proto3 JSON). Throws INVALID_ARGUMENT listing every
+ * bad field as its proto path (`params.width`, `params.loras[1].weight`), then
+ * FAILED_PRECONDITION naming `params.mode` for inpaint on a model without an inpainting UNet
+ * (and no fallback). `outputDir` is relative to the worker's artifact root.
  */
 export function toWorkerParams(
   params: inferenceV1.GenerationParams | undefined,
@@ -70,110 +61,26 @@ export function toWorkerParams(
 ): WorkerGenerateParams {
   if (!params) throw DopsError.invalidArgument(PARAMS, 'is required');
   const v = new Violations(PARAMS);
-  const limits = {
-    size: capabilities?.size ?? DEFAULT_LIMITS.size,
-    stepsMax: capabilities?.steps.max ?? DEFAULT_LIMITS.steps.max,
-    cfgMax: capabilities?.cfgScale.max ?? DEFAULT_LIMITS.cfgScale.max,
-    batchMax: capabilities?.batchCount.max ?? DEFAULT_LIMITS.batchCount.max,
-    maxLoras: capabilities?.maxLoras ?? DEFAULT_LIMITS.maxLoras,
-    maxControlnets: capabilities?.maxControlnets ?? DEFAULT_LIMITS.maxControlnets,
-    schedulers: capabilities?.schedulers ?? [...SCHEDULER_NAMES],
-  };
-
-  if (!params.modelId) v.add('model_id', 'is required');
-  else if (params.modelId.length > MAX_MODEL_ID)
-    v.add('model_id', `must be at most ${MAX_MODEL_ID} characters`);
-  const mode = MODES[params.mode];
-  if (!mode) v.add('mode', 'must be MODE_TXT2IMG, MODE_IMG2IMG or MODE_INPAINT');
-  if (params.prompt.length > MAX_PROMPT_CHARS)
-    v.add('prompt', `must be at most ${MAX_PROMPT_CHARS} characters`);
-  if (params.negativePrompt.length > MAX_PROMPT_CHARS)
-    v.add('negative_prompt', `must be at most ${MAX_PROMPT_CHARS} characters`);
-
-  for (const field of ['width', 'height'] as const) {
-    const value = params[field];
-    if (value === undefined) continue;
-    if (value < limits.size.min || value > limits.size.max)
-      v.add(field, `must be between ${limits.size.min} and ${limits.size.max}`);
-    else if (value % limits.size.multiple !== 0)
-      v.add(field, `must be a multiple of ${limits.size.multiple}`);
-  }
-  if (params.steps !== undefined && (params.steps < 1 || params.steps > limits.stepsMax))
-    v.add('steps', `must be between 1 and ${limits.stepsMax}`);
-  if (params.cfgScale !== undefined && !inRange(params.cfgScale, 0, limits.cfgMax))
-    v.add('cfg_scale', `must be between 0 and ${limits.cfgMax}`);
-  if (
-    params.seed !== undefined &&
-    !(Number.isSafeInteger(params.seed) && params.seed >= 0 && params.seed <= MAX_SEED)
-  ) {
-    v.add('seed', `must be between 0 and ${MAX_SEED}`);
-  }
-  if (params.batchCount > limits.batchMax) v.add('batch_count', `must be between 1 and ${limits.batchMax}`);
-  const scheduler = params.scheduler || DEFAULT_SCHEDULER;
-  if (!limits.schedulers.includes(scheduler))
-    v.add('scheduler', `must be one of ${limits.schedulers.join(', ')}`);
-
-  const worker: Record<string, unknown> = {
-    mode: mode ?? 'txt2img',
-    model: params.modelId,
-    prompt: params.prompt,
-    negativePrompt: params.negativePrompt,
-    scheduler,
-    batchCount: Math.max(params.batchCount, 1),
-    allowInpaintFallback: params.allowInpaintFallback,
-    outputDir: extra.outputDir,
-    previewIntervalS: previewInterval(extra.previewIntervalSeconds, v),
-  };
-  for (const [key, value] of [
-    ['width', params.width],
-    ['height', params.height],
-    ['steps', params.steps],
-    ['cfgScale', params.cfgScale],
-    ['seed', params.seed],
-  ] as const) {
-    if (value !== undefined) worker[key] = value;
-  }
-
-  if (mode === 'txt2img') {
-    if (params.initImage) v.add('init_image', 'is only allowed with MODE_IMG2IMG or MODE_INPAINT');
-    if (params.mask) v.add('mask', 'is only allowed with MODE_INPAINT');
-    if (params.strength !== undefined) v.add('strength', 'is only allowed with MODE_IMG2IMG or MODE_INPAINT');
-  } else if (mode) {
-    if (params.strength !== undefined) {
-      if (!inRange(params.strength, 0, 1)) v.add('strength', 'must be between 0 and 1');
-      // diffusers runs int(steps × strength) steps and fails on zero.
-      else if (Math.floor((params.steps ?? 20) * params.strength) < 1)
-        v.add('strength', `× steps leaves no denoising step`);
-      else worker.strength = params.strength;
-    }
-    worker.initImage = v.confined(params.initImage, [roots.inputRoot], 'init_image', 'the input root');
-    if (mode === 'inpaint')
-      worker.mask = v.confined(params.mask, [roots.inputRoot], 'mask', 'the input root');
-    else if (params.mask) v.add('mask', 'is only allowed with MODE_INPAINT');
-  }
-
-  if (params.loras.length > limits.maxLoras) v.add('loras', `at most ${limits.maxLoras} are allowed`);
-  worker.loras = params.loras.map((lora, i) => {
-    const path = v.confined(lora.path, roots.modelRoots, `loras[${i}].path`, 'a model root');
+  const mode = checkGeneration(params, v, limitsOf(capabilities));
+  const previewIntervalS = previewInterval(extra.previewIntervalSeconds, v);
+  const input = [roots.inputRoot];
+  const confinedImage = (raw: string, field: string) =>
+    raw ? v.confined(raw, input, field, 'the input root') : '';
+  const loras = params.loras.map((lora, i) => {
+    const path = lora.path ? v.confined(lora.path, roots.modelRoots, `loras[${i}].path`, 'a model root') : '';
     if (path && !path.toLowerCase().endsWith('.safetensors'))
       v.add(`loras[${i}].path`, 'must be a .safetensors file');
-    if (lora.weight !== undefined && !inRange(lora.weight, -10, 10))
-      v.add(`loras[${i}].weight`, 'must be between -10 and 10');
-    return { path, weight: lora.weight ?? 1 };
+    return { path, weight: lora.weight };
   });
-  if (params.controlnets.length > limits.maxControlnets)
-    v.add('controlnets', `at most ${limits.maxControlnets} are allowed`);
-  worker.controlnets = params.controlnets.map((cn, i) => {
-    const scale = cn.conditioningScale;
-    if (scale !== undefined && !inRange(scale, 0, 2))
-      v.add(`controlnets[${i}].conditioning_scale`, 'must be between 0 and 2');
-    return {
-      path: v.confined(cn.path, roots.modelRoots, `controlnets[${i}].path`, 'a model root'),
-      image: v.confined(cn.image, [roots.inputRoot], `controlnets[${i}].image`, 'the input root'),
-      conditioningScale: scale ?? 1,
-    };
-  });
-
+  const controlnets = params.controlnets.map((cn, i) => ({
+    path: cn.path ? v.confined(cn.path, roots.modelRoots, `controlnets[${i}].path`, 'a model root') : '',
+    image: cn.image
+      ? confinedImage(cn.image, `controlnets[${i}].image`)
+      : (v.add(`controlnets[${i}].image`, 'is required'), ''),
+    conditioningScale: cn.conditioningScale,
+  }));
+  const initImage = confinedImage(params.initImage, 'init_image');
+  const mask = confinedImage(params.mask, 'mask');
   v.throwIfAny();
   if (mode === 'inpaint' && capabilities && !capabilities.inpaintModel && !params.allowInpaintFallback) {
     throw new DopsError(
@@ -189,7 +96,20 @@ export function toWorkerParams(
       },
     );
   }
-  return worker as WorkerGenerateParams;
+  // Every other field has the same name in both messages: a new generation field needs no code here.
+  const { modelId, mode: protoMode, ...same } = params;
+  const message = workerV1.GenerateParams.fromPartial({
+    ...same,
+    model: modelId,
+    mode: WORKER_MODES[protoMode],
+    initImage,
+    mask,
+    loras,
+    controlnets,
+    outputDir: extra.outputDir,
+    previewIntervalS,
+  });
+  return workerV1.GenerateParams.toJSON(message) as WorkerGenerateParams;
 }
 
 /**

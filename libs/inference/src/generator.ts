@@ -1,4 +1,4 @@
-import type { inferenceV1 } from '@dops/proto';
+import { workerV1, type inferenceV1 } from '@dops/proto';
 import type { ProgressParams } from '@dops/worker-supervisor';
 import { toWorkerParams, withProtoFields, type RequestRoots } from './generation-request';
 import type { InferenceModels } from './inference-models';
@@ -25,22 +25,8 @@ export interface GenerateCall {
   onProgress?: (progress: ProgressParams) => void;
 }
 
-/** `inference.generate`'s result, as the worker sends it (python inference/generate.py). */
-export interface WorkerGenerateResult {
-  images: {
-    path: string;
-    sha256: string;
-    width: number;
-    height: number;
-    format: string;
-    seed: number;
-    index: number;
-  }[];
-  seed: number;
-  seeds: number[];
-  oomMitigations: string[];
-  timings: { generateS: number; writeS: number };
-}
+/** `inference.generate`'s result: dops.worker.v1.GenerateResult. */
+export type WorkerGenerateResult = workerV1.GenerateResult;
 
 export interface GenerateOutcome extends WorkerGenerateResult {
   deviceId: string;
@@ -92,7 +78,7 @@ export class Generator {
       });
     const workerParams = toWorkerParams(call.params, capabilities, this.options, extra);
     call.onScheduled?.(device.id);
-    const request = supervisor.request<WorkerGenerateResult>('inference.generate', workerParams, {
+    const request = supervisor.request<unknown>('inference.generate', workerParams, {
       signal: call.signal,
       deadline: call.deadline?.getTime(),
       timeoutMs: this.maxGenerationMs,
@@ -101,7 +87,7 @@ export class Generator {
     });
     this.trackStop(device.id, request, call.signal);
     try {
-      const result = await request;
+      const result = workerV1.GenerateResult.fromJSON(await request);
       return { ...result, deviceId: device.id };
     } catch (err) {
       // The call's own reason (client cancel vs. deadline) beats the worker's view of it.

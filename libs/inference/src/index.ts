@@ -3,8 +3,8 @@ export type { GenerateCall, GenerateOutcome, GeneratorOptions, WorkerGenerateRes
 export { InferenceModels } from './inference-models';
 export type { HeldModel } from './inference-models';
 export { inferenceService, toProtoResult } from './inference-service';
-export { SCHEDULER_NAMES, protoFieldOf, toWorkerParams, withProtoFields } from './generation-request';
-export type { RequestRoots, WorkerGenerateParams, WorkerMode } from './generation-request';
+export { limitsOf, protoFieldOf, toWorkerParams, withProtoFields } from './generation-request';
+export type { RequestRoots, WorkerGenerateParams } from './generation-request';
 export { toProtoCapabilities } from './worker-capabilities';
 export { GenerateStage } from './queue/generate-stage';
 export type { GenerateStageOptions } from './queue/generate-stage';

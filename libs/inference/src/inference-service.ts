@@ -1,5 +1,5 @@
 import { defineService, type ServiceRegistration } from '@dops/grpc-server';
-import { inferenceV1 } from '@dops/proto';
+import { commonV1, inferenceV1 } from '@dops/proto';
 import { parseDeviceId } from '@dops/worker-pool';
 import type { ProgressParams } from '@dops/worker-supervisor';
 import type { GenerateOutcome, Generator } from './generator';
@@ -16,6 +16,8 @@ export function toProtoResult(r: GenerateOutcome): inferenceV1.GenerationResult 
         width: image.width,
         height: image.height,
         format: image.format,
+        seed: image.seed,
+        safety: commonV1.SafetyAction.UNSPECIFIED,
       },
       seed: image.seed,
       index: image.index,
@@ -23,13 +25,18 @@ export function toProtoResult(r: GenerateOutcome): inferenceV1.GenerationResult 
     seed: r.seed,
     deviceId: r.deviceId,
     oomMitigations: r.oomMitigations,
-    timings: { generateSeconds: r.timings.generateS, writeSeconds: r.timings.writeS },
+    timings: { generateSeconds: r.timings?.generateS ?? 0, writeSeconds: r.timings?.writeS ?? 0 },
   };
 }
 
 function toProtoProgress(p: ProgressParams): inferenceV1.Progress {
   const preview = p.preview
-    ? { path: p.preview.path, sha256: '', width: p.preview.width, height: p.preview.height, format: 'png' }
+    ? commonV1.Artifact.fromPartial({
+        path: p.preview.path,
+        width: p.preview.width,
+        height: p.preview.height,
+        format: 'png',
+      })
     : undefined;
   return { step: p.step, total: p.total, preview };
 }

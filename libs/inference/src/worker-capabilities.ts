@@ -1,4 +1,5 @@
 import { inferenceV1 } from '@dops/proto';
+import { GENERATION_LIMITS } from '@dops/validation';
 
 interface Range {
   min: number;
@@ -16,7 +17,9 @@ export interface WorkerCapabilities {
   steps: Range;
   cfgScale: Range;
   batchCount: Range;
+  /** 0 = no token limit (prompts are encoded in chunks). */
   maxPromptTokens: number;
+  maxPromptChars?: number;
   maxLoras: number;
   maxControlnets: number;
 }
@@ -48,5 +51,9 @@ export function toProtoCapabilities(
     maxPromptTokens: c.maxPromptTokens,
     maxLoras: c.maxLoras,
     maxControlnets: c.maxControlnets,
+    maxPromptChars: Math.min(
+      c.maxPromptChars ?? GENERATION_LIMITS.maxPromptChars,
+      GENERATION_LIMITS.maxPromptChars,
+    ),
   };
 }

@@ -1,6 +1,6 @@
 import { DopsError } from '@dops/errors';
-import { postprocessingV1 } from '@dops/proto';
-import { Violations } from '@dops/validation';
+import { commonV1, postprocessingV1 } from '@dops/proto';
+import { Violations, enumName, enumValue } from '@dops/validation';
 
 export { Violations };
 
@@ -28,41 +28,32 @@ export type WorkerPostprocessParams = Record<string, unknown> & {
   outputDir: string;
 };
 
-const POLICY_NAMES: Partial<Record<postprocessingV1.SafetyPolicy, SafetyPolicyName>> = {
-  [postprocessingV1.SafetyPolicy.FLAG]: 'flag',
-  [postprocessingV1.SafetyPolicy.BLUR]: 'blur',
-  [postprocessingV1.SafetyPolicy.BLOCK]: 'block',
-};
-const FORMAT_NAMES: Partial<Record<postprocessingV1.ImageFormat, ImageFormatName>> = {
-  [postprocessingV1.ImageFormat.PNG]: 'png',
-  [postprocessingV1.ImageFormat.JPEG]: 'jpeg',
-  [postprocessingV1.ImageFormat.WEBP]: 'webp',
-};
-
-/** The proto enum value of a policy name. */
-export function toProtoPolicy(policy: string): postprocessingV1.SafetyPolicy {
-  const entry = Object.entries(POLICY_NAMES).find(([, name]) => name === policy);
-  return entry ? (entry[0] as postprocessingV1.SafetyPolicy) : postprocessingV1.SafetyPolicy.UNSPECIFIED;
+/** The proto enum value of a policy name (`flag` → SAFETY_POLICY_FLAG); UNSPECIFIED for any other. */
+export function toProtoPolicy(policy: string): commonV1.SafetyPolicy {
+  return (SAFETY_POLICIES as readonly string[]).includes(policy)
+    ? (enumValue(commonV1.SafetyPolicy, policy) ?? commonV1.SafetyPolicy.UNSPECIFIED)
+    : commonV1.SafetyPolicy.UNSPECIFIED;
 }
 
-/** The proto enum value of a format name. */
+/** The proto enum value of a format name (`webp` → IMAGE_FORMAT_WEBP). */
 export function toProtoFormat(format: string): postprocessingV1.ImageFormat {
-  const entry = Object.entries(FORMAT_NAMES).find(([, name]) => name === format);
-  return entry ? (entry[0] as postprocessingV1.ImageFormat) : postprocessingV1.ImageFormat.UNSPECIFIED;
+  return enumValue(postprocessingV1.ImageFormat, format) ?? postprocessingV1.ImageFormat.UNSPECIFIED;
 }
 
-/** The named policy for a proto policy; UNSPECIFIED = `fallback`. Throws INVALID_ARGUMENT naming `policy`. */
-export function policyOf(
-  policy: postprocessingV1.SafetyPolicy,
-  fallback: SafetyPolicyName,
-): SafetyPolicyName {
-  if (policy === postprocessingV1.SafetyPolicy.UNSPECIFIED) return fallback;
-  const name = POLICY_NAMES[policy];
-  if (!name) throw DopsError.invalidArgument('policy', 'must be SAFETY_POLICY_FLAG, _BLUR or _BLOCK');
+/** The format name of a proto format; undefined for UNSPECIFIED or an unknown value. */
+export function formatName(format: postprocessingV1.ImageFormat): ImageFormatName | undefined {
+  return enumName(postprocessingV1.ImageFormat, format) as ImageFormatName | undefined;
+}
+
+/** The named policy for a proto policy; UNSPECIFIED = `fallback`. Throws INVALID_ARGUMENT naming `policy` (OFF included). */
+export function policyOf(policy: commonV1.SafetyPolicy, fallback: SafetyPolicyName): SafetyPolicyName {
+  if (policy === commonV1.SafetyPolicy.UNSPECIFIED) return fallback;
+  const name = enumName(commonV1.SafetyPolicy, policy) as SafetyPolicyName | undefined;
+  if (!name || !SAFETY_POLICIES.includes(name))
+    throw DopsError.invalidArgument('policy', 'must be SAFETY_POLICY_FLAG, _BLUR or _BLOCK');
   return name;
 }
 
-/** Collects every bad field of a request, then throws them together (INVALID_ARGUMENT). */
 /**
  * The request's image (inside the input or artifact root) and output folder, common to every
  * operation; records a violation naming `image` when it is empty or outside both roots.
@@ -107,5 +98,3 @@ export function withProtoFields(err: unknown): unknown {
     cause: err,
   });
 }
-
-export { FORMAT_NAMES };

@@ -1,22 +1,24 @@
 import { defineService, type CallContext, type ServiceRegistration } from '@dops/grpc-server';
 import { DopsError } from '@dops/errors';
-import { postprocessingV1 } from '@dops/proto';
+import { commonV1, postprocessingV1 } from '@dops/proto';
+import { enumValue } from '@dops/validation';
 import { toProtoPolicy } from './postprocess-request';
 import type { PostprocessOutcome, Postprocessor, RunOptions, WorkerArtifact } from './postprocessor';
 
-const ACTIONS: Record<string, postprocessingV1.SafetyAction> = {
-  passed: postprocessingV1.SafetyAction.PASSED,
-  flagged: postprocessingV1.SafetyAction.FLAGGED,
-  blurred: postprocessingV1.SafetyAction.BLURRED,
-  blocked: postprocessingV1.SafetyAction.BLOCKED,
-};
-
-/** The wire form of a worker artifact. */
-export function toProtoArtifact(a: WorkerArtifact): postprocessingV1.Artifact {
-  return { path: a.path, sha256: a.sha256, width: a.width, height: a.height, format: a.format };
+/** The proto action of a worker's action name (`flagged` → SAFETY_ACTION_FLAGGED). */
+export function toProtoAction(action: string | undefined): commonV1.SafetyAction {
+  return enumValue(commonV1.SafetyAction, action ?? '') ?? commonV1.SafetyAction.UNSPECIFIED;
 }
 
-function imageOf(r: PostprocessOutcome): postprocessingV1.Artifact {
+/** The wire form of a worker artifact. */
+export function toProtoArtifact(
+  a: WorkerArtifact,
+  safety: commonV1.SafetyAction = commonV1.SafetyAction.UNSPECIFIED,
+): commonV1.Artifact {
+  return { path: a.path, sha256: a.sha256, width: a.width, height: a.height, format: a.format, safety };
+}
+
+function imageOf(r: PostprocessOutcome): commonV1.Artifact {
   if (!r.image) throw new DopsError('INTERNAL', `the worker's ${r.operation} result has no image`);
   return toProtoArtifact(r.image);
 }
@@ -51,8 +53,8 @@ export function postprocessingService(
         return {
           nsfw: r.nsfw ?? false,
           policy: toProtoPolicy(r.policy ?? ''),
-          action: ACTIONS[r.action ?? ''] ?? postprocessingV1.SafetyAction.UNSPECIFIED,
-          image: r.image ? toProtoArtifact(r.image) : undefined,
+          action: toProtoAction(r.action),
+          image: r.image ? toProtoArtifact(r.image, toProtoAction(r.action)) : undefined,
           blocked: r.blocked ?? false,
           deviceId: r.deviceId,
         };

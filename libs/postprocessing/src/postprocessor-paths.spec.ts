@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DopsError } from '@dops/errors';
-import { postprocessingV1 } from '@dops/proto';
+import { commonV1, postprocessingV1 } from '@dops/proto';
 import { WorkerPool } from '@dops/worker-pool';
 import { silentLogger } from '@dops/worker-supervisor';
 import { Postprocessor } from './postprocessor';
@@ -27,7 +27,7 @@ describe('Postprocessor path fields', () => {
     restoreFaces: (image: string, modelPath: string) =>
       postprocessor.restoreFaces({ image, modelPath, deviceId: '' }),
     checkSafety: (image: string, modelPath: string) =>
-      postprocessor.checkSafety({ image, modelPath, policy: postprocessingV1.SafetyPolicy.FLAG }),
+      postprocessor.checkSafety({ image, modelPath, policy: commonV1.SafetyPolicy.FLAG }),
     convert: (image: string) =>
       postprocessor.convert({ image, format: postprocessingV1.ImageFormat.PNG, deviceId: '' }),
   };
@@ -103,7 +103,7 @@ describe('Postprocessor path fields', () => {
         configured.checkSafety({
           image: 'in.png',
           modelPath: '',
-          policy: postprocessingV1.SafetyPolicy.FLAG,
+          policy: commonV1.SafetyPolicy.FLAG,
         }),
       ),
     ).toMatchObject({ code: 'INVALID_ARGUMENT', violations: [{ field: 'model_path' }] });

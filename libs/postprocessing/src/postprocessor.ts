@@ -4,7 +4,7 @@ import { parseDeviceId, type PooledWorker, type WorkerPool } from '@dops/worker-
 import type { ProgressParams } from '@dops/worker-supervisor';
 import {
   defined,
-  FORMAT_NAMES,
+  formatName,
   imageParams,
   policyOf,
   Violations,
@@ -136,7 +136,7 @@ export class Postprocessor {
   async convert(req: postprocessingV1.ConvertRequest, options: RunOptions = {}): Promise<PostprocessOutcome> {
     const v = new Violations();
     const params = this.common('convert', req.image, v);
-    const format = FORMAT_NAMES[req.format];
+    const format = formatName(req.format);
     if (!format) v.add('format', 'must be IMAGE_FORMAT_PNG, IMAGE_FORMAT_JPEG or IMAGE_FORMAT_WEBP');
     const quality = v.intIn(req.quality, 1, 100, 'quality');
     if (quality !== undefined && format === 'png')

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DopsError } from '@dops/errors';
 import { call, createClient } from '@dops/grpc-client';
-import { postprocessingV1 } from '@dops/proto';
+import { commonV1, postprocessingV1 } from '@dops/proto';
 import { startTestServer, testCredentials, type TestServer } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
 import { resolvePythonExecutable, silentLogger } from '@dops/worker-supervisor';
@@ -193,31 +193,31 @@ if (!haveFixtures) {
 
   it('checks safety with each policy', async () => {
     const image = join(inputRoot, 'in.png');
-    const check = (policy: postprocessingV1.SafetyPolicy, modelPath = '') =>
+    const check = (policy: commonV1.SafetyPolicy, modelPath = '') =>
       call(client.checkSafety, { image, policy, modelPath, deviceId: '' }, { deadlineMs: 30_000 });
-    const passed = await check(postprocessingV1.SafetyPolicy.BLOCK, PASSES_ALL);
+    const passed = await check(commonV1.SafetyPolicy.BLOCK, PASSES_ALL);
     expect(passed).toMatchObject({
       nsfw: false,
-      action: postprocessingV1.SafetyAction.PASSED,
+      action: commonV1.SafetyAction.PASSED,
       blocked: false,
     });
     expect(passed.image?.path).toBe(image);
     // UNSPECIFIED = the service default (flag), with the configured checker (flags everything).
-    const flagged = await check(postprocessingV1.SafetyPolicy.UNSPECIFIED);
+    const flagged = await check(commonV1.SafetyPolicy.UNSPECIFIED);
     expect(flagged).toMatchObject({
       nsfw: true,
-      policy: postprocessingV1.SafetyPolicy.FLAG,
-      action: postprocessingV1.SafetyAction.FLAGGED,
+      policy: commonV1.SafetyPolicy.FLAG,
+      action: commonV1.SafetyAction.FLAGGED,
     });
     expect(flagged.image?.sha256).toBe(sha256(await readFile(image)));
-    const blurred = await check(postprocessingV1.SafetyPolicy.BLUR);
-    expect(blurred.action).toBe(postprocessingV1.SafetyAction.BLURRED);
+    const blurred = await check(commonV1.SafetyPolicy.BLUR);
+    expect(blurred.action).toBe(commonV1.SafetyAction.BLURRED);
     expect(blurred.image?.path).not.toBe(image);
     expect(blurred.image?.sha256).not.toBe(flagged.image?.sha256);
-    const blocked = await check(postprocessingV1.SafetyPolicy.BLOCK);
+    const blocked = await check(commonV1.SafetyPolicy.BLOCK);
     expect(blocked).toMatchObject({
       nsfw: true,
-      action: postprocessingV1.SafetyAction.BLOCKED,
+      action: commonV1.SafetyAction.BLOCKED,
       blocked: true,
     });
     expect(blocked.image).toBeUndefined();
@@ -280,7 +280,7 @@ if (!haveFixtures) {
     checkSafety: (image: string, modelPath: string) =>
       call(
         client.checkSafety,
-        { image, modelPath, policy: postprocessingV1.SafetyPolicy.FLAG, deviceId: '' },
+        { image, modelPath, policy: commonV1.SafetyPolicy.FLAG, deviceId: '' },
         { deadlineMs: 10_000 },
       ),
     convert: (image: string) =>

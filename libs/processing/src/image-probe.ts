@@ -7,10 +7,14 @@ export interface ImageInfo {
   height: number;
 }
 
+/** Decoding an image of more than this allocates too much: a "PNG bomb" is refused from its header. */
+export const MAX_IMAGE_SIDE = 8192;
+export const MAX_IMAGE_PIXELS = 40_000_000;
+
 /**
  * The format and size of a PNG, JPEG or WebP from its header (no decoding). Throws
- * INVALID_ARGUMENT naming `field` for anything else, an empty or truncated file, or one over
- * `maxBytes`.
+ * INVALID_ARGUMENT naming `field` for anything else, an empty or truncated file, one over
+ * `maxBytes`, or one whose header claims more than MAX_IMAGE_SIDE px a side or MAX_IMAGE_PIXELS.
  */
 export function probeImage(data: Uint8Array, field: string, maxBytes: number): ImageInfo {
   const b = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
@@ -20,6 +24,15 @@ export function probeImage(data: Uint8Array, field: string, maxBytes: number): I
   const info = png(b) ?? jpeg(b) ?? webp(b);
   if (!info) throw DopsError.invalidArgument(field, 'is not a PNG, JPEG or WebP image');
   if (info.width === 0 || info.height === 0) throw DopsError.invalidArgument(field, 'has no pixels');
+  if (
+    info.width > MAX_IMAGE_SIDE ||
+    info.height > MAX_IMAGE_SIDE ||
+    info.width * info.height > MAX_IMAGE_PIXELS
+  )
+    throw DopsError.invalidArgument(
+      field,
+      `is ${info.width}×${info.height}; at most ${MAX_IMAGE_SIDE} px a side and ${MAX_IMAGE_PIXELS} pixels are allowed`,
+    );
   return info;
 }
 

@@ -1,5 +1,7 @@
+import type { FieldViolation } from '@dops/errors';
 import type { Artifact, StageName } from '@dops/queue';
-import { processingV1 } from '@dops/proto';
+import { commonV1, googleRpc, processingV1 } from '@dops/proto';
+import { enumValue } from '@dops/validation';
 
 export type JobStateName = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 export const TERMINAL: ReadonlySet<JobStateName> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
@@ -27,7 +29,7 @@ export interface JobRecord {
   /** The job's time budget, so a retry gets a new deadline. */
   budgetMs: number;
   images: Artifact[];
-  error?: { code: string; message: string; retryable: boolean; stage: string };
+  error?: JobErrorRecord;
   runs: number;
   held: boolean;
   /** The queue its first stage went to (`inference` or `inference@<node>`). */
@@ -35,6 +37,16 @@ export interface JobRecord {
   /** Counted in its client's queued-job count (fairness) until it leaves QUEUED. */
   counted: boolean;
   traceparent?: string;
+}
+
+/** Why a job failed: the stage's DopsError as it came through the queue. */
+export interface JobErrorRecord {
+  /** An ErrorCode name without its prefix (`INVALID_ARGUMENT`). */
+  code: string;
+  message: string;
+  retryable: boolean;
+  stage: string;
+  violations?: FieldViolation[];
 }
 
 /** A job event on its stream (`<prefix>:proc:job:<id>:events`). */
@@ -61,8 +73,20 @@ export function fromProtoState(state: processingV1.JobState): JobStateName | und
   return (Object.keys(STATES) as JobStateName[]).find((k) => STATES[k] === state);
 }
 
-export function toProtoArtifact(a: Artifact): processingV1.Artifact {
-  return { path: a.path, sha256: a.sha256, width: a.width, height: a.height, format: a.format, seed: a.seed };
+/** A stored artifact as on the wire (records written before `safety` existed lack it). */
+export function toProtoArtifact(a: Artifact): commonV1.Artifact {
+  return commonV1.Artifact.fromPartial(a);
+}
+
+/** A stored error as dops.common.v1.JobError. */
+export function toProtoError(e: JobErrorRecord): commonV1.JobError {
+  return {
+    code: enumValue(commonV1.ErrorCode, e.code) ?? commonV1.ErrorCode.INTERNAL,
+    message: e.message,
+    retryable: e.retryable,
+    stage: e.stage,
+    fieldViolations: (e.violations ?? []).map((v) => googleRpc.BadRequest_FieldViolation.fromPartial(v)),
+  };
 }
 
 /** The public view of a record. */
@@ -81,7 +105,7 @@ export function toProtoJob(r: JobRecord): processingV1.Job {
     updatedAt: new Date(r.updatedAt),
     deadlineAt: new Date(r.deadlineAt),
     images: r.images.map(toProtoArtifact),
-    error: r.error,
+    error: r.error && toProtoError(r.error),
     runs: r.runs,
     held: r.held,
   };

@@ -1,34 +1,31 @@
-import { randomUUID } from 'node:crypto';
-import { FlowProducer, Job, Queue, QueueEvents, type FlowJob } from 'bullmq';
+import { Job } from 'bullmq';
 import { DopsError } from '@dops/errors';
-import { inferenceV1, processingV1 } from '@dops/proto';
-import {
-  STAGE_QUEUE,
-  clearCancel,
-  connectionOptions,
-  createRedis,
-  decodeStageError,
-  isCancelled,
-  isStageProgress,
-  listNodes,
-  nodeQueueName,
-  parseStageJobId,
-  publishCancel,
-  stageBackoff,
-  stageJobId,
-  type Redis,
-  type StageJobData,
-  type StageResult,
-} from '@dops/queue';
-import { expandBatch } from './batch-expansion';
+import type { processingV1 } from '@dops/proto';
+import { clearCancel, createRedis, listNodes, nodeQueueName, type Redis } from '@dops/queue';
+import { Batches } from './batches';
 import { ClientQuotas, type ClientQuotaOptions } from './client-quotas';
+import { Flows } from './flows';
 import { IdempotencyKeys } from './idempotency';
-import { TERMINAL, fromProtoState, toProtoJob, type JobEvent, type JobRecord } from './job-record';
+import { JobLifecycle, newId, withDefaults } from './job-lifecycle';
+import {
+  TERMINAL,
+  fromProtoState,
+  toProtoArtifact,
+  toProtoJob,
+  type JobEvent,
+  type JobRecord,
+} from './job-record';
 import { JobStore } from './job-store';
 import { Keys } from './keys';
+import type { ModelCatalog } from './model-catalog';
 import { notFound, ownedBy } from './ownership';
+import { SessionControl } from './session-control';
 import { SessionStore, type SessionRecord, type SessionStoreOptions } from './session-store';
-import { checkSpec, planStages, templateOf, type WorkflowLimits } from './workflow';
+import { SpecChecks } from './spec-checks';
+import { StageEvents } from './stage-events';
+import { templateOf, type WorkflowLimits } from './workflow';
+
+export { fairPriority } from './job-lifecycle';
 
 export interface ProcessingOptions extends WorkflowLimits, ClientQuotaOptions, SessionStoreOptions {
   redisUrl: string;
@@ -37,56 +34,48 @@ export interface ProcessingOptions extends WorkflowLimits, ClientQuotaOptions, S
   retentionMs: number;
   /** An idempotency key returns the first job this long. */
   idempotencyTtlMs: number;
-  /** Queued first stages on the shared inference queue before SubmitJob answers RESOURCE_EXHAUSTED. */
+  /** Queued first stages over every inference queue (shared and per node) before RESOURCE_EXHAUSTED. */
   maxQueued: number;
-  /** Retry hint of RESOURCE_EXHAUSTED (the shared queue, a client's queued-job quota). */
+  /** Retry hint of RESOURCE_EXHAUSTED (the queue bound, a client's queued-job quota). */
   retryAfterMs: number;
   maxBatchItems: number;
   defaultDeadlineMs: number;
+  /** The longest deadline_seconds a job may ask for; default 7 days. */
+  maxDeadlineSeconds?: number;
   /** BullMQ attempts of a stage (retryable codes only). */
   attempts: number;
   backoffMs: number;
   /**
-   * Whether the model registry knows `modelId` (the model service): a known model that no node
-   * holds yet is loaded by the inference node that picks the job. Unset: only models some
-   * inference node announces are accepted.
+   * The model registry (the model service): the models a job names are checked in it at submit,
+   * and a known model no node holds yet is loaded by the inference node that picks the job.
+   * Unset: only models some inference node announces are accepted.
    */
-  modelExists?: (modelId: string) => Promise<boolean>;
+  catalog?: ModelCatalog;
 }
 
-const PRIORITY_BASE: Record<processingV1.Priority, number> = {
-  [processingV1.Priority.HIGH]: 1,
-  [processingV1.Priority.NORMAL]: 10_000,
-  [processingV1.Priority.UNSPECIFIED]: 10_000,
-  [processingV1.Priority.LOW]: 100_000,
-  [processingV1.Priority.UNRECOGNIZED]: 10_000,
-};
-const MAX_BULL_PRIORITY = 2_097_151;
+const DEFAULT_MAX_DEADLINE_S = 7 * 24 * 3600;
 
 /**
- * BullMQ priority of a client's next job: its class base plus the jobs that client already has
- * queued, so one client's 1,000 queued jobs sit behind another client's first one.
- */
-export function fairPriority(priority: processingV1.Priority, queuedOfClient: number): number {
-  return Math.min(MAX_BULL_PRIORITY, (PRIORITY_BASE[priority] ?? 10_000) + queuedOfClient);
-}
-
-/**
- * The processing domain: jobs, batches and sessions in Redis, workflows as BullMQ flows, and
- * the stage queues' events folded back into job state. Every method acts for `clientId`, the
- * caller its credential proved: it sees only what that client made (another client's job,
- * batch or session is NOT_FOUND, as a missing one). `start()` rejects when Redis cannot be reached.
+ * The processing domain's jobs API: jobs, batches and sessions in Redis, workflows as BullMQ
+ * flows (Flows), the stage queues' events folded back into job state (StageEvents). Every method
+ * acts for `clientId`, the caller its credential proved: it sees only what that client made
+ * (another client's job, batch or session is NOT_FOUND, as a missing one). Every submit is
+ * checked whole (SpecChecks) before anything is queued or written. `start()` rejects when Redis
+ * cannot be reached.
  */
 export class Processing {
   readonly keys: Keys;
   readonly store: JobStore;
   readonly quotas: ClientQuotas;
+  private readonly redis: Redis;
   private readonly sessions: SessionStore;
   private readonly idempotency: IdempotencyKeys;
-  private readonly redis: Redis;
-  private readonly flows: FlowProducer;
-  private readonly queues = new Map<string, Queue>();
-  private readonly events = new Map<string, QueueEvents>();
+  private readonly flows: Flows;
+  private readonly events: StageEvents;
+  private readonly checks: SpecChecks;
+  private readonly lifecycle: JobLifecycle;
+  private readonly batches: Batches;
+  private readonly sessionControl: SessionControl;
 
   constructor(private readonly options: ProcessingOptions) {
     this.keys = new Keys(options.prefix);
@@ -95,22 +84,51 @@ export class Processing {
     this.quotas = new ClientQuotas(this.redis, this.keys, options);
     this.sessions = new SessionStore(this.redis, this.keys, options);
     this.idempotency = new IdempotencyKeys(this.redis, this.keys, options.idempotencyTtlMs);
-    this.flows = new FlowProducer({
-      connection: connectionOptions(options.redisUrl),
-      prefix: options.prefix,
+    this.events = new StageEvents(this.redis, this.keys, this.store, options, async (queue, id) =>
+      Job.fromId(this.flows.queue(queue), id),
+    );
+    this.flows = new Flows(this.redis, options, (queue) => this.events.listen(queue));
+    this.checks = new SpecChecks(this.redis, {
+      ...options,
+      maxDeadlineSeconds: options.maxDeadlineSeconds ?? DEFAULT_MAX_DEADLINE_S,
     });
+    this.lifecycle = new JobLifecycle(
+      this.redis,
+      this.store,
+      this.flows,
+      this.quotas,
+      this.idempotency,
+      options,
+    );
+    this.batches = new Batches(
+      this.redis,
+      this.keys,
+      this.store,
+      this.quotas,
+      this.sessions,
+      this.idempotency,
+      this.checks,
+      this.lifecycle,
+      options.maxBatchItems,
+    );
+    this.sessionControl = new SessionControl(
+      this.keys,
+      this.store,
+      this.sessions,
+      this.flows,
+      this.lifecycle,
+    );
   }
 
   async start(): Promise<void> {
     await this.redis.ping();
-    for (const name of ['inference', 'postprocessing']) await this.listen(name);
+    for (const name of ['inference', 'postprocessing']) await this.events.listen(name);
     for (const node of await listNodes(this.redis, this.options.prefix))
-      if (node.service === 'inference') await this.listen(nodeQueueName('inference', node.nodeId));
+      if (node.service === 'inference') await this.events.listen(nodeQueueName('inference', node.nodeId));
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.events.values()].map((e) => e.close()));
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    await this.events.close();
     await this.flows.close();
     this.redis.disconnect();
   }
@@ -125,19 +143,19 @@ export class Processing {
   ): Promise<{ job: JobRecord; created: boolean }> {
     await this.quotas.consumeSubmit(clientId);
     IdempotencyKeys.check(req.idempotencyKey);
+    this.checks.checkDeadline(req.deadlineSeconds);
     const session = req.sessionId ? await this.sessions.requireOpen(clientId, req.sessionId) : undefined;
     const spec = withDefaults(req.spec, session);
-    const template = templateOf(spec);
-    const params = checkSpec(spec!, template, this.options);
-    await this.checkModel(params.modelId);
+    const checked = this.checks.checkStatic(spec ?? ({} as processingV1.JobSpec), templateOf(spec));
+    await this.checks.checkModels(checked);
     const claim = await this.idempotency.claim(clientId, req.idempotencyKey, newId());
     if (!claim.owner) return { job: await this.waitForRecord(clientId, claim.id), created: false };
     const id = claim.id;
-    await this.admit(clientId, [id], req.idempotencyKey);
-    const record = await this.newRecord(id, spec!, params, { clientId, template, req, session, traceparent });
-    await this.store.create(record);
-    if (!record.held) await this.enqueue(record);
-    return { job: (await this.store.get(id)) ?? record, created: true };
+    await this.lifecycle.admit(clientId, [id], req.idempotencyKey);
+    await this.lifecycle.create(
+      await this.lifecycle.newRecord(id, checked, { clientId, req, session, traceparent }),
+    );
+    return { job: (await this.store.get(id)) ?? (await this.store.require(clientId, id)), created: true };
   }
 
   async getJob(clientId: string, id: string): Promise<JobRecord> {
@@ -158,7 +176,7 @@ export class Processing {
         throw DopsError.invalidArgument('page_token', 'is not a token this service issued');
     }
     if (req.sessionId) await this.sessions.require(clientId, req.sessionId);
-    if (req.batchId) await this.requireBatch(clientId, req.batchId);
+    if (req.batchId) await this.batches.require(clientId, req.batchId);
     const index = req.batchId
       ? this.keys.batchJobs(req.batchId)
       : req.sessionId
@@ -183,36 +201,7 @@ export class Processing {
 
   /** Cancels a job of the client; a terminal one is returned unchanged. */
   async cancelJob(clientId: string, id: string): Promise<JobRecord> {
-    return this.cancelRecord(await this.store.require(clientId, id));
-  }
-
-  private async cancelRecord(record: JobRecord): Promise<JobRecord> {
-    const id = record.id;
-    if (TERMINAL.has(record.state)) return record;
-    await publishCancel(this.redis, this.options.prefix, id);
-    const removed = record.held || (await this.removeFlow(record, { keepFinished: true }));
-    if (removed) {
-      // Removed means no stage of it runs or will run. A RUNNING record can be removed too: its
-      // stage failed retryably and waits (delayed) for its next attempt, or stalled back to wait.
-      await this.store.update(id, (r) =>
-        r.state === 'QUEUED' || r.state === 'RUNNING'
-          ? {
-              ...r,
-              state: 'CANCELLED',
-              counted: false,
-              held: false,
-              error: {
-                code: 'CANCELLED',
-                message: `job '${id}' was cancelled`,
-                retryable: false,
-                stage: r.stage,
-              },
-            }
-          : undefined,
-      );
-    }
-    // A running stage aborts on the published cancel; its failure makes the job CANCELLED.
-    return (await this.store.get(id)) ?? record;
+    return this.lifecycle.cancel(await this.store.require(clientId, id));
   }
 
   /** Queues a FAILED or CANCELLED job of the client again; FAILED_PRECONDITION otherwise. Counts as a submit. */
@@ -223,12 +212,10 @@ export class Processing {
       throw new DopsError(
         'FAILED_PRECONDITION',
         `job_id: job '${id}' is ${record.state}; only FAILED or CANCELLED jobs can be retried`,
-        {
-          violations: [{ field: 'job_id', description: `job is ${record.state}` }],
-        },
+        { violations: [{ field: 'job_id', description: `job is ${record.state}` }] },
       );
-    await this.admit(clientId, [id]);
-    await this.removeFlow(record);
+    await this.lifecycle.admit(clientId, [id]);
+    await this.flows.remove(record);
     await clearCancel(this.redis, this.options.prefix, id);
     const queued = await this.store.queuedOf(record.clientId);
     const updated = await this.store.update(
@@ -245,7 +232,7 @@ export class Processing {
       }),
       { fromTerminal: true },
     );
-    if (updated) await this.enqueue(updated, queued);
+    if (updated) await this.lifecycle.enqueue(updated, queued);
     else await this.quotas.releaseQueued(clientId, [id]);
     return (await this.store.get(id)) ?? record;
   }
@@ -259,15 +246,15 @@ export class Processing {
     const snapshot = id ? await this.store.snapshot(id) : { lastEventId: '0-0' };
     const record = ownedBy(snapshot.record, clientId);
     if (!record) throw notFound('job', id);
-    const lastEventId = snapshot.lastEventId;
     yield { job: toProtoJob(record) };
     if (TERMINAL.has(record.state)) return;
-    if (record.state === 'QUEUED' && !record.held) yield { queued: { ahead: await this.ahead(record) } };
+    if (record.state === 'QUEUED' && !record.held)
+      yield { queued: { ahead: await this.flows.ahead(record) } };
     const reader = createRedis(this.options.redisUrl);
     const stop = () => reader.disconnect();
     signal.addEventListener('abort', stop, { once: true });
     try {
-      let from = lastEventId;
+      let from = snapshot.lastEventId;
       while (!signal.aborted) {
         const res = (await reader
           .xread('BLOCK', 1_000, 'STREAMS', this.keys.events(id), from)
@@ -278,7 +265,12 @@ export class Processing {
           if (event.kind === 'stage') yield { stage: { stage: event.stage, status: event.status } };
           else if (event.kind === 'progress')
             yield {
-              progress: { stage: event.stage, step: event.step, total: event.total, preview: event.preview },
+              progress: {
+                stage: event.stage,
+                step: event.step,
+                total: event.total,
+                preview: event.preview && toProtoArtifact(event.preview),
+              },
             };
           else {
             const now = await this.store.get(id);
@@ -294,133 +286,38 @@ export class Processing {
     }
   }
 
-  // ---- batches ----------------------------------------------------------------------------
+  // ---- batches and sessions ---------------------------------------------------------------
 
-  /** Queues a batch of `clientId`; its jobs count one by one against the queued-job quota. */
-  async submitBatch(
-    clientId: string,
-    req: processingV1.SubmitBatchRequest,
-    traceparent?: string,
-  ): Promise<{ batch: processingV1.Batch; created: boolean }> {
-    await this.quotas.consumeSubmit(clientId);
-    IdempotencyKeys.check(req.idempotencyKey);
-    const session = req.sessionId ? await this.sessions.requireOpen(clientId, req.sessionId) : undefined;
-    const base = withDefaults(req.spec, session);
-    const template = templateOf(base);
-    const items = expandBatch(req.expansion, this.options.maxBatchItems, base?.params?.seed);
-    // Validate every item before queueing any.
-    const specs = items.map((overrides) => {
-      const spec = { ...base!, params: { ...base!.params!, ...overrides } as inferenceV1.GenerationParams };
-      return { id: newId(), spec, params: checkSpec(spec, template, this.options) };
-    });
-    for (const modelId of new Set(specs.map((s) => s.params.modelId))) await this.checkModel(modelId);
-    const key = req.idempotencyKey && `batch:${req.idempotencyKey}`;
-    const claim = await this.idempotency.claim(clientId, key, newId());
-    if (!claim.owner) return { batch: await this.getBatch(clientId, claim.id), created: false };
-    const batchId = claim.id;
-    const jobIds = specs.map((s) => s.id);
-    await this.admit(clientId, jobIds, key);
-    await this.redis.set(this.keys.batch(batchId), JSON.stringify({ id: batchId, clientId }));
-    const context = { clientId, template, req, session, traceparent, batchId };
-    for (const { id, spec, params } of specs) {
-      const record = await this.newRecord(id, spec, params, context);
-      await this.store.create(record);
-      if (!record.held) await this.enqueue(record);
-    }
-    return { batch: await this.getBatch(clientId, batchId), created: true };
+  submitBatch(clientId: string, req: processingV1.SubmitBatchRequest, traceparent?: string) {
+    return this.batches.submit(clientId, req, traceparent);
   }
 
-  async getBatch(clientId: string, batchId: string): Promise<processingV1.Batch> {
-    await this.requireBatch(clientId, batchId);
-    const jobs = await this.store.all(this.keys.batchJobs(batchId));
-    const count = (s: string) => jobs.filter((j) => j.state === s).length;
-    const c = {
-      queued: count('QUEUED'),
-      running: count('RUNNING'),
-      succeeded: count('SUCCEEDED'),
-      failed: count('FAILED'),
-      cancelled: count('CANCELLED'),
-    };
-    const state = c.running
-      ? 'RUNNING'
-      : c.queued
-        ? 'QUEUED'
-        : c.failed
-          ? 'FAILED'
-          : c.cancelled
-            ? 'CANCELLED'
-            : 'SUCCEEDED';
-    return { id: batchId, jobIds: jobs.map((j) => j.id), state: processingV1.JobState[state], ...c };
+  getBatch(clientId: string, batchId: string): Promise<processingV1.Batch> {
+    return this.batches.get(clientId, batchId);
   }
 
-  async cancelBatch(clientId: string, batchId: string): Promise<processingV1.Batch> {
-    await this.requireBatch(clientId, batchId);
-    await this.cancelAll(await this.store.all(this.keys.batchJobs(batchId)));
-    return this.getBatch(clientId, batchId);
+  cancelBatch(clientId: string, batchId: string): Promise<processingV1.Batch> {
+    return this.batches.cancel(clientId, batchId);
   }
 
-  /** NOT_FOUND naming batch_id unless the client owns the batch. */
-  private async requireBatch(clientId: string, batchId: string): Promise<void> {
-    const raw = batchId ? await this.redis.get(this.keys.batch(batchId)) : null;
-    if (!ownedBy(raw ? (JSON.parse(raw) as { clientId: string }) : undefined, clientId))
-      throw notFound('batch', batchId);
+  createSession(clientId: string, req: processingV1.CreateSessionRequest): Promise<SessionRecord> {
+    return this.sessionControl.create(clientId, req);
   }
 
-  /**
-   * Cancels `jobs`, the queued ones before the running ones: cancelling a running job first
-   * frees its worker, which could then pick up a queued job of the same group before its cancel.
-   */
-  private async cancelAll(jobs: JobRecord[]): Promise<void> {
-    const open = jobs.filter((j) => !TERMINAL.has(j.state));
-    for (const job of [
-      ...open.filter((j) => j.state !== 'RUNNING'),
-      ...open.filter((j) => j.state === 'RUNNING'),
-    ])
-      await this.cancelRecord(job);
+  requireSession(clientId: string, id: string): Promise<SessionRecord> {
+    return this.sessionControl.require(clientId, id);
   }
 
-  // ---- sessions ---------------------------------------------------------------------------
-
-  /** A new session of the client; RESOURCE_EXHAUSTED at its open-session quota. */
-  async createSession(clientId: string, req: processingV1.CreateSessionRequest): Promise<SessionRecord> {
-    return this.sessions.create(clientId, newId(), req.defaults ?? { modelId: '', loras: [] });
+  pauseSession(clientId: string, id: string): Promise<SessionRecord> {
+    return this.sessionControl.pause(clientId, id);
   }
 
-  /** The client's session (its expiry starts again); NOT_FOUND when missing, expired or another client's. */
-  async requireSession(clientId: string, id: string): Promise<SessionRecord> {
-    return this.sessions.require(clientId, id);
+  resumeSession(clientId: string, id: string): Promise<SessionRecord> {
+    return this.sessionControl.resume(clientId, id);
   }
 
-  async pauseSession(clientId: string, id: string): Promise<SessionRecord> {
-    const session = await this.sessions.setState(clientId, id, 'PAUSED');
-    for (const job of await this.jobsOf(session)) {
-      if (job.state !== 'QUEUED' || job.held) continue;
-      if (await this.removeFlow(job))
-        await this.store.update(job.id, (r) => (r.state === 'QUEUED' ? { ...r, held: true } : undefined));
-    }
-    return session;
-  }
-
-  async resumeSession(clientId: string, id: string): Promise<SessionRecord> {
-    const session = await this.sessions.setState(clientId, id, 'ACTIVE');
-    for (const job of await this.jobsOf(session)) {
-      if (job.state !== 'QUEUED' || !job.held) continue;
-      const updated = await this.store.update(job.id, (r) => ({ ...r, held: false }));
-      if (updated) await this.enqueue(updated);
-    }
-    return session;
-  }
-
-  async cancelSession(clientId: string, id: string): Promise<SessionRecord> {
-    const session = await this.sessions.setState(clientId, id, 'CANCELLED');
-    await this.cancelAll(await this.jobsOf(session));
-    return session;
-  }
-
-  /** The session's jobs; only its own client's, whatever the index holds. */
-  private async jobsOf(session: SessionRecord): Promise<JobRecord[]> {
-    const jobs = await this.store.all(this.keys.sessionJobs(session.id));
-    return jobs.filter((j) => j.clientId === session.clientId);
+  cancelSession(clientId: string, id: string): Promise<SessionRecord> {
+    return this.sessionControl.cancel(clientId, id);
   }
 
   // ---- internals --------------------------------------------------------------------------
@@ -433,330 +330,4 @@ export class Processing {
     }
     throw DopsError.unavailable(`job '${id}' of this idempotency key is still being created; try again`);
   }
-
-  private async newRecord(
-    id: string,
-    spec: processingV1.JobSpec,
-    params: inferenceV1.GenerationParams,
-    context: {
-      clientId: string;
-      template: string;
-      req: Pick<processingV1.SubmitJobRequest, 'priority' | 'deadlineSeconds'>;
-      session: SessionRecord | undefined;
-      traceparent: string | undefined;
-      batchId?: string;
-    },
-  ): Promise<JobRecord> {
-    const { clientId, template, req, session, traceparent, batchId } = context;
-    const now = Date.now();
-    const budgetMs = req.deadlineSeconds ? req.deadlineSeconds * 1000 : this.options.defaultDeadlineMs;
-    return {
-      id,
-      state: 'QUEUED',
-      template,
-      clientId,
-      sessionId: session?.id,
-      batchId,
-      priority: req.priority,
-      stage: '',
-      plan: await planStages(id, spec, params, this.options),
-      createdAt: now,
-      updatedAt: now,
-      deadlineAt: now + budgetMs,
-      budgetMs,
-      images: [],
-      runs: 1,
-      held: session?.state === 'PAUSED',
-      counted: true,
-      traceparent,
-    };
-  }
-
-  /** Adds the job's flow: the last stage is the root, each earlier stage its child. */
-  private async enqueue(record: JobRecord, queuedBefore?: number): Promise<void> {
-    const queued = queuedBefore ?? Math.max(0, (await this.store.queuedOf(record.clientId)) - 1);
-    const priority = fairPriority(record.priority, queued);
-    const modelId = String(record.plan[0]?.params['modelId'] ?? '');
-    const firstQueue = await this.routeGenerate(modelId);
-    let flow: FlowJob | undefined;
-    for (const step of record.plan) {
-      const data: StageJobData = {
-        jobId: record.id,
-        stage: step.stage,
-        params: step.params,
-        deadlineAt: record.deadlineAt,
-        traceparent: record.traceparent,
-        clientId: record.clientId,
-        sessionId: record.sessionId,
-        batchId: record.batchId,
-      };
-      const queueName = step.stage === 'generate' ? firstQueue : STAGE_QUEUE[step.stage];
-      await this.listen(queueName);
-      flow = {
-        name: step.stage,
-        queueName,
-        data,
-        opts: {
-          jobId: stageJobId(record.id, step.stage),
-          priority,
-          attempts: this.options.attempts,
-          backoff: stageBackoff(this.options.backoffMs),
-          failParentOnFailure: true,
-          removeOnComplete: { age: Math.ceil(this.options.retentionMs / 1000) },
-          removeOnFail: { age: Math.ceil(this.options.retentionMs / 1000) },
-        },
-        children: flow ? [flow] : undefined,
-      };
-    }
-    await this.store.update(record.id, (r) => ({ ...r, firstQueue }));
-    await this.flows.add(flow!, { queuesOptions: {} });
-  }
-
-  /** `inference@<node>` when a node holds the model on a ready device with no active job, else `inference`. */
-  private async routeGenerate(modelId: string): Promise<string> {
-    const nodes = await listNodes(this.redis, this.options.prefix);
-    const free = nodes.find(
-      (n) =>
-        n.service === 'inference' &&
-        n.devices.some(
-          (d) => d.state === 'ready' && d.activeJobs === 0 && d.residentModels.includes(modelId),
-        ),
-    );
-    return free ? nodeQueueName('inference', free.nodeId) : 'inference';
-  }
-
-  /** NOT_FOUND naming `spec.params.model_id` when no announced inference node holds the model. */
-  private async checkModel(modelId: string): Promise<void> {
-    const nodes = await listNodes(this.redis, this.options.prefix);
-    const resident = nodes.some(
-      (n) => n.service === 'inference' && n.devices.some((d) => d.residentModels.includes(modelId)),
-    );
-    if (!resident && !(await this.options.modelExists?.(modelId)))
-      throw new DopsError(
-        'NOT_FOUND',
-        `spec.params.model_id: model '${modelId}' is not loaded on any inference node`,
-        {
-          violations: [
-            {
-              field: 'spec.params.model_id',
-              description: `model '${modelId}' is not loaded on any inference node`,
-            },
-          ],
-        },
-      );
-  }
-
-  /**
-   * Room for `jobIds` of the client: the shared queue's bound, then the client's queued-job quota
-   * (reserving them). On RESOURCE_EXHAUSTED the idempotency key `key` is given up: nothing was queued.
-   */
-  private async admit(clientId: string, jobIds: string[], key = ''): Promise<void> {
-    try {
-      await this.checkCapacity(jobIds.length);
-      await this.quotas.reserveQueued(clientId, jobIds);
-    } catch (err) {
-      await this.idempotency.release(clientId, key);
-      throw err;
-    }
-  }
-
-  /** RESOURCE_EXHAUSTED with a retry hint when `adding` more first stages would pass the bound. */
-  private async checkCapacity(adding: number): Promise<void> {
-    const counts = await this.queue('inference').getJobCounts('wait', 'prioritized', 'delayed');
-    const queued = Object.values(counts).reduce((a, b) => a + b, 0);
-    if (queued + adding > this.options.maxQueued)
-      throw new DopsError(
-        'RESOURCE_EXHAUSTED',
-        `the inference queue is full (${queued} of ${this.options.maxQueued} queued); retry later`,
-        {
-          retryable: true,
-          retryAfterMs: this.options.retryAfterMs,
-        },
-      );
-  }
-
-  /**
-   * Removes the job's flow (root and children); false when a stage is running (locked), or with
-   * `keepFinished` when the flow already completed or failed.
-   */
-  private async removeFlow(record: JobRecord, options: { keepFinished?: boolean } = {}): Promise<boolean> {
-    const last = record.plan[record.plan.length - 1]!;
-    const root = await Job.fromId(
-      this.queue(
-        STAGE_QUEUE[last.stage] === 'inference'
-          ? (record.firstQueue ?? 'inference')
-          : STAGE_QUEUE[last.stage],
-      ),
-      stageJobId(record.id, last.stage),
-    );
-    if (!root) return true;
-    // A cancel leaves a finished flow alone: its completion (or failure) event settles the record.
-    if (options.keepFinished) {
-      const state = await root.getState();
-      if (state === 'completed' || state === 'failed') return false;
-    }
-    try {
-      await root.remove();
-      return true;
-    } catch {
-      return false;
-    }
-  }
-
-  private async ahead(record: JobRecord): Promise<number> {
-    const queue = record.firstQueue ?? 'inference';
-    const id = stageJobId(record.id, 'generate');
-    const base = `${this.options.prefix}:${queue}`;
-    // BullMQ internals: un-prioritized jobs (wait) run first, then the prioritized sorted set in order.
-    const [waiting, rank] = await Promise.all([
-      this.redis.llen(`${base}:wait`),
-      this.redis.zrank(`${base}:prioritized`, id),
-    ]);
-    return rank === null ? waiting : waiting + rank;
-  }
-
-  /**
-   * The error a failed stage job stands for. A parent that failed because a child did
-   * (BullMQ: "child <key> failed") takes the child's own error, whichever event arrives first;
-   * a job whose cancel was requested ends CANCELLED whatever its stage failed with.
-   */
-  private async stageError(
-    jobId: string,
-    stage: string,
-    failedReason: string | undefined,
-  ): Promise<{ error: DopsError; stage: string }> {
-    if (await isCancelled(this.redis, this.options.prefix, jobId)) {
-      return { error: new DopsError('CANCELLED', `job ${jobId} was cancelled`, { retryable: false }), stage };
-    }
-    const child = /^child (\S+) failed$/.exec(failedReason ?? '');
-    if (child) {
-      // The key is `<prefix>:<queue>:<stage job id>`.
-      const [queueName, childId] = child[1]!.slice(this.options.prefix.length + 1).split(/:(.*)/s);
-      const childJob = queueName && childId ? await Job.fromId(this.queue(queueName), childId) : undefined;
-      const childStage = parseStageJobId(childId)?.stage;
-      if (childJob?.failedReason)
-        return { error: decodeStageError(childJob.failedReason), stage: childStage ?? stage };
-    }
-    return { error: decodeStageError(failedReason), stage };
-  }
-
-  private queue(name: string): Queue {
-    let q = this.queues.get(name);
-    if (!q) {
-      q = new Queue(name, {
-        connection: connectionOptions(this.options.redisUrl),
-        prefix: this.options.prefix,
-      });
-      this.queues.set(name, q);
-    }
-    return q;
-  }
-
-  /** Folds a stage queue's events into job state, resuming after the last event this service saw. */
-  private async listen(queueName: string): Promise<void> {
-    if (this.events.has(queueName)) return;
-    const lastEventId = (await this.redis.get(this.keys.lastEvent(queueName))) ?? undefined;
-    const events = new QueueEvents(queueName, {
-      connection: connectionOptions(this.options.redisUrl),
-      prefix: this.options.prefix,
-      lastEventId,
-    });
-    this.events.set(queueName, events);
-    const once = async (id: string, apply: () => Promise<unknown>) => {
-      // Every replica of this service reads the same events; the first one applies each.
-      if ((await this.redis.set(this.keys.seenEvent(queueName, id), '1', 'EX', 3600, 'NX')) !== 'OK') return;
-      await apply();
-      await this.redis.set(this.keys.lastEvent(queueName), id);
-    };
-    const guard = (p: Promise<unknown>) => p.catch(() => undefined);
-    events.on('active', ({ jobId }, id) => {
-      const s = parseStageJobId(jobId);
-      if (!s) return;
-      void guard(
-        once(id, () =>
-          this.store.update(
-            s.jobId,
-            (r) => ({ ...r, state: 'RUNNING', stage: s.stage, counted: false, held: false }),
-            {
-              event: { kind: 'stage', stage: s.stage, status: 'started' },
-            },
-          ),
-        ),
-      );
-    });
-    events.on('progress', ({ jobId, data }, id) => {
-      const s = parseStageJobId(jobId);
-      if (!s || !isStageProgress(data)) return;
-      void guard(
-        once(id, () =>
-          this.store.appendEvent(s.jobId, {
-            kind: 'progress',
-            stage: s.stage,
-            step: data.step,
-            total: data.total,
-            preview: data.preview,
-          }),
-        ),
-      );
-    });
-    events.on('completed', ({ jobId, returnvalue }, id) => {
-      const s = parseStageJobId(jobId);
-      if (!s) return;
-      void guard(
-        once(id, async () => {
-          const record = await this.store.get(s.jobId);
-          if (!record) return;
-          const last = record.plan[record.plan.length - 1]?.stage === s.stage;
-          const result = (
-            typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue
-          ) as StageResult;
-          await this.store.update(
-            s.jobId,
-            (r) => (last ? { ...r, state: 'SUCCEEDED', images: result?.images ?? [], counted: false } : r),
-            { event: { kind: 'stage', stage: s.stage, status: 'completed' } },
-          );
-        }),
-      );
-    });
-    events.on('failed', ({ jobId, failedReason }, id) => {
-      const s = parseStageJobId(jobId);
-      if (!s) return;
-      void guard(
-        once(id, async () => {
-          const { error, stage } = await this.stageError(s.jobId, s.stage, failedReason);
-          return this.store.update(s.jobId, (r) => ({
-            ...r,
-            state: error.code === 'CANCELLED' ? 'CANCELLED' : 'FAILED',
-            counted: false,
-            error: { code: error.code, message: error.message, retryable: error.retryable, stage },
-          }));
-        }),
-      );
-    });
-    await events.waitUntilReady();
-  }
-}
-
-function newId(): string {
-  return randomUUID().replace(/-/g, '');
-}
-
-/** The spec with the session's defaults under the fields it leaves empty. */
-function withDefaults(
-  spec: processingV1.JobSpec | undefined,
-  session: { defaults: processingV1.SessionDefaults } | undefined,
-): processingV1.JobSpec | undefined {
-  if (!spec || !session) return spec;
-  const d = session.defaults;
-  const params = spec.params ?? inferenceV1.GenerationParams.fromPartial({});
-  return {
-    ...spec,
-    params: {
-      ...params,
-      modelId: params.modelId || d.modelId,
-      width: params.width ?? d.width,
-      height: params.height ?? d.height,
-      loras: params.loras.length ? params.loras : d.loras,
-    },
-  };
 }

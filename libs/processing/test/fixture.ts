@@ -2,7 +2,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DopsError } from '@dops/errors';
-import { inferenceV1, processingV1 } from '@dops/proto';
+import { commonV1, inferenceV1, processingV1 } from '@dops/proto';
 import { NodeAnnouncer, createRedis, startTestRedis, type Redis, type TestRedis } from '@dops/queue';
 import { Processing, type ProcessingOptions } from '../src/index';
 
@@ -67,7 +67,8 @@ export function jobRequest(over: Partial<processingV1.SubmitJobRequest> = {}): p
     deadlineSeconds: 0,
     spec: {
       template: 'txt2img',
-      safety: processingV1.SafetyPolicy.UNSPECIFIED,
+      safety: commonV1.SafetyPolicy.UNSPECIFIED,
+      controlnetImages: [],
       params: inferenceV1.GenerationParams.fromPartial({ modelId: 'm', steps: 1, width: 64, height: 64 }),
     },
     ...over,

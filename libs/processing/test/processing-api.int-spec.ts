@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Queue } from 'bullmq';
 import { DopsError } from '@dops/errors';
 import { call, createClient, stream } from '@dops/grpc-client';
-import { inferenceV1, processingV1 } from '@dops/proto';
+import { commonV1, inferenceV1, modelV1, processingV1 } from '@dops/proto';
 import {
   NodeAnnouncer,
   StageWorker,
@@ -114,7 +114,12 @@ function submitReq(over: Partial<processingV1.SubmitJobRequest> = {}): processin
     sessionId: '',
     priority: processingV1.Priority.NORMAL,
     deadlineSeconds: 0,
-    spec: { template: 'txt2img', safety: processingV1.SafetyPolicy.UNSPECIFIED, params: params() },
+    spec: {
+      template: 'txt2img',
+      safety: commonV1.SafetyPolicy.UNSPECIFIED,
+      controlnetImages: [],
+      params: params(),
+    },
     ...over,
   };
 }
@@ -475,7 +480,18 @@ describe('batches', () => {
 
 describe('model affinity', () => {
   it('sends a job to the node holding its model, and one for a known unloaded model to the shared queue', async () => {
-    const { prefix, api } = await setup({ modelExists: async (id) => id === 'm2' });
+    const { prefix, api } = await setup({
+      catalog: {
+        get: async (ref) =>
+          'id' in ref && ref.id === 'm2'
+            ? modelV1.Model.fromPartial({
+                id: 'm2',
+                type: modelV1.ModelType.CHECKPOINT,
+                status: modelV1.ModelStatus.OK,
+              })
+            : undefined,
+      },
+    });
     await announce(prefix, 'n1', [
       { id: 'cpu:0', backend: 'cpu', state: 'ready', residentModels: ['m1'], activeJobs: 0 },
     ]);

@@ -1,7 +1,7 @@
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DopsError } from '@dops/errors';
-import { inferenceV1, processingV1 } from '@dops/proto';
+import { commonV1, inferenceV1, processingV1 } from '@dops/proto';
 import {
   NodeAnnouncer,
   StageWorker,
@@ -72,7 +72,8 @@ function submit(over: Partial<processingV1.SubmitJobRequest> = {}): processingV1
     deadlineSeconds: 0,
     spec: {
       template: 'txt2img',
-      safety: processingV1.SafetyPolicy.UNSPECIFIED,
+      safety: commonV1.SafetyPolicy.UNSPECIFIED,
+      controlnetImages: [],
       params: inferenceV1.GenerationParams.fromPartial({ modelId: 'm', steps: 1, width: 64, height: 64 }),
     },
     ...over,
@@ -183,11 +184,15 @@ it('rejects bad input before queueing', async () => {
       processing.submitJob(
         'a',
         submit({
-          spec: { ...submit().spec!, template: 'img2img', initImage: { data: Buffer.from('not an image') } },
+          spec: {
+            ...submit().spec!,
+            template: 'img2img',
+            initImage: { data: Buffer.from('not an image'), path: '' },
+          },
         }),
       ),
     ),
-  ).toBe('INVALID_ARGUMENT spec.init_image');
+  ).toBe('INVALID_ARGUMENT spec.init_image.data');
   await processing.submitJob('a', submit());
   await processing.submitJob('a', submit());
   const full = await processing.submitJob('a', submit()).catch((e: DopsError) => e);
@@ -302,7 +307,7 @@ it("reports a failed workflow with the failing stage's own error, not the parent
         spec: {
           ...submit().spec!,
           upscale: { modelPath: '/models/x.safetensors', scale: 2 },
-          safety: processingV1.SafetyPolicy.FLAG,
+          safety: commonV1.SafetyPolicy.FLAG,
         },
       }),
     );

@@ -2,7 +2,7 @@
 // Each proto package is exposed as one namespace so names never collide across domains.
 import * as path from 'node:path';
 
-export * as commonV1 from './generated/dops/common/v1/errors';
+export * as commonV1 from './common-v1';
 export * as backendV1 from './generated/dops/common/v1/backend';
 export * as deviceV1 from './generated/dops/device/v1/device';
 export * as memoryV1 from './generated/dops/memory/v1/memory';
@@ -12,6 +12,7 @@ export * as modelHostV1 from './generated/dops/model/v1/model_host';
 export * as inferenceV1 from './generated/dops/inference/v1/inference';
 export * as postprocessingV1 from './generated/dops/postprocessing/v1/postprocessing';
 export * as processingV1 from './generated/dops/processing/v1/processing';
+export * as workerV1 from './generated/dops/worker/v1/worker';
 export * as googleRpc from './generated/google/rpc/error_details';
 export { Status as RpcStatus } from './generated/google/rpc/status';
 export { Any } from './generated/google/protobuf/any';

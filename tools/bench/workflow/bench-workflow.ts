@@ -17,7 +17,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { createServer } from 'node:net';
 import { call, createClient, stream } from '@dops/grpc-client';
-import { modelV1, processingV1 } from '@dops/proto';
+import { commonV1, modelV1, processingV1 } from '@dops/proto';
 import { createRedis, redactRedisUrl, startTestRedis, type TestRedis } from '@dops/queue';
 import { type ServiceProcess, startServiceProcess, testCredentials } from '@dops/testing';
 
@@ -152,7 +152,7 @@ function submitRequest(
     clientId,
     spec: {
       template: 'txt2img',
-      safety: processingV1.SafetyPolicy.OFF,
+      safety: commonV1.SafetyPolicy.OFF,
       params: {
         modelId,
         prompt: 'a lighthouse on a cliff at dawn',

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DopsError } from '@dops/errors';
 import { call, stream } from '@dops/grpc-client';
-import { inferenceV1, processingV1 } from '@dops/proto';
+import { commonV1, inferenceV1, processingV1 } from '@dops/proto';
 import { sleep, waitFor } from '@dops/testing';
 import { createRedis } from '@dops/queue';
 import { FIXTURES, isAlive, startStack, type Stack } from '../src/stack';
@@ -19,7 +19,7 @@ const TERMINAL = new Set([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLE
 function spec(over: Partial<inferenceV1.GenerationParams> = {}, extra: Partial<processingV1.JobSpec> = {}) {
   return processingV1.JobSpec.fromPartial({
     template: 'txt2img',
-    safety: processingV1.SafetyPolicy.OFF,
+    safety: commonV1.SafetyPolicy.OFF,
     params: inferenceV1.GenerationParams.fromPartial({
       modelId: MODEL,
       prompt: 'a lighthouse on a cliff at dawn',
@@ -158,7 +158,7 @@ describe('nothing is lost: one inference node with postprocessing', () => {
       const t0 = Date.now();
       const { job } = await submit(
         stack,
-        spec({ steps: 4 }, { upscale: { modelPath: UPSCALER }, safety: processingV1.SafetyPolicy.FLAG }),
+        spec({ steps: 4 }, { upscale: { modelPath: UPSCALER }, safety: commonV1.SafetyPolicy.FLAG }),
       );
       expect(job!.stages).toEqual(['generate', 'upscale', 'safety']);
       const done = await terminal(stack, job!.id, 180_000);
@@ -257,7 +257,7 @@ describe('nothing is lost: one inference node with postprocessing', () => {
         else if (i % 25 === 5)
           jobSpec = spec(
             { seed: i },
-            { upscale: { modelPath: UPSCALER }, safety: processingV1.SafetyPolicy.FLAG },
+            { upscale: { modelPath: UPSCALER }, safety: commonV1.SafetyPolicy.FLAG },
           );
         try {
           const { job } = await submit(stack, jobSpec);

@@ -1,6 +1,6 @@
 import * as fs from 'node:fs';
 import { call } from '@dops/grpc-client';
-import { inferenceV1, processingV1 } from '@dops/proto';
+import { commonV1, inferenceV1, processingV1 } from '@dops/proto';
 import type { Clients } from '../clients';
 import type { Output } from '../output';
 import { resolveModelId } from './models';
@@ -29,7 +29,7 @@ export interface SubmitOptions {
 }
 
 function image(file: string | undefined): processingV1.InputImage | undefined {
-  return file === undefined ? undefined : { data: fs.readFileSync(file) };
+  return file === undefined ? undefined : { data: fs.readFileSync(file), path: '' };
 }
 
 /** The SubmitJobRequest for the options; resolves a model path to its registry id. */
@@ -61,7 +61,7 @@ export async function submitRequest(
       initImage: image(o.initImage),
       mask: image(o.mask),
       upscale: o.upscale ? { modelPath: o.upscale } : undefined,
-      safety: o.safety ? (`SAFETY_POLICY_${o.safety.toUpperCase()}` as processingV1.SafetyPolicy) : undefined,
+      safety: o.safety ? (`SAFETY_POLICY_${o.safety.toUpperCase()}` as commonV1.SafetyPolicy) : undefined,
     },
   });
 }

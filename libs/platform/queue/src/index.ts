@@ -12,15 +12,16 @@
 // Job data:        StageJobData<P>, StageResult {images: Artifact[]}, StageProgress, Artifact
 // Errors:          encodeStageError(err) → Error with JSON message (UnrecoverableError when not
 //                  retryable); decodeStageError(failedReason) → DopsError
-// Retries:         BACKOFF_TYPE 'dops-jitter', stageBackoff(delayMs) for job opts,
-//                  dopsBackoffStrategy for Worker settings, jitteredDelay
+// Retries:         stageBackoff(delayMs) for job opts: BullMQ's exponential backoff, jitter 0.5
+// Internals:       jobsAhead(redis, prefix, queue, jobId) — the only read of BullMQ's own keys
+//                  (bullmq-internals.ts, pinned to BULLMQ_INTERNALS_VERSION by its test)
 // Cancel:          publishCancel / clearCancel / isCancelled (key + pub/sub); CancelListener maps
 //                  jobId → AbortController in a stage process
 // Nodes:           NodeAnnouncer (TTL heartbeat hash), listNodes
 // Stage workers:   StageWorker({queues, redisUrl, prefix, concurrency, lockDurationMs, ...,
 //                  process: async (ctx) => ({images})}) — cancel + deadline at pick-up, abort
 //                  signal while running, ctx.reportProgress, ctx.inputs() (children's results),
-//                  error encoding and dops-jitter retries.
+//                  error encoding; retries by BullMQ's own backoff.
 export { DEFAULT_PREFIX, DEFAULT_REDIS_URL, queueConfig, redisUrlOf } from './queue-config';
 export type { QueueConfig, RedisUrlSettings } from './queue-config';
 export {
@@ -52,7 +53,8 @@ export { isStageProgress } from './stage-data';
 export type { Artifact, StageJobData, StageProgress, StageResult } from './stage-data';
 export { decodeStageError, encodeStageError } from './stage-error';
 export type { EncodedStageError } from './stage-error';
-export { BACKOFF_TYPE, dopsBackoffStrategy, jitteredDelay, stageBackoff } from './backoff';
+export { stageBackoff } from './backoff';
+export { BULLMQ_INTERNALS_VERSION, jobsAhead } from './bullmq-internals';
 export { CancelListener, cancelledError, clearCancel, isCancelled, publishCancel } from './cancel';
 export type { CancelRegistration } from './cancel';
 export { NodeAnnouncer, listNodes } from './node-announcer';

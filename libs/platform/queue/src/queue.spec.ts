@@ -6,7 +6,6 @@ import {
   createRedis,
   decodeStageError,
   encodeStageError,
-  jitteredDelay,
   listNodes,
   NodeAnnouncer,
   parseStageJobId,
@@ -71,11 +70,10 @@ describe('codecs', () => {
     expect(decodeStageError('job stalled more than allowable limit').code).toBe('INTERNAL');
   });
 
-  it('parses stage job ids and jitters within [half, full] of the exponential ceiling', () => {
+  it("parses stage job ids; stage retries use BullMQ's exponential backoff with jitter", () => {
     expect(parseStageJobId(stageJobId('a-b', 'safety'))).toEqual({ jobId: 'a-b', stage: 'safety' });
     expect(parseStageJobId('x')).toBeUndefined();
-    expect(jitteredDelay(3, 100, () => 0)).toBe(200);
-    expect(jitteredDelay(3, 100, () => 1)).toBe(400);
+    expect(stageBackoff(100)).toEqual({ type: 'exponential', delay: 100, jitter: 0.5 });
   });
 });
 

@@ -1,14 +1,8 @@
+import type { commonV1 } from '@dops/proto';
 import type { StageName } from './names';
 
-/** A file a stage wrote under the artifact root (never inline bytes). */
-export interface Artifact {
-  path: string;
-  sha256: string;
-  width: number;
-  height: number;
-  format: string;
-  seed?: number;
-}
+/** A file a stage wrote under the artifact root (never inline bytes): dops.common.v1.Artifact (`safety` unset = no check ran). */
+export type Artifact = Omit<commonV1.Artifact, 'safety'> & { safety?: commonV1.SafetyAction };
 
 /** BullMQ job data of every stage job (docs/queue-contract.md). */
 export interface StageJobData<P = Record<string, unknown>> {

@@ -1,7 +1,6 @@
 import { Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DopsError } from '@dops/errors';
-import { dopsBackoffStrategy } from './backoff';
 import { CancelListener, cancelledError, isCancelled } from './cancel';
 import { connectionOptions, createRedis } from './connection';
 import type { StageName } from './names';
@@ -77,7 +76,6 @@ export class StageWorker<P = Record<string, unknown>> {
           lockDuration: this.options.lockDurationMs ?? 30_000,
           stalledInterval: this.options.stalledIntervalMs ?? 30_000,
           maxStalledCount: this.options.maxStalledCount ?? 1,
-          settings: { backoffStrategy: dopsBackoffStrategy },
           autorun: false,
         },
       );

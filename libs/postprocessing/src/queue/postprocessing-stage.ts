@@ -1,6 +1,8 @@
 import { DopsError } from '@dops/errors';
 import type { StageContext, StageProcessor, StageResult } from '@dops/queue';
 import type { Artifact } from '@dops/queue';
+import { commonV1 } from '@dops/proto';
+import { toProtoAction, toProtoArtifact } from '../postprocessing-service';
 import { toProtoFormat, toProtoPolicy } from '../postprocess-request';
 import type { PostprocessOutcome, Postprocessor, RunOptions } from '../postprocessor';
 
@@ -14,6 +16,7 @@ export interface PostprocessStageParams {
   tileOverlap?: number;
   /** face_restore. */
   strength?: number;
+  faceSize?: number;
   /** safety: default the service's. */
   policy?: string;
   /** convert. */
@@ -28,7 +31,8 @@ export interface PostprocessStageParams {
  * stage's operation on every input image — the previous stage's images, else `params.images` —
  * and returns `{images, results}` (`results`: the per-image extras: scale, nsfw, action, ...).
  * A safety stage that blocks an image fails FAILED_PRECONDITION (not retryable), so a blocked
- * image is never delivered; flagged images pass with `results[i].nsfw`, blurred ones replaced.
+ * image is never delivered; a flagged image is delivered as the worker's copy that records the flag
+ * (and `safety` FLAGGED on its artifact), a blurred one replaced by the blurred copy.
  * Throws INVALID_ARGUMENT naming `params.<field>` for bad params, as the gRPC API does.
  */
 export function postprocessingStage(postprocessor: Postprocessor): StageProcessor<PostprocessStageParams> {
@@ -46,7 +50,7 @@ export function postprocessingStage(postprocessor: Postprocessor): StageProcesso
         onProgress: (p) =>
           ctx.reportProgress({ step: index * p.total + p.step, total: images.length * p.total }),
       };
-      const outcome = await runStage(postprocessor, ctx.data.stage, image, params, options).catch(
+      const outcome = await runStage(postprocessor, ctx.data.stage, image.path, params, options).catch(
         (err: unknown) => {
           throw prefixed(err);
         },
@@ -54,30 +58,31 @@ export function postprocessingStage(postprocessor: Postprocessor): StageProcesso
       if (outcome.blocked) {
         throw new DopsError('FAILED_PRECONDITION', `image ${index} was blocked by the safety check`, {
           retryable: false,
-          metadata: { image: image, policy: 'block' },
+          metadata: { image: image.path, policy: 'block' },
         });
       }
       const { image: artifact, ...extras } = outcome;
       if (!artifact) throw new DopsError('INTERNAL', `the ${ctx.data.stage} stage wrote no image`);
-      outputs.push({
-        path: artifact.path,
-        sha256: artifact.sha256,
-        width: artifact.width,
-        height: artifact.height,
-        format: artifact.format,
-      });
+      // The seed stays with the image; a safety verdict too, once a safety stage gave one.
+      const safety = ctx.data.stage === 'safety' ? toProtoAction(outcome.action) : image.safety;
+      outputs.push({ ...toProtoArtifact(artifact, safety), seed: image.seed });
       results.push(extras);
     }
     return { images: outputs, results } satisfies StageResult;
   };
 }
 
-async function inputImages(ctx: StageContext<PostprocessStageParams>): Promise<string[]> {
+/** The previous stage's images, else the stage's own `params.images` (paths, nothing known about them). */
+async function inputImages(
+  ctx: StageContext<PostprocessStageParams>,
+): Promise<Pick<Artifact, 'path' | 'seed' | 'safety'>[]> {
   const children = await ctx.inputs();
-  const fromChildren = children.flatMap((result) => result.images.map((image) => image.path));
+  const fromChildren = children.flatMap((result) => result.images);
   if (fromChildren.length > 0) return fromChildren;
   const own = ctx.data.params?.images;
-  return Array.isArray(own) ? own.filter((path): path is string => typeof path === 'string') : [];
+  return (Array.isArray(own) ? own.filter((path): path is string => typeof path === 'string') : []).map(
+    (path) => ({ path, safety: commonV1.SafetyAction.UNSPECIFIED }),
+  );
 }
 
 async function runStage(
@@ -110,7 +115,7 @@ async function runStage(
         });
     case 'face_restore':
       return postprocessor.restoreFaces(
-        { image, modelPath: p.modelPath ?? '', strength: p.strength, deviceId: '' },
+        { image, modelPath: p.modelPath ?? '', strength: p.strength, faceSize: p.faceSize, deviceId: '' },
         options,
       );
     case 'safety': {

@@ -1,0 +1,140 @@
+import { Job, QueueEvents } from 'bullmq';
+import { DopsError } from '@dops/errors';
+import {
+  connectionOptions,
+  decodeStageError,
+  isCancelled,
+  isStageProgress,
+  parseStageJobId,
+  type Redis,
+  type StageResult,
+} from '@dops/queue';
+import type { JobStore } from './job-store';
+import type { Keys } from './keys';
+
+export interface StageEventsOptions {
+  redisUrl: string;
+  prefix: string;
+}
+
+/**
+ * Folds the stage queues' events into job state: `active` → RUNNING at that stage, `progress` →
+ * a progress event, `completed` of the last stage → SUCCEEDED with its images, `failed` → FAILED
+ * (or CANCELLED once a cancel was requested) with the error that stage raised itself. Each
+ * event is applied once across replicas, and listening resumes after the last event applied.
+ */
+export class StageEvents {
+  private readonly events = new Map<string, QueueEvents>();
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+    private readonly store: JobStore,
+    private readonly options: StageEventsOptions,
+    /** The BullMQ job of a stage job id in a queue (to tell a stage that ran from a parent failed by its child). */
+    private readonly stageJob: (queueName: string, stageJobId: string) => Promise<Job | undefined>,
+  ) {}
+
+  async close(): Promise<void> {
+    await Promise.all([...this.events.values()].map((e) => e.close()));
+  }
+
+  async listen(queueName: string): Promise<void> {
+    if (this.events.has(queueName)) return;
+    const lastEventId = (await this.redis.get(this.keys.lastEvent(queueName))) ?? undefined;
+    const events = new QueueEvents(queueName, {
+      connection: connectionOptions(this.options.redisUrl),
+      prefix: this.options.prefix,
+      lastEventId,
+    });
+    this.events.set(queueName, events);
+    const once = (id: string, apply: () => Promise<unknown>) => {
+      void (async () => {
+        // Every replica of this service reads the same events; the first one applies each.
+        if ((await this.redis.set(this.keys.seenEvent(queueName, id), '1', 'EX', 3600, 'NX')) !== 'OK')
+          return;
+        await apply();
+        await this.redis.set(this.keys.lastEvent(queueName), id);
+      })().catch(() => undefined);
+    };
+    events.on('active', ({ jobId }, id) => {
+      const s = parseStageJobId(jobId);
+      if (s)
+        once(id, () =>
+          this.store.update(
+            s.jobId,
+            (r) => ({ ...r, state: 'RUNNING', stage: s.stage, counted: false, held: false }),
+            {
+              event: { kind: 'stage', stage: s.stage, status: 'started' },
+            },
+          ),
+        );
+    });
+    events.on('progress', ({ jobId, data }, id) => {
+      const s = parseStageJobId(jobId);
+      if (s && isStageProgress(data))
+        once(id, () =>
+          this.store.appendEvent(s.jobId, {
+            kind: 'progress',
+            stage: s.stage,
+            step: data.step,
+            total: data.total,
+            preview: data.preview,
+          }),
+        );
+    });
+    events.on('completed', ({ jobId, returnvalue }, id) => {
+      const s = parseStageJobId(jobId);
+      if (!s) return;
+      once(id, async () => {
+        const record = await this.store.get(s.jobId);
+        if (!record) return;
+        const last = record.plan[record.plan.length - 1]?.stage === s.stage;
+        const result = (
+          typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue
+        ) as StageResult;
+        await this.store.update(
+          s.jobId,
+          (r) => (last ? { ...r, state: 'SUCCEEDED', images: result?.images ?? [], counted: false } : r),
+          { event: { kind: 'stage', stage: s.stage, status: 'completed' } },
+        );
+      });
+    });
+    events.on('failed', ({ jobId, failedReason }, id) => {
+      const s = parseStageJobId(jobId);
+      if (!s) return;
+      once(id, async () => {
+        const job = await this.stageJob(queueName, jobId);
+        // A stage that never ran failed because an earlier stage (its child) did: that stage's own
+        // failed event carries the error.
+        if (
+          job &&
+          job.processedOn === undefined &&
+          !(await isCancelled(this.redis, this.options.prefix, s.jobId))
+        )
+          return;
+        const error = await this.errorOf(s.jobId, failedReason);
+        return this.store.update(s.jobId, (r) => ({
+          ...r,
+          state: error.code === 'CANCELLED' ? 'CANCELLED' : 'FAILED',
+          counted: false,
+          error: {
+            code: error.code,
+            message: error.message,
+            retryable: error.retryable,
+            stage: s.stage,
+            violations: error.violations.length ? error.violations : undefined,
+          },
+        }));
+      });
+    });
+    await events.waitUntilReady();
+  }
+
+  /** The stage's own error; CANCELLED whatever it failed with once the job's cancel was requested. */
+  private async errorOf(jobId: string, failedReason: string | undefined): Promise<DopsError> {
+    if (await isCancelled(this.redis, this.options.prefix, jobId))
+      return new DopsError('CANCELLED', `job ${jobId} was cancelled`, { retryable: false });
+    return decodeStageError(failedReason);
+  }
+}
