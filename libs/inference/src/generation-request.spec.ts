@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DopsError } from '@dops/errors';
-import { inferenceV1 } from '@dops/proto';
+import { inferenceV1, workerV1 } from '@dops/proto';
 import { protoFieldOf, toWorkerParams, withProtoFields } from './generation-request';
 
 const roots = { inputRoot: '/data/in', modelRoots: ['/models'] };
@@ -31,7 +31,7 @@ function violations(params: Partial<inferenceV1.GenerationParams>): string[] {
 }
 
 describe('toWorkerParams', () => {
-  it('maps defaults to the worker JSON with absolute, confined paths', () => {
+  it('writes the proto3 JSON of dops.worker.v1.GenerateParams: confined absolute paths, defaults left to the worker', () => {
     const worker = toWorkerParams(
       { ...base, mode: inferenceV1.Mode.IMG2IMG, initImage: 'a/b.png', loras: [{ path: 'l.safetensors' }] },
       undefined,
@@ -41,12 +41,22 @@ describe('toWorkerParams', () => {
     expect(worker).toMatchObject({
       mode: 'img2img',
       model: 'm',
-      scheduler: 'Euler a',
-      batchCount: 1,
       initImage: '/data/in/a/b.png',
-      loras: [{ path: '/models/l.safetensors', weight: 1 }],
+      loras: [{ path: '/models/l.safetensors' }],
       outputDir: '2024-06-01',
     });
+    // proto3 JSON: unset and default values are absent; the worker applies its defaults.
+    expect(worker).not.toHaveProperty('scheduler');
+    expect(worker).not.toHaveProperty('batchCount');
+    expect(worker.loras).toEqual([{ path: '/models/l.safetensors' }]);
+    expect(workerV1.GenerateParams.fromJSON(worker).model).toBe('m');
+  });
+
+  it('carries every GenerationParams field into the worker message under the same name (or a mapped one)', () => {
+    const renamed: Record<string, string> = { modelId: 'model' };
+    const generation = Object.keys(inferenceV1.GenerationParams.fromPartial({}));
+    const worker = Object.keys(workerV1.GenerateParams.fromPartial({}));
+    for (const field of generation) expect(worker).toContain(renamed[field] ?? field);
   });
 
   it('lists every bad field at once, as proto paths', () => {
@@ -57,14 +67,16 @@ describe('toWorkerParams', () => {
         loras: [{ path: '/etc/x.safetensors', weight: 11 }],
         initImage: 'x.png',
       }),
-    ).toEqual([
-      'params.width',
-      'params.steps',
-      'params.init_image',
-      'params.loras[0].path',
-      'params.loras[0].weight',
-    ]);
-    expect(violations({ mode: inferenceV1.Mode.INPAINT, initImage: '../escape.png' })).toEqual([
+    ).toEqual(
+      expect.arrayContaining([
+        'params.width',
+        'params.steps',
+        'params.init_image',
+        'params.loras[0].path',
+        'params.loras[0].weight',
+      ]),
+    );
+    expect(violations({ mode: inferenceV1.Mode.INPAINT, initImage: '../escape.png' }).sort()).toEqual([
       'params.init_image',
       'params.mask',
     ]);

@@ -299,13 +299,27 @@ const quietLogger: SupervisorLogger = {
     expect(result!.images[0]!.artifact!.sha256).toBe(firstSha);
   });
 
-  it('maps a field the worker checks (prompt too long for the tokenizer) to its proto name', async () => {
+  it('maps a field the worker checks (a LoRA file that does not exist) to its proto name', async () => {
     const error = await rejection(
       call(
         client.generate,
-        { params: params({ prompt: 'cube '.repeat(200) }), deviceId: '' },
+        { params: params({ loras: [{ path: 'no-such-lora.safetensors' }] }), deviceId: '' },
         { deadlineMs: 10_000 },
       ),
+    );
+    expect(error.code).toBe('NOT_FOUND');
+    expect(error.violations.map((v) => v.field)).toEqual(['params.loras[0].path']);
+  });
+
+  it('generates from a prompt longer than one 75-token CLIP chunk; refuses one over 20,000 characters', async () => {
+    const { result } = await call(
+      client.generate,
+      { params: params({ prompt: 'cube '.repeat(200) }), deviceId: '' },
+      { deadlineMs: 60_000 },
+    );
+    expect(result!.images).toHaveLength(1);
+    const error = await rejection(
+      call(client.generate, { params: params({ prompt: 'x'.repeat(20_001) }), deviceId: '' }, { deadlineMs: 10_000 }),
     );
     expect(error.code).toBe('INVALID_ARGUMENT');
     expect(error.violations.map((v) => v.field)).toEqual(['params.prompt']);

@@ -209,7 +209,12 @@ if (!haveFixtures) {
       policy: commonV1.SafetyPolicy.FLAG,
       action: commonV1.SafetyAction.FLAGGED,
     });
-    expect(flagged.image?.sha256).toBe(sha256(await readFile(image)));
+    // FLAG delivers a copy whose metadata and artifact record the flag; the input is left alone.
+    expect(flagged.image?.path).not.toBe(image);
+    expect(flagged.image?.safety).toBe(commonV1.SafetyAction.FLAGGED);
+    expect(passed.image?.safety).toBe(commonV1.SafetyAction.PASSED);
+    const off = await check(commonV1.SafetyPolicy.OFF).catch((err: unknown) => err as DopsError);
+    expect(off).toMatchObject({ code: 'INVALID_ARGUMENT', violations: [{ field: 'policy' }] });
     const blurred = await check(commonV1.SafetyPolicy.BLUR);
     expect(blurred.action).toBe(commonV1.SafetyAction.BLURRED);
     expect(blurred.image?.path).not.toBe(image);

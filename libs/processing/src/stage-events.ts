@@ -104,12 +104,10 @@ export class StageEvents {
       const s = parseStageJobId(jobId);
       if (!s) return;
       once(id, async () => {
-        const job = await this.stageJob(queueName, jobId);
-        // A stage that never ran failed because an earlier stage (its child) did: that stage's own
-        // failed event carries the error.
+        // A stage that failed because an earlier stage (its child) did never ran its own work: the
+        // earlier stage's own failed event carries the error.
         if (
-          job &&
-          job.processedOn === undefined &&
+          (await this.failedChildren(queueName, jobId)) > 0 &&
           !(await isCancelled(this.redis, this.options.prefix, s.jobId))
         )
           return;
@@ -129,6 +127,13 @@ export class StageEvents {
       });
     });
     await events.waitUntilReady();
+  }
+
+  /** How many children (earlier stages) of a stage job failed; 0 when it is gone. */
+  private async failedChildren(queueName: string, stageJobId: string): Promise<number> {
+    const job = await this.stageJob(queueName, stageJobId);
+    const counts = job ? await job.getDependenciesCount({ failed: true }) : {};
+    return counts.failed ?? 0;
   }
 
   /** The stage's own error; CANCELLED whatever it failed with once the job's cancel was requested. */

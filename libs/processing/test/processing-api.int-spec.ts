@@ -355,8 +355,11 @@ describe('sessions', () => {
     const { session } = await call(api.cancelSession, { sessionId: sid });
     expect(session!.state).toBe(processingV1.SessionState.CANCELLED);
     await until(api, running.id, S.CANCELLED);
-    expect(await getJob(api, queued.id)).toMatchObject({ state: S.CANCELLED, error: { code: 'CANCELLED' } });
-    expect((await getJob(api, running.id)).error?.code).toBe('CANCELLED');
+    expect(await getJob(api, queued.id)).toMatchObject({
+      state: S.CANCELLED,
+      error: { code: commonV1.ErrorCode.CANCELLED },
+    });
+    expect((await getJob(api, running.id)).error?.code).toBe(commonV1.ErrorCode.CANCELLED);
     expect(await getJob(api, finished.id)).toMatchObject({ state: S.SUCCEEDED, error: undefined });
     gate.resolve();
     await until(api, otherSession.id, S.SUCCEEDED);
@@ -538,7 +541,13 @@ describe('retry', () => {
     await until(api, failing.id, S.FAILED);
     expect(await getJob(api, failing.id)).toMatchObject({
       runs: 1,
-      error: { code: 'INVALID_ARGUMENT', stage: 'generate', retryable: false },
+      error: {
+        code: commonV1.ErrorCode.INVALID_ARGUMENT,
+        stage: 'generate',
+        retryable: false,
+        // The stage's structured error survives the queue: its field violations reach GetJob.
+        fieldViolations: [{ field: 'spec.params.prompt', description: 'bad' }],
+      },
     });
 
     const retried = (await call(api.retryJob, { jobId: failing.id })).job!;

@@ -32,6 +32,8 @@ export interface StackOptions {
   stalledIntervalMs?: number;
   /** Extra environment for every service. */
   env?: Record<string, string>;
+  /** The postprocessing service's safety checker, relative to the fixtures. Default the one that passes every image. */
+  safetyChecker?: string;
 }
 
 export interface Stack {
@@ -218,7 +220,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...queueEnv,
     DOPS_QUEUE_NODE_ID: 'post1',
     DOPS_POSTPROCESSING_MODEL_ROOTS: FIXTURES,
-    DOPS_POSTPROCESSING_SAFETY_CHECKER_PATH: path.join(FIXTURES, 'safety-checker-tiny-passes-all'),
+    DOPS_POSTPROCESSING_SAFETY_CHECKER_PATH: path.join(
+      FIXTURES,
+      options.safetyChecker ?? 'safety-checker-tiny-passes-all',
+    ),
   };
 
   const stack: Stack = {

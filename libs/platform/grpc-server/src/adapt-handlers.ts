@@ -13,6 +13,7 @@ import { DopsError, ensureDopsError, grpcCodeOf, toGrpcStatus } from '@dops/erro
 import { authorize, rolesFor, type Authenticator, type Principal, type Role } from '@dops/security';
 import type { Logger } from '@dops/telemetry';
 import { openCallScope, type CallScope } from './call-context';
+import { UndecodableRequest } from './request-decoding';
 import type { Send, ServerStreamHandler, ServiceRegistration, UnaryHandler } from './service-handlers';
 
 /** What the adapters need from the server: a logger and a register of calls in flight. */
@@ -98,6 +99,7 @@ function adaptUnary(
     }
     void (async () => {
       try {
+        if (call.request instanceof UndecodableRequest) throw call.request.error;
         const response = await handler(call.request, scope.ctx);
         finish(scope, tracker);
         callback(null, response);
@@ -130,6 +132,7 @@ function adaptServerStream(
     const send: Send<unknown> = (message) => write(call, message, signal);
     void (async () => {
       try {
+        if (call.request instanceof UndecodableRequest) throw call.request.error;
         const result = handler(call.request, scope.ctx, send);
         if (isAsyncIterable(result)) await pump(result, send, signal);
         else await result;

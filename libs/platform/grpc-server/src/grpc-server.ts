@@ -3,6 +3,7 @@ import { DopsError } from '@dops/errors';
 import type { ServerSecurity } from '@dops/security';
 import type { Logger } from '@dops/telemetry';
 import { adaptService, type CallTracker } from './adapt-handlers';
+import { withSafeDecoding } from './request-decoding';
 import type { CallScope } from './call-context';
 import { createReflectionService } from './reflection';
 import { ServiceHealth } from './service-health';
@@ -94,7 +95,7 @@ export class GrpcServer {
       names.add(registration.serviceName);
       if (!registration.access)
         throw new Error(`service ${registration.serviceName} has no access policy; defineService takes one`);
-      this.server.addService(registration.definition, adaptService(registration, tracker));
+      this.server.addService(withSafeDecoding(registration.definition), adaptService(registration, tracker));
       this.health.register(registration.serviceName);
     }
     this.health.addToServer(this.server);
