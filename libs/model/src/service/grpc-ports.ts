@@ -60,6 +60,7 @@ export class GrpcModelHosts implements ModelHosts {
         deviceId: request.deviceId,
         tier: toProtoTier(request.tier),
         configDir: request.configDir ?? '',
+        sha256: request.sha256,
       },
       { deadlineMs: this.loadTimeoutMs, signal },
     );

@@ -21,6 +21,8 @@ export interface HostLoadRequest {
   deviceId: string;
   tier: Tier;
   configDir?: string;
+  /** The registry's sha256 of the file, stamped into the images made with it. */
+  sha256?: string;
 }
 
 /** The worker-hosting services (inference, postprocessing) that hold models, reached by device. */

@@ -187,6 +187,7 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
           deviceId,
           tier,
           configDir: this.options.configDir,
+          sha256: entry.hashes?.sha256,
         },
         signal,
       );
