@@ -1,13 +1,7 @@
+import { enumValue } from '@dops/validation';
 import { backendV1, deviceV1 } from '@dops/proto';
 import type { WorkerState } from '@dops/worker-supervisor';
 import type { DeviceView, SchedulingState } from './device-fleet';
-
-const BACKEND: Record<DeviceView['backend'], backendV1.Backend> = {
-  cuda: backendV1.Backend.CUDA,
-  rocm: backendV1.Backend.ROCM,
-  directml: backendV1.Backend.DIRECTML,
-  cpu: backendV1.Backend.CPU,
-};
 
 const WORKER_STATE: Record<WorkerState, backendV1.WorkerState> = {
   starting: backendV1.WorkerState.STARTING,
@@ -29,7 +23,7 @@ export function toProtoDevice(d: DeviceView): deviceV1.Device {
   return {
     id: d.id,
     index: d.index,
-    backend: BACKEND[d.backend] ?? backendV1.Backend.UNSPECIFIED,
+    backend: enumValue(backendV1.Backend, d.backend) ?? backendV1.Backend.UNSPECIFIED,
     name: d.name,
     vendor: d.vendor,
     totalMemoryBytes: d.totalMemoryBytes,

@@ -9,14 +9,6 @@ const MAX_PREVIEW_INTERVAL_S = 3600;
 // Sent when the caller wants no previews: the worker then writes none within the hour.
 const NO_PREVIEWS_S = MAX_PREVIEW_INTERVAL_S;
 
-const WORKER_MODES: Record<inferenceV1.Mode, string> = {
-  [inferenceV1.Mode.UNSPECIFIED]: 'txt2img',
-  [inferenceV1.Mode.TXT2IMG]: 'txt2img',
-  [inferenceV1.Mode.IMG2IMG]: 'img2img',
-  [inferenceV1.Mode.INPAINT]: 'inpaint',
-  [inferenceV1.Mode.UNRECOGNIZED]: '',
-};
-
 /** Where request paths may point. */
 export interface RequestRoots {
   /** Images read by the worker (init image, mask, ControlNet hints). */
@@ -97,11 +89,11 @@ export function toWorkerParams(
     );
   }
   // Every other field has the same name in both messages: a new generation field needs no code here.
-  const { modelId, mode: protoMode, ...same } = params;
+  const { modelId, mode: _mode, ...same } = params;
   const message = workerV1.GenerateParams.fromPartial({
     ...same,
     model: modelId,
-    mode: WORKER_MODES[protoMode],
+    mode: mode ?? '',
     initImage,
     mask,
     loras,

@@ -1,5 +1,5 @@
 import { inferenceV1 } from '@dops/proto';
-import { GENERATION_LIMITS } from '@dops/validation';
+import { GENERATION_LIMITS, enumValue } from '@dops/validation';
 
 interface Range {
   min: number;
@@ -24,12 +24,6 @@ export interface WorkerCapabilities {
   maxControlnets: number;
 }
 
-const MODE: Record<string, inferenceV1.Mode> = {
-  txt2img: inferenceV1.Mode.TXT2IMG,
-  img2img: inferenceV1.Mode.IMG2IMG,
-  inpaint: inferenceV1.Mode.INPAINT,
-};
-
 /** The wire form of one loaded model's capabilities. */
 export function toProtoCapabilities(
   modelId: string,
@@ -40,7 +34,9 @@ export function toProtoCapabilities(
     modelId,
     deviceId,
     base: c.base,
-    modes: c.modes.map((m) => MODE[m]).filter((m): m is inferenceV1.Mode => m !== undefined),
+    modes: c.modes
+      .map((m) => enumValue(inferenceV1.Mode, m))
+      .filter((m): m is inferenceV1.Mode => m !== undefined),
     inpaintModel: c.inpaintModel,
     pipelines: c.pipelines,
     schedulers: c.schedulers,

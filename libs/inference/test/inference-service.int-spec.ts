@@ -319,7 +319,11 @@ const quietLogger: SupervisorLogger = {
     );
     expect(result!.images).toHaveLength(1);
     const error = await rejection(
-      call(client.generate, { params: params({ prompt: 'x'.repeat(20_001) }), deviceId: '' }, { deadlineMs: 10_000 }),
+      call(
+        client.generate,
+        { params: params({ prompt: 'x'.repeat(20_001) }), deviceId: '' },
+        { deadlineMs: 10_000 },
+      ),
     );
     expect(error.code).toBe('INVALID_ARGUMENT');
     expect(error.violations.map((v) => v.field)).toEqual(['params.prompt']);

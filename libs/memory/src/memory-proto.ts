@@ -1,3 +1,4 @@
+import { enumValue } from '@dops/validation';
 import { backendV1, memoryV1 } from '@dops/proto';
 import type { MemorySnapshot, WorkerMemory } from './memory-monitor';
 import type { PressureLevel } from './pressure';
@@ -6,13 +7,6 @@ const PRESSURE: Record<PressureLevel, memoryV1.PressureLevel> = {
   ok: memoryV1.PressureLevel.OK,
   high: memoryV1.PressureLevel.HIGH,
   critical: memoryV1.PressureLevel.CRITICAL,
-};
-
-const BACKEND: Record<string, backendV1.Backend> = {
-  cuda: backendV1.Backend.CUDA,
-  rocm: backendV1.Backend.ROCM,
-  directml: backendV1.Backend.DIRECTML,
-  cpu: backendV1.Backend.CPU,
 };
 
 function worker(w: WorkerMemory): memoryV1.WorkerMemory {
@@ -25,7 +19,7 @@ export function toProtoSnapshot(s: MemorySnapshot): memoryV1.MemorySnapshot {
     system: { ...s.system, pressure: PRESSURE[s.system.pressure] },
     devices: s.devices.map((d) => ({
       deviceId: d.deviceId,
-      backend: BACKEND[d.backend] ?? backendV1.Backend.UNSPECIFIED,
+      backend: enumValue(backendV1.Backend, d.backend) ?? backendV1.Backend.UNSPECIFIED,
       totalBytes: d.totalBytes,
       usedBytes: d.usedBytes,
       freeBytes: d.freeBytes,

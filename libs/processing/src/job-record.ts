@@ -1,7 +1,7 @@
 import type { FieldViolation } from '@dops/errors';
 import type { Artifact, StageName } from '@dops/queue';
 import { commonV1, googleRpc, processingV1 } from '@dops/proto';
-import { enumValue } from '@dops/validation';
+import { enumKey, enumValue } from '@dops/validation';
 
 export type JobStateName = 'QUEUED' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED';
 export const TERMINAL: ReadonlySet<JobStateName> = new Set(['SUCCEEDED', 'FAILED', 'CANCELLED']);
@@ -55,22 +55,14 @@ export type JobEvent =
   | { kind: 'stage'; stage: string; status: 'started' | 'completed' }
   | { kind: 'progress'; stage: string; step: number; total: number; preview?: Artifact };
 
-const STATES: Record<JobStateName, processingV1.JobState> = {
-  QUEUED: processingV1.JobState.QUEUED,
-  RUNNING: processingV1.JobState.RUNNING,
-  SUCCEEDED: processingV1.JobState.SUCCEEDED,
-  FAILED: processingV1.JobState.FAILED,
-  CANCELLED: processingV1.JobState.CANCELLED,
-};
-
 /** The proto enum of a state name. */
 export function toProtoState(state: JobStateName): processingV1.JobState {
-  return STATES[state];
+  return processingV1.JobState[state];
 }
 
 /** The state name of a proto enum; undefined for UNSPECIFIED. */
 export function fromProtoState(state: processingV1.JobState): JobStateName | undefined {
-  return (Object.keys(STATES) as JobStateName[]).find((k) => STATES[k] === state);
+  return enumKey(processingV1.JobState, state) as JobStateName | undefined;
 }
 
 /** A stored artifact as on the wire (records written before `safety` existed lack it). */

@@ -5,17 +5,11 @@ import type { Processing } from './processing';
 
 type SessionLike = Awaited<ReturnType<Processing['requireSession']>>;
 
-const SESSION_STATES = {
-  ACTIVE: processingV1.SessionState.ACTIVE,
-  PAUSED: processingV1.SessionState.PAUSED,
-  CANCELLED: processingV1.SessionState.CANCELLED,
-} as const;
-
 function toProtoSession(s: SessionLike): processingV1.Session {
   return {
     id: s.id,
     clientId: s.clientId,
-    state: SESSION_STATES[s.state],
+    state: processingV1.SessionState[s.state],
     defaults: s.defaults,
     createdAt: new Date(s.createdAt),
   };

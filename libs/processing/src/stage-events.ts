@@ -10,6 +10,7 @@ import {
   type StageResult,
 } from '@dops/queue';
 import type { JobStore } from './job-store';
+import { toRequestFields } from './stage-fields';
 import type { Keys } from './keys';
 
 export interface StageEventsOptions {
@@ -121,7 +122,7 @@ export class StageEvents {
             message: error.message,
             retryable: error.retryable,
             stage: s.stage,
-            violations: error.violations.length ? error.violations : undefined,
+            violations: error.violations.length ? toRequestFields(s.stage, error.violations) : undefined,
           },
         }));
       });

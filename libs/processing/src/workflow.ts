@@ -1,6 +1,6 @@
 import { DopsError } from '@dops/errors';
 import { commonV1, inferenceV1, postprocessingV1, type processingV1 } from '@dops/proto';
-import { Violations, checkGeneration, enumName } from '@dops/validation';
+import { Violations, checkGeneration, enumName, enumValue } from '@dops/validation';
 import { checkInputImage, storeInputImage, type CheckedImage } from './input-images';
 import type { StagePlan } from './job-record';
 
@@ -14,12 +14,6 @@ export interface WorkflowLimits {
   inputRoot: string;
   defaultSafety: SafetyName;
 }
-
-const MODES: Record<TemplateName, inferenceV1.Mode> = {
-  txt2img: inferenceV1.Mode.TXT2IMG,
-  img2img: inferenceV1.Mode.IMG2IMG,
-  inpaint: inferenceV1.Mode.INPAINT,
-};
 
 /** A spec that passed every static check, with its input images probed. */
 export interface CheckedSpec {
@@ -59,7 +53,10 @@ export function checkSpec(
   limits: WorkflowLimits,
 ): CheckedSpec {
   if (!spec.params) throw DopsError.invalidArgument('spec.params', 'is required');
-  const params: inferenceV1.GenerationParams = { ...spec.params, mode: MODES[template] };
+  const params: inferenceV1.GenerationParams = {
+    ...spec.params,
+    mode: enumValue(inferenceV1.Mode, template)!,
+  };
   const v = new Violations('spec.params');
   if (params.initImage || params.mask)
     v.add(params.initImage ? 'init_image' : 'mask', 'send images in spec.init_image / spec.mask');

@@ -482,6 +482,19 @@ describe('batches', () => {
 });
 
 describe('model affinity', () => {
+  it('bounds every queue a job can land in: jobs routed to a node’s own queue count too', async () => {
+    const { prefix, api } = await setup({ maxQueued: 5, retryAfterMs: 2_000 });
+    await announce(prefix, 'n1', [
+      { id: 'cpu:0', backend: 'cpu', state: 'ready', residentModels: ['m1'], activeJobs: 0 },
+    ]);
+    const onNode = { spec: { ...submitReq().spec!, params: params({ modelId: 'm1' }) } };
+    for (let i = 0; i < 5; i++) await submit(api, onNode);
+    const full = await call(api.submitJob, submitReq(onNode)).catch((e: unknown) => e as DopsError);
+    expect(full).toMatchObject({ code: 'RESOURCE_EXHAUSTED', retryable: true, retryAfterMs: 2_000 });
+    const { jobs } = await call(api.listJobs, processingV1.ListJobsRequest.fromPartial({ pageSize: 50 }));
+    expect(jobs).toHaveLength(5);
+  });
+
   it('sends a job to the node holding its model, and one for a known unloaded model to the shared queue', async () => {
     const { prefix, api } = await setup({
       catalog: {
@@ -535,8 +548,7 @@ describe('retry', () => {
     await worker(prefix, ran, async (ctx) => {
       const t = (tries.get(ctx.data.jobId) ?? 0) + 1;
       tries.set(ctx.data.jobId, t);
-      if (ctx.data.params['seed'] === 7 && t === 1)
-        throw DopsError.invalidArgument('spec.params.prompt', 'bad');
+      if (ctx.data.params['seed'] === 7 && t === 1) throw DopsError.invalidArgument('params.prompt', 'bad');
     });
     await until(api, failing.id, S.FAILED);
     expect(await getJob(api, failing.id)).toMatchObject({
@@ -545,7 +557,7 @@ describe('retry', () => {
         code: commonV1.ErrorCode.INVALID_ARGUMENT,
         stage: 'generate',
         retryable: false,
-        // The stage's structured error survives the queue: its field violations reach GetJob.
+        // The stage's structured error survives the queue: its field violations reach GetJob, as request paths.
         fieldViolations: [{ field: 'spec.params.prompt', description: 'bad' }],
       },
     });

@@ -10,16 +10,10 @@ import {
   MAX_SEED,
   type GenerationLimits,
 } from './generation-limits';
+import { enumName } from './enum-names';
 import type { Violations } from './violations';
 
 export type GenerationMode = 'txt2img' | 'img2img' | 'inpaint';
-
-const MODES: Partial<Record<inferenceV1.Mode, GenerationMode>> = {
-  [inferenceV1.Mode.UNSPECIFIED]: 'txt2img',
-  [inferenceV1.Mode.TXT2IMG]: 'txt2img',
-  [inferenceV1.Mode.IMG2IMG]: 'img2img',
-  [inferenceV1.Mode.INPAINT]: 'inpaint',
-};
 
 /**
  * The static checks of one GenerationParams, the same at every edge (SubmitJob, Generate):
@@ -37,7 +31,9 @@ export function checkGeneration(
   if (!p.modelId) v.add('model_id', 'is required');
   else if (p.modelId.length > MAX_MODEL_ID_CHARS)
     v.add('model_id', `must be at most ${MAX_MODEL_ID_CHARS} characters`);
-  const mode = MODES[p.mode];
+  const mode = (p.mode === inferenceV1.Mode.UNSPECIFIED ? 'txt2img' : enumName(inferenceV1.Mode, p.mode)) as
+    | GenerationMode
+    | undefined;
   if (!mode) v.add('mode', 'must be MODE_TXT2IMG, MODE_IMG2IMG or MODE_INPAINT');
   for (const [field, text] of [
     ['prompt', p.prompt],
