@@ -162,6 +162,27 @@ def sd15_lora(sd15: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory / "tiny-lora.safetensors"
 
 
+@pytest.fixture(scope="session")
+def sd15_text_encoder_lora(sd15: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA of the tiny SD 1.5 text encoder only (random non-zero B matrices): whatever it
+    changes in an image, it changes through the prompt embeddings."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from transformers import CLIPTextModel
+
+    directory = tmp_path_factory.mktemp("te-lora")
+    text_encoder = CLIPTextModel(sd15.text_encoder.config)
+    text_encoder.load_state_dict(sd15.text_encoder.state_dict())
+    torch.manual_seed(3)
+    text_encoder.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                        target_modules=["q_proj", "k_proj", "v_proj", "out_proj"]))
+    diffusers.StableDiffusionPipeline.save_lora_weights(
+        str(directory), text_encoder_lora_layers=get_peft_model_state_dict(text_encoder),
+        weight_name="tiny-te-lora.safetensors", safe_serialization=True,
+    )
+    return directory / "tiny-te-lora.safetensors"
+
+
 @pytest.fixture
 def roots(tmp_path: Path) -> tuple[Path, Path]:
     inputs, outputs = tmp_path / "inputs", tmp_path / "outputs"
@@ -197,6 +218,20 @@ def _make_request(pipe: Any, roots: tuple[Path, Path], **fields: Any) -> Any:
     return parse_generate_request(params, limits=limits_for_pipeline(pipe), input_roots=Roots("the input root", (roots[0],)),
                                   artifact_roots=Roots("the artifact root", (roots[1],)),
                                   model_roots=node_settings().model_roots)
+
+
+# Words the CLIP BPE keeps whole (one token each), so a prompt of n of them is n tokens.
+_ONE_TOKEN_WORDS = ("red", "blue", "green", "cat", "dog", "tree", "house", "car", "sky", "river", "stone", "cloud")
+
+
+def _prompt_of_tokens(count: int, offset: int = 0) -> str:
+    """A prompt of exactly ``count`` CLIP tokens (without BOS/EOS), each a word."""
+    return " ".join(_ONE_TOKEN_WORDS[(offset + i) % len(_ONE_TOKEN_WORDS)] for i in range(count))
+
+
+@pytest.fixture
+def prompt_of_tokens() -> Any:
+    return _prompt_of_tokens
 
 
 @pytest.fixture

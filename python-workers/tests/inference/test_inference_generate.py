@@ -173,7 +173,7 @@ def test_previews_are_throttled_and_written(sd15: Any, roots: tuple[Path, Path],
 
 
 def test_png_chunks_round_trip_parameters_and_seed(sd15: Any, roots: tuple[Path, Path], make_request: Any) -> None:
-    request = make_request(sd15, roots, prompt="a café, blue", negativePrompt="blurry", seed=-1,
+    request = make_request(sd15, roots, prompt="a café, blue", negativePrompt="blurry", seed=None,
                            modelHashes={"sha256": "ab" * 32})
     result = _run(sd15, request)
     text = read_metadata(Path(result["images"][0]["path"]))
@@ -184,6 +184,83 @@ def test_png_chunks_round_trip_parameters_and_seed(sd15: Any, roots: tuple[Path,
     assert dops["modelHashes"] == {"sha256": "ab" * 32}
     assert text["parameters"].startswith("a café, blue\nNegative prompt: blurry\nSteps: 2, Sampler: Euler")
     assert f"Seed: {request.seed}" in text["parameters"] and "Model hash: abababab" in text["parameters"]
+
+
+@pytest.mark.parametrize("model", ["sd15", "sdxl"])
+def test_a_long_prompt_generates_and_its_tail_changes_the_image(model: str, request: pytest.FixtureRequest,
+                                                                roots: tuple[Path, Path], make_request: Any,
+                                                                prompt_of_tokens: Any) -> None:
+    pipe = request.getfixturevalue(model)
+    head = prompt_of_tokens(75)
+    whole = _pixels(_run(pipe, make_request(pipe, roots, prompt=f"{head} {prompt_of_tokens(125, offset=5)}",
+                                            negativePrompt="blurry")))
+    head_only = _pixels(_run(pipe, make_request(pipe, roots, prompt=head, negativePrompt="blurry")))
+    assert whole.shape == head_only.shape == (48, 64, 3)
+    assert not np.array_equal(whole, head_only)
+
+
+def _controlnet(pipe: Any, directory: Path) -> str:
+    import diffusers
+
+    torch.manual_seed(2)
+    diffusers.ControlNetModel.from_unet(pipe.unet, conditioning_embedding_out_channels=(8, 16)).save_pretrained(
+        str(directory))
+    return str(directory)
+
+
+@pytest.mark.parametrize("model", ["sd15", "sdxl"])
+@pytest.mark.parametrize("mode", ["txt2img", "img2img", "inpaint", "controlnet", "controlnet-img2img"])
+def test_long_weighted_prompts_in_every_pipeline(model: str, mode: str, request: pytest.FixtureRequest,
+                                                 roots: tuple[Path, Path], inputs: None, tmp_path: Path,
+                                                 make_request: Any, prompt_of_tokens: Any) -> None:
+    pipe = request.getfixturevalue(model)
+    fields: dict[str, Any] = {"negativePrompt": f"[{prompt_of_tokens(90)}]"}
+    if mode in ("img2img", "controlnet-img2img"):
+        fields.update(mode="img2img", initImage="init.png", strength=0.5)
+    elif mode == "inpaint":
+        fields.update(mode="inpaint", initImage="init.png", mask="mask.png", allowInpaintFallback=True)
+    if mode.startswith("controlnet"):
+        fields["controlnets"] = [{"path": _controlnet(pipe, tmp_path / "cn"), "image": "init.png"}]
+    long = prompt_of_tokens(150)
+    weighted = _pixels(_run(pipe, make_request(pipe, roots, prompt=f"(cat:1.5) {long}", **fields)))
+    plain = _pixels(_run(pipe, make_request(pipe, roots, prompt=f"cat {long}", **fields)))
+    assert weighted.shape == (48, 64, 3)
+    assert not np.array_equal(weighted, plain)
+
+
+def test_clip_skip_changes_the_image_and_is_recorded(sd15: Any, roots: tuple[Path, Path], make_request: Any) -> None:
+    plain = _run(sd15, make_request(sd15, roots, seed=4))
+    skipped = _run(sd15, make_request(sd15, roots, seed=4, clipSkip=2))
+    assert not np.array_equal(_pixels(plain), _pixels(skipped))
+    text = read_metadata(Path(skipped["images"][0]["path"]))
+    assert json.loads(text["dops"])["clipSkip"] == 2
+    assert ", Model: tiny, Clip skip: 2" in text["parameters"]
+    plain_text = read_metadata(Path(plain["images"][0]["path"]))
+    assert json.loads(plain_text["dops"])["clipSkip"] == 1 and "Clip skip" not in plain_text["parameters"]
+    with pytest.raises(WorkerError) as caught:
+        make_request(sd15, roots, clipSkip=13)
+    assert caught.value.code is ErrorCode.INVALID_ARGUMENT and caught.value.details["field"] == "clipSkip"
+
+
+def test_a_text_encoder_lora_changes_the_image(sd15: Any, sd15_text_encoder_lora: Path, roots: tuple[Path, Path],
+                                               make_request: Any) -> None:
+    plain = _pixels(_run(sd15, make_request(sd15, roots)))
+    with_lora = _pixels(_run(sd15, make_request(sd15, roots, loras=[{"path": str(sd15_text_encoder_lora)}])))
+    assert not np.array_equal(plain, with_lora)
+    assert np.array_equal(plain, _pixels(_run(sd15, make_request(sd15, roots))))
+
+
+def test_lora_hashes_are_in_both_metadata_chunks(sd15: Any, sd15_lora: Path, roots: tuple[Path, Path],
+                                                 make_request: Any) -> None:
+    import hashlib
+
+    result = _run(sd15, make_request(sd15, roots, loras=[{"path": str(sd15_lora), "weight": 0.5}]))
+    text = read_metadata(Path(result["images"][0]["path"]))
+    sha256 = hashlib.sha256(sd15_lora.read_bytes()).hexdigest()
+    assert text["parameters"].endswith(
+        f'Size: 64x48, Model: tiny, Lora hashes: "tiny-lora: {sha256[:10]}", Lora weights: "tiny-lora: 0.5"')
+    dops = json.loads(text["dops"])
+    assert dops["loras"] == [{"path": str(sd15_lora), "weight": 0.5, "sha256": sha256}]
 
 
 def _oom_decode(monkeypatch: pytest.MonkeyPatch, vae: Any, failures: int) -> list[bool]:

@@ -72,5 +72,6 @@ def test_generate_cancelled_token_and_unknown_model(methods: Any) -> None:
 def test_capabilities(methods: Any) -> None:
     result = registry.get("inference.capabilities").handler({"model": "tiny-sd15"}, _context([]))
     assert result["base"] == "sd15" and "DPM++ 2M Karras" in result["schedulers"]
-    assert result["size"]["multiple"] == 8 and result["maxPromptTokens"] == 75
+    assert result["size"]["multiple"] == 8 and result["maxPromptTokens"] == 0
+    assert result["maxPromptChars"] == 20_000 and result["clipSkip"] == {"min": 1, "max": 3}
     assert "StableDiffusionControlNetPipeline" in result["pipelines"]

@@ -36,9 +36,21 @@ def images(roots: tuple[Path, Path], write_image: Any) -> dict[str, str]:
         ({"seed": 2**64}, INVALID, "seed"),
         ({"batchCount": 9}, INVALID, "batchCount"),
         ({"scheduler": "Heun++ 9M"}, INVALID, "scheduler"),
-        ({"prompt": "word " * 80}, INVALID, "prompt"),
-        ({"negativePrompt": "word " * 80}, INVALID, "negativePrompt"),
-        ({"prompt": None}, INVALID, "prompt"),
+        ({"seed": -1}, INVALID, "seed"),
+        ({"seed": "12a"}, INVALID, "seed"),
+        ({"seed": "1.5"}, INVALID, "seed"),
+        ({"steps": "2.5"}, INVALID, "steps"),
+        ({"cfgScale": "NaN"}, INVALID, "cfgScale"),
+        ({"prompt": "x" * 20_001}, INVALID, "prompt"),
+        ({"negativePrompt": "x" * 20_001}, INVALID, "negativePrompt"),
+        ({"prompt": 7}, INVALID, "prompt"),
+        ({"clipSkip": 0}, INVALID, "clipSkip"),
+        ({"clipSkip": 13}, INVALID, "clipSkip"),
+        ({"clipSkip": 4}, INVALID, "clipSkip"),  # the tiny text encoder has 2 layers: 3 at most
+        ({"clipSkip": 1.5}, INVALID, "clipSkip"),
+        ({"batchCount": False}, INVALID, "batchCount"),
+        ({"loras": [{"path": "/x.safetensors", "colour": 1}]}, INVALID, "loras[0].colour"),
+        ({"controlnets": [{"path": "/x", "image": "init.png", "scale": 1}]}, INVALID, "controlnets[0].scale"),
         ({"mode": "outpaint"}, INVALID, "mode"),
         ({"colour": "red"}, INVALID, "colour"),
         ({"outputDir": "../escape"}, INVALID, "outputDir"),
@@ -87,10 +99,45 @@ def test_lora_weight_out_of_range_and_pickle_rejected(sd15: Any, roots: tuple[Pa
 
 
 def test_random_seed_is_drawn_and_reported(sd15: Any, roots: tuple[Path, Path], make_request: Any) -> None:
-    request = make_request(sd15, roots, seed=-1, batchCount=3)
+    request = make_request(sd15, roots, seed=None, batchCount=3)
     assert request.seed_was_random and 0 <= request.seed < 2**32
     assert request.seeds() == [request.seed + i for i in range(3)]
     assert make_request(sd15, roots, seed=2**64 - 1, batchCount=2).seeds() == [2**64 - 1, 0]
+
+
+def test_proto3_defaults_mean_absent(sd15: Any, roots: tuple[Path, Path], make_request: Any) -> None:
+    """What a protobuf library writes for an unset field ("" / 0 / false / [] / {}) is no field at all."""
+    request = make_request(sd15, roots, mode="", scheduler="", batchCount=0, initImage="", mask="", loras=[],
+                           controlnets=[], modelHashes={}, allowInpaintFallback=False, negativePrompt="")
+    assert (request.mode, request.scheduler, request.batch_count) == ("txt2img", "Euler a", 1)
+    assert request.init_image is None and request.loras == () and request.model_hashes == {}
+    assert request.clip_skip == 1
+    lora = {"path": "", "weight": None}
+    with pytest.raises(WorkerError) as caught:
+        make_request(sd15, roots, loras=[lora])
+    assert caught.value.details["field"] == "loras[0].path"
+    for empty in ("", None):
+        with pytest.raises(WorkerError) as caught:
+            make_request(sd15, roots, outputDir=empty, model="x")
+        assert caught.value.details["field"] == "outputDir"
+
+
+def test_absent_prompt_is_empty_and_integers_may_be_strings(sd15: Any, roots: tuple[Path, Path],
+                                                            make_request: Any) -> None:
+    from dops_worker.inference.pipelines import limits_for_pipeline
+    from dops_worker.inference.request import parse_generate_request
+    from dops_worker.protocol.files import Roots
+    from dops_worker.runtime.settings import node_settings
+
+    request = parse_generate_request(
+        {"model": "tiny", "outputDir": "out", "seed": "18446744073709551615", "steps": "3", "width": 64.0,
+         "cfgScale": "4.5", "clipSkip": "2"},
+        limits=limits_for_pipeline(sd15), input_roots=Roots("in", (roots[0],)),
+        artifact_roots=Roots("out", (roots[1],)), model_roots=node_settings().model_roots)
+    assert request.prompt == "" and request.negative_prompt == ""
+    assert (request.seed, request.steps, request.width, request.cfg_scale) == (2**64 - 1, 3, 64, 4.5)
+    assert request.clip_skip == 2 and not request.seed_was_random
+    assert make_request(sd15, roots, prompt="x" * 20_000).prompt == "x" * 20_000
 
 
 def _forbid_denoising(monkeypatch: pytest.MonkeyPatch, pipe: Any) -> None:

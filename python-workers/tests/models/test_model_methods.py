@@ -82,6 +82,64 @@ def test_load_validates_params_before_any_work(methods: Any, tmp_path: Path) -> 
     assert missing.value.code == ErrorCode.NOT_FOUND
 
 
+class _GenerateBackend(_Backend):
+    def device(self) -> dict[str, Any]:
+        return {"capabilities": {"fp16": False, "generatorDevice": "cpu"}}
+
+    def release_caches(self) -> None:
+        pass
+
+
+def _generate_ctx() -> RequestContext:
+    session = _Session()
+    session.backend = _GenerateBackend()  # type: ignore[assignment]
+    return RequestContext(request_id=4, method="inference.generate", token=CancelToken(),
+                          session=session,  # type: ignore[arg-type]
+                          notify=lambda name, params: None, status=dict)
+
+
+def test_the_sha256_given_to_model_load_is_stamped_into_the_images(methods: Any, fixtures_dir: Path,
+                                                                  tiny_configs: Path, tmp_path: Path,
+                                                                  node: Any) -> None:
+    import json
+
+    import torch
+
+    from dops_worker.inference.artifacts import read_metadata
+    from dops_worker.inference.methods import generate_method as generate
+
+    torch.manual_seed(0)
+    node(input_root=tmp_path, artifact_root=tmp_path)
+    path = str((fixtures_dir / "sd15-tiny.safetensors").resolve())
+    sha256 = "0123456789abcdef" * 4
+    base = {"modelId": "hashed", "path": path, "configDir": str(tiny_configs)}
+    methods.load({**base, "tier": "vram", "sha256": sha256.upper()}, _ctx([]))
+    params = {"model": "hashed", "prompt": "x", "width": 64, "height": 64, "steps": 1, "seed": 3, "outputDir": "j"}
+
+    def metadata() -> tuple[str, dict[str, Any]]:
+        text = read_metadata(Path(generate(params, _generate_ctx())["images"][0]["path"]))
+        return text["parameters"], json.loads(text["dops"])
+
+    parameters, dops = metadata()
+    assert ", Size: 64x64, Model hash: 0123456789, Model: sd15-tiny" in parameters
+    assert dops["modelHashes"] == {"sha256": sha256, "autov2": "0123456789"}
+    # A load of the unchanged file without the hash (a RAM → VRAM move, say) keeps it ...
+    methods.unload({"modelId": "hashed", "tier": "vram"}, _ctx([]))
+    methods.load({**base, "tier": "vram"}, _ctx([]))
+    assert metadata()[1]["modelHashes"] == {"sha256": sha256, "autov2": "0123456789"}
+    # ... and a model loaded without one has none (the file is not hashed on the load's path).
+    methods.load({**base, "modelId": "unhashed", "tier": "vram"}, _ctx([]))
+    text = read_metadata(Path(generate({**params, "model": "unhashed"}, _generate_ctx())["images"][0]["path"]))
+    assert "Model hash" not in text["parameters"] and json.loads(text["dops"])["modelHashes"] == {}
+
+
+@pytest.mark.parametrize("sha256", ["abc", "g" * 64, 12, "0" * 63])
+def test_load_refuses_a_malformed_sha256(methods: Any, sha256: Any) -> None:
+    with pytest.raises(WorkerError) as caught:
+        methods.load({"modelId": "m", "path": "/x", "sha256": sha256}, _ctx([]))
+    assert caught.value.code == ErrorCode.INVALID_ARGUMENT and caught.value.details["field"] == "sha256"
+
+
 def test_methods_are_registered() -> None:
     import dops_worker.models.methods  # noqa: F401
     from dops_worker.runtime.registry import registry

@@ -38,6 +38,7 @@ export function modelHostService(
         const { path, configDir } = loadPaths(req.path, req.configDir, options);
         const result = await host.load(req.modelId, path, deviceId, tier, {
           configDir,
+          sha256: req.sha256 || undefined,
           signal: ctx.signal,
           traceparent: ctx.traceparent,
           timeoutMs: ctx.deadline ? Math.max(ctx.deadline.getTime() - Date.now(), 1) : undefined,

@@ -9,6 +9,11 @@ export type HostTier = 'ram' | 'vram';
 export interface HostLoadOptions {
   /** Config root for single-file checkpoints; default the worker's shipped configs. */
   configDir?: string;
+  /**
+   * The registry's sha256 of the file (64 hex digits), which the worker stamps into the images
+   * it generates with the model; default none (the worker does not hash a checkpoint itself).
+   */
+  sha256?: string;
   signal?: AbortSignal;
   traceparent?: string;
   /** Bounds the worker request; default the supervisor's requestTimeoutMs. */
@@ -45,7 +50,7 @@ export class ModelHost {
 
   /**
    * Loads `path` as `modelId` into the tier of the device's worker. Throws INVALID_ARGUMENT naming
-   * `model_id`, `path` or `tier`; NOT_FOUND for an unknown device; the worker's error otherwise.
+   * `model_id`, `path`, `tier` or `sha256`; NOT_FOUND for an unknown device; the worker's error otherwise.
    */
   async load(
     modelId: string,
@@ -58,9 +63,12 @@ export class ModelHost {
     if (!path) throw DopsError.invalidArgument('path', 'is required');
     if (!isAbsolute(path)) throw DopsError.invalidArgument('path', 'must be absolute');
     requireTier(tier);
+    if (options.sha256 && !SHA256_HEX.test(options.sha256))
+      throw DopsError.invalidArgument('sha256', 'must be 64 hex digits');
     const { supervisor } = this.pool.get(deviceId);
     const params: Record<string, unknown> = { modelId, path, tier };
     if (options.configDir) params.configDir = options.configDir;
+    if (options.sha256) params.sha256 = options.sha256.toLowerCase();
     return supervisor.request<HostLoadResult>('model.load', params, {
       signal: options.signal,
       traceparent: options.traceparent,
@@ -102,6 +110,8 @@ export class ModelHost {
     return lists.flat();
   }
 }
+
+const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 
 function requireModelId(modelId: string): void {
   if (!modelId) throw DopsError.invalidArgument('model_id', 'is required');

@@ -67,6 +67,8 @@ describe('ModelHostService edge validation (real server, pool without workers)',
     [{ path: 'models/a.safetensors' }, 'path'],
     [{ tier: modelV1.Tier.UNSPECIFIED }, 'tier'],
     [{ deviceId: '' }, 'device_id'],
+    [{ sha256: 'abc' }, 'sha256'],
+    [{ sha256: 'g'.repeat(64) }, 'sha256'],
   ])('refuses %j with INVALID_ARGUMENT naming %s', async (over, field) => {
     await expect(load(over)).rejects.toMatchObject({
       code: 'INVALID_ARGUMENT',

@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from dops_worker.inference.request import GenerateRequest
+from dops_worker.models.hashes import autov2
 
 PARAMETERS_KEY = "parameters"
 DOPS_KEY = "dops"
 
 
 def a1111_parameters(request: GenerateRequest, seed: int) -> str:
-    """``prompt\\nNegative prompt: ...\\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: ..., ...``."""
+    """``prompt\\nNegative prompt: ...\\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: ..., ...``
+    in A1111's order: Steps, Sampler, CFG scale, Seed, Size, Model hash (AutoV2, when known),
+    Model (the file's stem), Denoising strength (img2img, inpaint), Clip skip (when > 1, as A1111
+    writes it), Lora hashes (``"name: autov2, ..."``, quoted), Lora weights."""
     fields = [
         ("Steps", request.steps),
         ("Sampler", request.scheduler),
@@ -32,10 +36,16 @@ def a1111_parameters(request: GenerateRequest, seed: int) -> str:
     ]
     model_hash = request.model_hashes.get("autov2") or request.model_hashes.get("sha256")
     if model_hash:
-        fields.append(("Model hash", model_hash[:10]))
-    fields.append(("Model", Path(request.model).stem))
+        fields.append(("Model hash", autov2(model_hash)))
+    fields.append(("Model", request.model_name or request.model))
     if request.mode != "txt2img":
         fields.append(("Denoising strength", f"{request.strength:g}"))
+    if request.clip_skip > 1:
+        fields.append(("Clip skip", request.clip_skip))
+    hashed = [lora for lora in request.loras if lora.sha256]
+    if hashed:
+        lora_hashes = ", ".join(f"{lora.path.stem}: {autov2(lora.sha256)}" for lora in hashed)
+        fields.append(("Lora hashes", f'"{lora_hashes}"'))
     if request.loras:
         loras = ", ".join(f"{lora.path.stem}: {lora.weight:g}" for lora in request.loras)
         fields.append(("Lora weights", f'"{loras}"'))

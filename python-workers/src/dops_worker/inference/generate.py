@@ -1,5 +1,7 @@
-"""Run one validated GenerateRequest on a loaded pipeline: denoise, decode, write PNGs.
+"""Run one validated GenerateRequest on a loaded pipeline: encode, denoise, decode, write PNGs.
 
+The prompts are encoded once per request (conditioning.py: any length, A1111 weighting, clip
+skip) with the LoRAs already applied, and the pipeline gets embeddings, never prompt strings.
 Denoising and VAE decoding are separate phases (the pipeline returns latents), so an OOM in the
 decode retries only the decode. Each image has its own generator seeded ``seed + i``, so an image
 is the same whichever batch it ran in — which is what lets the OOM plan shrink the batch.
@@ -7,6 +9,7 @@ is the same whichever batch it ran in — which is what lets the OOM plan shrink
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import time
@@ -17,10 +20,12 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from dops_worker.inference.artifacts import write_image, write_png
+from dops_worker.inference.conditioning import Conditioning, encode_prompts
 from dops_worker.inference.lora import applied_loras
 from dops_worker.inference.pipelines import assemble_pipeline, check_controlnet, check_preconditions, model_traits
 from dops_worker.inference.request import GenerateRequest
 from dops_worker.inference.schedulers import make_scheduler
+from dops_worker.models.hashes import file_hashes
 from dops_worker.protocol.errors import ErrorCode, WorkerError, is_out_of_memory
 
 _log = logging.getLogger("dops_worker.inference.generate")
@@ -99,6 +104,7 @@ def generate(
     started = hooks.clock()
     check_cancel()
     check_preconditions(pipe, request)
+    request = with_lora_hashes(request)
     controlnets = _load_controlnets(pipe, request, hooks, device)
     scheduler = make_scheduler(request.scheduler, pipe.scheduler.config)
     run_pipe = assemble_pipeline(pipe, request.mode, scheduler, controlnets)
@@ -109,7 +115,11 @@ def generate(
     succeeded = False
     try:
         with applied_loras(run_pipe, request.loras):
-            images = runner.run()
+            check_cancel()
+            # Inside: LoRAs that patch the text encoders change the embeddings.
+            conditioning = encode_prompts(run_pipe, request.prompt, request.negative_prompt,
+                                          clip_skip=request.clip_skip)
+            images = runner.run(conditioning)
         denoised = hooks.clock()
         check_cancel()
         seeds = request.seeds()
@@ -133,6 +143,15 @@ def generate(
         "oomMitigations": list(state.tried),
         "timings": {"generateS": round(denoised - started, 4), "writeS": round(finished - denoised, 4)},
     }
+
+
+def with_lora_hashes(request: GenerateRequest) -> GenerateRequest:
+    """``request`` with each LoRA's file sha256 (cached per file version: one read per LoRA file).
+    Raises OSError when a file cannot be read."""
+    if not request.loras:
+        return request
+    loras = tuple(dataclasses.replace(lora, sha256=file_hashes.sha256(lora.path)) for lora in request.loras)
+    return dataclasses.replace(request, loras=loras)
 
 
 def release_memory(release_caches: Callable[[], None] | None = None) -> None:
@@ -165,8 +184,10 @@ class _Runner:
         self.base = model_traits(pipe).base
         self.steps_done = 0
         self.last_preview = hooks.clock()
+        self.conditioning: Conditioning | None = None
 
-    def run(self) -> list[Any]:
+    def run(self, conditioning: Conditioning) -> list[Any]:
+        self.conditioning = conditioning
         seeds = self.request.seeds()
         images: list[Any] = [None] * len(seeds)
         pending = list(range(len(seeds)))
@@ -268,9 +289,9 @@ class _Runner:
             return kwargs
 
         self.check_cancel()
+        assert self.conditioning is not None
         arguments: dict[str, Any] = {
-            "prompt": request.prompt,
-            "negative_prompt": request.negative_prompt or None,
+            **self.conditioning.pipeline_arguments(),
             "num_inference_steps": request.steps,
             "guidance_scale": request.cfg_scale,
             "num_images_per_prompt": len(chunk),

@@ -1,13 +1,15 @@
 """``inference.generate`` and ``inference.capabilities`` on the worker's method registry.
 
 Models come from a ``ModelSource``: by default the pipelines ``model.load`` placed on this
-worker's device (``dops_worker.models.methods.loaded_pipeline``), by the same model id. Roots are
+worker's device (``dops_worker.models.methods.loaded_model``), by the same model id, with the
+hashes model.load was given (stamped into the images unless the request brings its own). Roots are
 node settings (``runtime.settings``): images are read only under ``DOPS_INPUT_ROOT``, written only
 under ``DOPS_ARTIFACT_ROOT``, LoRAs and ControlNets come only from ``DOPS_MODEL_ROOTS``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,10 +25,12 @@ from dops_worker.runtime.settings import node_settings
 
 @dataclass
 class LoadedModel:
-    """A pipeline already on its device, and the hashes to stamp into its images."""
+    """A pipeline already on its device, the hashes to stamp into its images and its name there
+    (A1111's "Model:", the file's stem; empty = the model id)."""
 
     pipeline: Any
     hashes: dict[str, str] = field(default_factory=dict)
+    name: str = ""
 
 
 class ModelSource(Protocol):
@@ -51,10 +55,10 @@ class _InMemoryModels:
         if registered is not None:
             return registered
         # Models that ``model.load`` put on this worker's device, by id.
-        from dops_worker.models.methods import loaded_pipeline
+        from dops_worker.models.methods import loaded_model
 
-        pipeline = loaded_pipeline(model)
-        return LoadedModel(pipeline) if pipeline is not None else None
+        held = loaded_model(model)
+        return LoadedModel(held.pipeline, held.hashes, held.name) if held is not None else None
 
 
 _in_memory = _InMemoryModels()
@@ -66,9 +70,9 @@ def set_model_source(source: ModelSource) -> None:
     _source = source
 
 
-def register_loaded_model(model: str, pipeline: Any, hashes: dict[str, str] | None = None) -> None:
+def register_loaded_model(model: str, pipeline: Any, hashes: dict[str, str] | None = None, name: str = "") -> None:
     """Makes ``pipeline`` available to requests naming ``model`` (the default source only)."""
-    _in_memory.put(model, LoadedModel(pipeline, dict(hashes or {})))
+    _in_memory.put(model, LoadedModel(pipeline, dict(hashes or {}), name))
 
 
 def _model(params: Any) -> LoadedModel:
@@ -87,13 +91,14 @@ def _model(params: Any) -> LoadedModel:
 def generate_method(params: Any, ctx: RequestContext) -> dict[str, Any]:
     """Validates everything before any work, then runs; see generate.generate for the result."""
     loaded = _model(params)
-    if "modelHashes" not in params and loaded.hashes:
+    if not params.get("modelHashes") and loaded.hashes:  # absent or {} (proto3: the same)
         params = {**params, "modelHashes": loaded.hashes}
     node = node_settings()
     request = parse_generate_request(
         params, limits=limits_for_pipeline(loaded.pipeline), input_roots=node.input_roots,
         artifact_roots=node.artifact_roots, model_roots=node.model_roots,
     )
+    request = dataclasses.replace(request, model_name=loaded.name)
     backend = ctx.session.backend
     assert backend is not None  # requires_init
     hooks = GenerateHooks(

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from dops_worker.inference.conditioning import max_clip_skip
 from dops_worker.inference.request import GenerateRequest, Mode, RequestLimits
 from dops_worker.protocol.errors import ErrorCode, WorkerError
 
@@ -63,21 +64,12 @@ def model_traits(pipe: Any) -> ModelTraits:
 
 
 def limits_for_pipeline(pipe: Any, **overrides: Any) -> RequestLimits:
-    """RequestLimits for this model: token counting with its tokenizer, and a minimum size of
-    64 — or half the native size for test-sized models (native below 128)."""
+    """RequestLimits for this model: the deepest clip skip its text encoders have, and a minimum
+    size of 64 — or half the native size for test-sized models (native below 128)."""
     traits = model_traits(pipe)
-    tokenizer = pipe.tokenizer
-    chunk = int(getattr(tokenizer, "model_max_length", 77))
-    if chunk > 10_000:  # "no limit" sentinel in some tokenizer configs
-        chunk = 77
-
-    def count_tokens(text: str) -> int:
-        return max(0, len(tokenizer(text, truncation=False).input_ids) - 2)
-
     values: dict[str, Any] = {
         "min_size": 64 if traits.native_size >= 128 else max(8, traits.native_size // 2),
-        "max_prompt_tokens": chunk - 2,
-        "count_tokens": count_tokens,
+        "max_clip_skip": max_clip_skip(pipe),
     }
     values.update(overrides)
     return RequestLimits(**values)
@@ -102,7 +94,9 @@ def capabilities(pipe: Any, limits: RequestLimits) -> dict[str, Any]:
         "steps": {"min": 1, "max": limits.max_steps},
         "cfgScale": {"min": 0, "max": limits.max_cfg_scale},
         "batchCount": {"min": 1, "max": limits.max_batch_count},
-        "maxPromptTokens": limits.max_prompt_tokens,
+        "maxPromptTokens": 0,  # no token limit: any length is encoded in chunks of 75
+        "maxPromptChars": limits.max_prompt_chars,
+        "clipSkip": {"min": 1, "max": limits.max_clip_skip},
         "maxLoras": limits.max_loras,
         "maxControlnets": limits.max_controlnets,
     }

@@ -1,14 +1,17 @@
 """``inference.generate`` params → a typed, validated GenerateRequest, before any work is done.
 
-Every failure is a WorkerError naming the field in ``details.field`` (camelCase, as on the wire;
-list items as ``loras[1].weight``). Images are files in the input roots referenced by path,
-never inline; only their headers are read here. LoRA and ControlNet paths must lie in the model
-roots; every path goes through ``protocol.files.confined``.
+``params`` is the proto3 JSON form of ``dops.worker.v1.GenerateParams`` (proto/dops/worker/v1/
+worker.proto; tests/protocol/test_worker_contract.py keeps the two in step): a field without
+presence that holds its default ("" / 0 / false / [] / {}) or ``null`` is the same as an absent
+one, integers may be decimal strings (``seed`` is a uint64), and an absent ``optional`` field takes
+the worker's default below. Every failure is a WorkerError naming the field in ``details.field``
+(camelCase, as on the wire; list items as ``loras[1].weight``). Images are files in the input
+roots referenced by path, never inline; only their headers are read here. LoRA and ControlNet
+paths must lie in the model roots; every path goes through ``protocol.files.confined``.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,6 +21,7 @@ from typing import Any, Literal
 from dops_worker.models.weights import require_safetensors_folder
 from dops_worker.protocol.errors import ErrorCode
 from dops_worker.protocol.files import ImageRef, Roots, confined, invalid, read_image_header
+from dops_worker.protocol.proto_json import integer, number, without_defaults
 from dops_worker.runtime.params import META_KEY
 
 Mode = Literal["txt2img", "img2img", "inpaint"]
@@ -27,19 +31,33 @@ SCHEDULER_NAMES: tuple[str, ...] = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Ka
 UINT64_MAX = 2**64 - 1
 _RANDOM_SEED_BITS = 32  # a random seed fits in 32 bits so every UI can type it back in
 
+# The json names of GenerateParams, LoraParams and ControlNetParams.
 FIELDS = frozenset({
     "mode", "model", "modelHashes", "prompt", "negativePrompt", "width", "height", "steps",
     "cfgScale", "seed", "batchCount", "scheduler", "strength", "initImage", "mask", "loras",
-    "controlnets", "outputDir", "previewIntervalS", "allowInpaintFallback",
+    "controlnets", "outputDir", "previewIntervalS", "allowInpaintFallback", "clipSkip",
 })
+LORA_FIELDS = frozenset({"path", "weight"})
+CONTROLNET_FIELDS = frozenset({"path", "image", "conditioningScale"})
+# Fields without presence (not `optional` in the proto) and their proto3 defaults: holding the
+# default, they are absent. The `optional` ones are absent only when left out (or null).
+_NO_PRESENCE_DEFAULTS: dict[str, object] = {
+    "model": "", "mode": "", "modelHashes": {}, "prompt": "", "negativePrompt": "", "batchCount": 0,
+    "scheduler": "", "initImage": "", "mask": "", "loras": [], "controlnets": [], "outputDir": "",
+    "allowInpaintFallback": False,
+}
+_LORA_DEFAULTS: dict[str, object] = {"path": ""}
+_CONTROLNET_DEFAULTS: dict[str, object] = {"path": "", "image": ""}
+MAX_PROMPT_CHARS = 20_000
+MAX_CLIP_SKIP = 12
 
 
 @dataclass(frozen=True)
 class RequestLimits:
     """What one model accepts; ``limits_for_pipeline`` (pipelines.py) derives it from a model.
 
-    ``count_tokens`` returns a prompt's tokens without BOS/EOS; ``max_prompt_tokens`` defaults to
-    one CLIP chunk (77 - 2), beyond which diffusers would silently truncate.
+    Prompts have no token limit (conditioning.py encodes any length in 75-token chunks), only
+    ``max_prompt_chars``. ``max_clip_skip`` is the deepest clip skip the model's text encoders have.
     """
 
     min_size: int = 64
@@ -50,14 +68,16 @@ class RequestLimits:
     max_batch_count: int = 8
     max_loras: int = 8
     max_controlnets: int = 4
-    max_prompt_tokens: int = 75
-    count_tokens: Callable[[str], int] | None = None
+    max_prompt_chars: int = MAX_PROMPT_CHARS
+    max_clip_skip: int = MAX_CLIP_SKIP
 
 
 @dataclass(frozen=True)
 class LoraSpec:
     path: Path
     weight: float
+    # The file's hex sha256, filled in by generate before the run (for the image's metadata).
+    sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,9 @@ class GenerateRequest:
     preview_interval_s: float
     allow_inpaint_fallback: bool
     model_hashes: Mapping[str, str] = field(default_factory=dict)
+    clip_skip: int = 1
+    # A1111's "Model:": the loaded file's stem (set by the method from model.load), else the id.
+    model_name: str = ""
 
     def seeds(self) -> list[int]:
         """One seed per image: seed, seed+1, ... (A1111's convention), wrapping at 2**64."""
@@ -106,7 +129,8 @@ class GenerateRequest:
             "strength": self.strength if self.mode != "txt2img" else None,
             "initImage": str(self.init_image.path) if self.init_image else None,
             "mask": str(self.mask.path) if self.mask else None,
-            "loras": [{"path": str(l.path), "weight": l.weight} for l in self.loras],
+            "clipSkip": self.clip_skip,
+            "loras": [{"path": str(l.path), "weight": l.weight, "sha256": l.sha256 or None} for l in self.loras],
             "controlnets": [
                 {"path": str(c.path), "image": str(c.image), "conditioningScale": c.conditioning_scale}
                 for c in self.controlnets
@@ -123,13 +147,16 @@ def parse_generate_request(
     model_roots: Roots,
     random_seed: Callable[[], int] | None = None,
 ) -> GenerateRequest:
-    """Validates ``params``; raises WorkerError INVALID_ARGUMENT (NOT_FOUND for a missing file)
-    with ``details.field``. Reads image headers only. ``seed`` -1/absent draws a random 32-bit one."""
+    """Validates ``params`` (GenerateParams' proto3 JSON); raises WorkerError INVALID_ARGUMENT
+    (NOT_FOUND for a missing file) with ``details.field``. Reads image headers only. An absent
+    ``seed`` draws a random 32-bit one; absent ``mode`` is txt2img, ``scheduler`` "Euler a",
+    ``batchCount`` 1, ``clipSkip`` 1, ``prompt`` and ``negativePrompt`` empty."""
     if not isinstance(params, dict):
         raise invalid("params", "must be an object")
     for key in params:
         if key not in FIELDS and key != META_KEY:
             raise invalid(key, "unknown field")
+    params = without_defaults(params, _NO_PRESENCE_DEFAULTS)
 
     mode = params.get("mode", "txt2img")
     if mode not in MODES:
@@ -143,20 +170,17 @@ def parse_generate_request(
     ):
         raise invalid("modelHashes", "must be an object of strings")
 
-    prompt = _string(params, "prompt", required=True)
-    negative_prompt = _string(params, "negativePrompt") or ""
+    prompt = _string(params, "prompt")
+    negative_prompt = _string(params, "negativePrompt")
     for name, text in (("prompt", prompt), ("negativePrompt", negative_prompt)):
-        if limits.count_tokens is not None and text:
-            tokens = limits.count_tokens(text)
-            if tokens > limits.max_prompt_tokens:
-                raise invalid(name, f"has {tokens} tokens; at most {limits.max_prompt_tokens} are allowed")
+        if len(text) > limits.max_prompt_chars:
+            raise invalid(name, f"has {len(text)} characters; at most {limits.max_prompt_chars} are allowed")
 
     width = _size(params, "width", limits)
     height = _size(params, "height", limits)
     steps = _int(params, "steps", 1, limits.max_steps, default=20)
     cfg_scale = _number(params, "cfgScale", 0.0, limits.max_cfg_scale, default=7.0)
-    seed_value = params.get("seed")
-    if seed_value is None or seed_value == -1:
+    if params.get("seed") is None:
         seed = random_seed() if random_seed else secrets.randbits(_RANDOM_SEED_BITS)
         seed_was_random = True
     else:
@@ -167,6 +191,9 @@ def parse_generate_request(
     if scheduler not in SCHEDULER_NAMES:
         raise invalid("scheduler", f"must be one of {', '.join(SCHEDULER_NAMES)}")
     preview_interval_s = _number(params, "previewIntervalS", 0.0, 3600.0, default=0.5)
+    clip_skip = _int(params, "clipSkip", 1, MAX_CLIP_SKIP, default=1)
+    if clip_skip > limits.max_clip_skip:
+        raise invalid("clipSkip", f"this model's text encoder has no layer that deep: at most {limits.max_clip_skip}")
     allow_fallback = params.get("allowInpaintFallback", False)
     if not isinstance(allow_fallback, bool):
         raise invalid("allowInpaintFallback", "must be a boolean")
@@ -203,7 +230,7 @@ def parse_generate_request(
         seed_was_random=seed_was_random, batch_count=batch_count, scheduler=scheduler,
         strength=strength, init_image=init_image, mask=mask, loras=loras, controlnets=controlnets,
         output_dir=output_dir, preview_interval_s=preview_interval_s,
-        allow_inpaint_fallback=allow_fallback, model_hashes=dict(model_hashes),
+        allow_inpaint_fallback=allow_fallback, model_hashes=dict(model_hashes), clip_skip=clip_skip,
     )
 
 
@@ -222,10 +249,7 @@ def _int(params: dict[str, Any], name: str, minimum: int, maximum: int, default:
     value = params.get(name, default)
     if value is None:
         raise invalid(name, "is required")
-    # JSON has one number type: 3.0 is fine as an integer, 3.5 and true are not.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or int(value) != value:
-        raise invalid(name, "must be an integer")
-    value = int(value)
+    value = integer(value, name)
     if not minimum <= value <= maximum:
         raise invalid(name, f"must be between {minimum} and {maximum}")
     return value
@@ -237,15 +261,14 @@ def _number(params: Any, name: str, minimum: float, maximum: float, default: flo
     value = params.get(name, default)
     if value is None:
         raise invalid(label, "is required")
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise invalid(label, "must be a number")
+    value = number(value, label)
     if not minimum <= value <= maximum:
         raise invalid(label, f"must be between {minimum:g} and {maximum:g}")
-    return float(value)
+    return value
 
 
 def _size(params: dict[str, Any], name: str, limits: RequestLimits) -> int:
-    value = _int(params, name, limits.min_size, limits.max_size, default=None if name in params else 512)
+    value = _int(params, name, limits.min_size, limits.max_size, default=512)
     if value % limits.size_multiple:
         raise invalid(name, f"must be a multiple of {limits.size_multiple}")
     return value
@@ -263,6 +286,17 @@ def _list(value: Any, name: str, maximum: int) -> list[Any]:
     if len(value) > maximum:
         raise invalid(name, f"at most {maximum} are allowed")
     return value
+
+
+def _item(item: Any, name: str, fields: frozenset[str], defaults: dict[str, object]) -> dict[str, Any]:
+    """One message of a repeated field, less its default-valued fields; ``name.key: unknown field``
+    for a key the message lacks."""
+    if not isinstance(item, dict):
+        raise invalid(name, f"must be an object {{{', '.join(sorted(fields))}}}")
+    for key in item:
+        if key not in fields:
+            raise invalid(f"{name}.{key}", "unknown field")
+    return without_defaults(item, defaults)
 
 
 def _model_file(item: dict[str, Any], name: str, roots: Roots) -> Path:
@@ -285,8 +319,7 @@ def _model_file(item: dict[str, Any], name: str, roots: Roots) -> Path:
 def _loras(value: Any, limits: RequestLimits, model_roots: Roots) -> list[LoraSpec]:
     specs = []
     for i, item in enumerate(_list(value, "loras", limits.max_loras)):
-        if not isinstance(item, dict) or set(item) - {"path", "weight"}:
-            raise invalid(f"loras[{i}]", "must be an object {path, weight}")
+        item = _item(item, f"loras[{i}]", LORA_FIELDS, _LORA_DEFAULTS)
         path = _model_file(item, f"loras[{i}].path", model_roots)
         if not path.is_file():
             raise invalid(f"loras[{i}].path", "must be a .safetensors file")
@@ -298,8 +331,7 @@ def _loras(value: Any, limits: RequestLimits, model_roots: Roots) -> list[LoraSp
 def _controlnets(value: Any, limits: RequestLimits, input_roots: Roots, model_roots: Roots) -> list[ControlNetSpec]:
     specs = []
     for i, item in enumerate(_list(value, "controlnets", limits.max_controlnets)):
-        if not isinstance(item, dict) or set(item) - {"path", "image", "conditioningScale"}:
-            raise invalid(f"controlnets[{i}]", "must be an object {path, image, conditioningScale}")
+        item = _item(item, f"controlnets[{i}]", CONTROLNET_FIELDS, _CONTROLNET_DEFAULTS)
         path = _model_file(item, f"controlnets[{i}].path", model_roots)
         image = _image(item, "image", input_roots, label=f"controlnets[{i}].image")
         scale = _number(item, "conditioningScale", 0.0, 2.0, default=1.0, label=f"controlnets[{i}].conditioningScale")

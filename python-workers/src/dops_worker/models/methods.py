@@ -20,6 +20,7 @@ from dops_worker.runtime.params import get_enum, require_object
 from dops_worker.runtime.registry import method
 from dops_worker.runtime.settings import node_settings
 
+from .hashes import is_sha256_hex, model_hashes
 from .weights import require_pickle_allowed, require_safetensors_folder
 
 TIERS = ("ram", "vram")
@@ -34,6 +35,19 @@ class _Held:
     tier: str
     bytes: int
     pipeline: Any
+    # {"sha256", "autov2"} from model.load's sha256 (the registry's); empty when none was given.
+    hashes: dict[str, str]
+    file_stamp: tuple[int, int] | None
+
+
+@dataclass(frozen=True)
+class ResidentModel:
+    """A model on this worker's device: its pipeline, its file's hashes (empty = unknown) and
+    name (the file's or folder's stem, A1111's "Model:")."""
+
+    pipeline: Any
+    hashes: dict[str, str]
+    name: str
 
 
 class _Models:
@@ -59,7 +73,8 @@ class _Models:
             self._cache = ModelCache(device, dtype)
         return self._cache
 
-    def load(self, ctx: RequestContext, model_id: str, path: Path, tier: str, config_dir: str | None) -> dict[str, Any]:
+    def load(self, ctx: RequestContext, model_id: str, path: Path, tier: str, config_dir: str | None,
+             sha256: str | None = None) -> dict[str, Any]:
         with self._lock:
             cache = self.cache(ctx)
             previous = self._held.get(model_id)
@@ -78,7 +93,17 @@ class _Models:
                 # Asked for the RAM tier while on the device: hand the device copy back.
                 cache.unload(path, tier="device", config_dir=config_dir)
                 source = "ram"
-            held = _Held(model_id, path, config_dir, tier, _pipeline_bytes(loaded.pipeline), loaded.pipeline)
+            stamp = _stamp(path)
+            if sha256 is not None:
+                hashes = model_hashes(sha256)
+            elif previous is not None and previous.file_stamp == stamp:
+                hashes = previous.hashes  # e.g. a RAM → VRAM promotion that does not repeat the hash
+            else:
+                # Hashing here would read a checkpoint a second time on the load's path; the model
+                # service hashes in the background and passes the result.
+                hashes = {}
+            held = _Held(model_id, path, config_dir, tier, _pipeline_bytes(loaded.pipeline), loaded.pipeline,
+                         hashes, stamp)
             self._held[model_id] = held
             ctx.progress(3, _LOAD_STEPS)
             return {
@@ -118,10 +143,20 @@ class _Models:
                 ]
             }
 
-    def pipeline(self, model_id: str) -> Any | None:
+    def loaded(self, model_id: str) -> ResidentModel | None:
         with self._lock:
             held = self._held.get(model_id)
-            return held.pipeline if held is not None and held.tier == "vram" else None
+            if held is None or held.tier != "vram":
+                return None
+            return ResidentModel(held.pipeline, dict(held.hashes), held.path.stem)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 def _pipeline_bytes(pipeline: Any) -> int:
@@ -141,7 +176,14 @@ _models = _Models()
 
 def loaded_pipeline(model_id: str) -> Any | None:
     """The pipeline of ``model_id`` when it is in this worker's VRAM tier, else None. Never raises."""
-    return _models.pipeline(model_id)
+    loaded = _models.loaded(model_id)
+    return loaded.pipeline if loaded is not None else None
+
+
+def loaded_model(model_id: str) -> ResidentModel | None:
+    """``model_id``'s pipeline, hashes and name when it is in this worker's VRAM tier, else None.
+    Never raises."""
+    return _models.loaded(model_id)
 
 
 def _model_id(params: dict[str, Any]) -> str:
@@ -153,6 +195,15 @@ def _model_id(params: dict[str, Any]) -> str:
     return value
 
 
+def _sha256(params: dict[str, Any]) -> str | None:
+    value = params.get("sha256")
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not is_sha256_hex(value.lower()):
+        raise InvalidParams("sha256", "must be 64 hex digits (the file's sha256)")
+    return value.lower()
+
+
 def _tier(params: dict[str, Any], default: str) -> str:
     tier = get_enum(params, "tier", TIERS, default)
     assert tier is not None
@@ -161,15 +212,19 @@ def _tier(params: dict[str, Any], default: str) -> str:
 
 @method("model.load")
 def load(params: Any, ctx: RequestContext) -> dict[str, Any]:
-    """``{modelId, path, tier: ram|vram, configDir?}`` → ``{modelId, tier, bytes, source,
+    """``{modelId, path, tier: ram|vram, configDir?, sha256?}`` → ``{modelId, tier, bytes, source,
     timings: {readS, buildS, toDeviceS}}``; ``$/progress`` at start, after the load and when done.
+    ``sha256`` (64 hex digits, the registry's hash of the file) is stamped into the model's images
+    as ``modelHashes`` {sha256, autov2}; without it the hashes of an earlier load of the unchanged
+    file are kept, else there are none (the file is not hashed on the load's path).
     ``path`` and ``configDir`` must lie in the node's model roots (DOPS_MODEL_ROOTS); whether
     pickle loads is the node's setting (DOPS_ALLOW_UNSAFE_PICKLE), never the request's.
     A RAM-tier hit reads nothing (readS = buildS = 0). Throws what the loader throws (NOT_FOUND,
     INVALID_ARGUMENT, FAILED_PRECONDITION for pickle, UNSUPPORTED, OUT_OF_MEMORY)."""
-    params = require_object(params, ("modelId", "path", "tier", "configDir"))
+    params = require_object(params, ("modelId", "path", "tier", "configDir", "sha256"))
     model_id = _model_id(params)
     tier = _tier(params, "vram")
+    sha256 = _sha256(params)
     raw_config_dir = params.get("configDir")
     if raw_config_dir is not None and not isinstance(raw_config_dir, str):
         raise InvalidParams("configDir", "must be a non-empty string when given")
@@ -190,7 +245,7 @@ def load(params: Any, ctx: RequestContext) -> dict[str, Any]:
         require_safetensors_folder(path, roots, "path")
     else:
         require_pickle_allowed(path, "path")
-    return _models.load(ctx, model_id, path, tier, config_dir)
+    return _models.load(ctx, model_id, path, tier, config_dir, sha256)
 
 
 @method("model.unload")

@@ -1,8 +1,12 @@
 """``postprocess.run`` params → a typed, validated PostprocessRequest, before any work is done.
 
-One operation per request (``upscale``, ``faceRestore``, ``safety``, ``convert``). Every failure
-is a WorkerError naming the field in ``details.field`` (camelCase, as on the wire). Only image
-headers are read here; the pixels are read when the operation runs. Every path goes through
+One operation per request (``upscale``, ``faceRestore``, ``safety``, ``convert``). ``params`` is
+the proto3 JSON form of ``dops.worker.v1.PostprocessParams`` (tests/protocol/test_worker_contract.py
+keeps the two in step): a string field holding "" (what a protobuf library writes for an unset
+one) or any ``null`` is absent, so the empty fields of other operations are no error; integers may
+be decimal strings. Every failure is a WorkerError naming the field in ``details.field``
+(camelCase, as on the wire). Only image headers are read here; the pixels are read when the
+operation runs. Every path goes through
 ``protocol.files.confined``: the image under the input or artifact roots, the output under the
 artifact roots, the model under the model roots.
 """
@@ -19,8 +23,9 @@ from dops_worker.models.weights import (
     require_pickle_allowed,
     require_safetensors_folder,
 )
-from dops_worker.protocol.errors import ErrorCode
+from dops_worker.protocol.errors import ErrorCode, WorkerError
 from dops_worker.protocol.files import ImageRef, Roots, confined, invalid, read_image_header
+from dops_worker.protocol.proto_json import integer, number, without_defaults
 from dops_worker.runtime.params import META_KEY
 
 Operation = Literal["upscale", "faceRestore", "safety", "convert"]
@@ -47,6 +52,12 @@ _FIELDS: dict[str, set[str]] = {
     "safety": {"modelPath", "policy", "blurRadius"},
     "convert": {"format", "quality"},
 }
+# The json names of PostprocessParams.
+FIELDS = frozenset((_COMMON - {META_KEY}).union(*_FIELDS.values()))
+# Its fields without presence (the strings), absent when "".
+_NO_PRESENCE_DEFAULTS: dict[str, object] = {
+    "operation": "", "image": "", "outputDir": "", "modelPath": "", "policy": "", "format": "",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,10 @@ def parse_postprocess_request(params: Any, *, input_roots: Roots, artifact_roots
     """Raises WorkerError INVALID_ARGUMENT (or NOT_FOUND for a missing file) naming the field."""
     if not isinstance(params, dict):
         raise invalid("params", "must be an object")
+    for key in params:
+        if key not in FIELDS and key != META_KEY:
+            raise invalid(key, "unknown field")
+    params = without_defaults(params, _NO_PRESENCE_DEFAULTS)
     operation = params.get("operation")
     if operation not in OPERATIONS:
         raise invalid("operation", f"must be one of {', '.join(OPERATIONS)}")
@@ -129,20 +144,24 @@ def _int(params: dict[str, Any], name: str, minimum: int, maximum: int, default:
     value = params.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
-        raise invalid(name, "must be an integer")
+    value = integer(value, name)
     if not minimum <= value <= maximum:
         raise invalid(name, f"must be between {minimum} and {maximum}")
-    return int(value)
+    return value
 
 
 def _number(params: dict[str, Any], name: str, minimum: float, maximum: float, default: float | None) -> Any:
     value = params.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not minimum <= value <= maximum:
-        raise invalid(name, f"must be a number between {minimum:g} and {maximum:g}")
-    return float(value)
+    reason = f"must be a number between {minimum:g} and {maximum:g}"
+    try:
+        value = number(value, name)
+    except WorkerError:
+        raise invalid(name, reason) from None
+    if not minimum <= value <= maximum:
+        raise invalid(name, reason)
+    return value
 
 
 def _model_file(params: dict[str, Any], name: str, roots: Roots) -> Path:
