@@ -1,22 +1,47 @@
 import { config, telemetry } from './register';
-import { MemoryMonitor, memoryService, ReservationLedger, reservationService } from '@dops/memory';
-import { runMain, runWorkerService } from '@dops/service-host';
+import { createClient } from '@dops/grpc-client';
+import {
+  DeviceCapacities,
+  memoryService,
+  NodeMemory,
+  ReservationLedger,
+  reservationService,
+  splitHostList,
+} from '@dops/memory';
+import { memoryV1 } from '@dops/proto';
+import { serviceClientCredentials } from '@dops/security';
+import { runMain, runService } from '@dops/service-host';
 
-runMain('memory', () =>
-  runWorkerService({
+runMain('memory', async () => {
+  const settings = config.memory;
+  // Each worker-owning service of the node answers for its own workers; this service starts none.
+  const hosts = splitHostList(settings.hosts).map((address) => ({
+    address,
+    client: createClient(memoryV1.MemoryHostServiceClient, address, {
+      credentials: serviceClientCredentials(config.security),
+    }),
+  }));
+  return runService({
     name: 'memory',
     config,
     telemetry,
-    services: (pool) => {
-      const thresholds = { high: config.memory.highPressure, critical: config.memory.criticalPressure };
-      const capacityOf = (deviceId: string) => {
-        const device = pool.list().find((w) => w.device.id === deviceId)?.device;
-        return device && Math.floor(device.totalMemoryBytes * config.memory.reservableFraction);
-      };
+    services: (logger) => {
+      const node = new NodeMemory(hosts, {
+        thresholds: { high: settings.highPressure, critical: settings.criticalPressure },
+        logger,
+      });
+      const capacities = new DeviceCapacities(async () => (await node.snapshot()).devices, {
+        reservableFraction: settings.reservableFraction,
+      });
       return [
-        memoryService(new MemoryMonitor(pool, { thresholds }), config.memory.watchIntervalMs),
-        reservationService(new ReservationLedger({ capacityOf })),
+        memoryService(node, settings.watchIntervalMs),
+        reservationService(new ReservationLedger({ capacityOf: capacities.capacityOf }), {
+          beforeReserve: (deviceId) => capacities.prepare(deviceId),
+        }),
       ];
     },
-  }),
-);
+    onShutdown: () => {
+      for (const host of hosts) host.client.close();
+    },
+  });
+});

@@ -1,15 +1,10 @@
-export { MemoryMonitor } from './memory-monitor';
-export type {
-  DeviceCleanup,
-  DeviceMemory,
-  MemoryMonitorOptions,
-  MemorySnapshot,
-  WorkerMemory,
-} from './memory-monitor';
-export { toProtoSnapshot } from './memory-proto';
-export { MAX_WATCH_INTERVAL_MS, MIN_WATCH_INTERVAL_MS, memoryService } from './memory-service';
-export { DEFAULT_THRESHOLDS, pressureOf, validateThresholds } from './pressure';
-export type { PressureLevel, PressureThresholds } from './pressure';
+export { memoryService } from './memory-service';
+export { NodeMemory, splitHostList } from './node-memory';
+export type { MemoryHost, NodeMemoryLogger, NodeMemoryOptions } from './node-memory';
+export { readSystemMemory } from './system-memory';
+export type { SystemRam } from './system-memory';
+export { DeviceCapacities } from './reservations/device-capacities';
+export type { DeviceCapacitiesOptions } from './reservations/device-capacities';
 export { ReservationLedger } from './reservations/reservation-ledger';
 export type {
   DeviceLedger,
@@ -20,3 +15,4 @@ export type {
   ReserveRequest,
 } from './reservations/reservation-ledger';
 export { reservationService } from './reservations/reservation-service';
+export type { ReservationServiceOptions } from './reservations/reservation-service';

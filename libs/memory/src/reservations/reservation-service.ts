@@ -15,14 +15,24 @@ function toProto(r: Reservation): memoryReservationsV1.Reservation {
   };
 }
 
-/** `dops.memory.v1.MemoryReservationService` over a ReservationLedger; errors are the ledger's. */
+export interface ReservationServiceOptions {
+  /**
+   * Awaited before each Reserve with its device id, so that the ledger's synchronous capacityOf
+   * knows the device (DeviceCapacities.prepare); its rejection fails the call. Default none.
+   */
+  beforeReserve?: (deviceId: string) => Promise<void>;
+}
+
+/** `dops.memory.v1.MemoryReservationService` over a ReservationLedger; errors are the ledger's (and beforeReserve's). */
 export function reservationService(
   ledger: ReservationLedger,
+  options: ReservationServiceOptions = {},
 ): ServiceRegistration<typeof memoryReservationsV1.MemoryReservationServiceService> {
   return defineService(
     memoryReservationsV1.MemoryReservationServiceService,
     {
-      reserve: (req) => {
+      reserve: async (req) => {
+        await options.beforeReserve?.(req.deviceId);
         const outcome = ledger.reserve({
           deviceId: req.deviceId,
           bytes: req.bytes,

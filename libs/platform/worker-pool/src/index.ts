@@ -4,3 +4,21 @@ export { reportWorkerHealth } from './report-health';
 export type { ServingSink } from './report-health';
 export { WorkerPool } from './worker-pool';
 export type { BackendChoice, PooledWorker, WorkerPoolEvents, WorkerPoolOptions } from './worker-pool';
+// Hosting, memory: the memory of a service's own workers (MemoryHostService), and the handlers the node's MemoryService shares.
+export { DEFAULT_THRESHOLDS, pressureOf, validateThresholds } from './hosting/memory-pressure';
+export type { PressureLevel, PressureThresholds } from './hosting/memory-pressure';
+export { watchSnapshots } from './hosting/memory-snapshot';
+export type {
+  DeviceCleanup,
+  DeviceMemory,
+  MemoryCleanup,
+  MemorySnapshot,
+  MemorySource,
+  SystemMemory,
+  WorkerMemory,
+} from './hosting/memory-snapshot';
+export { PoolMemoryMonitor } from './hosting/memory-monitor';
+export type { PoolMemoryMonitorOptions } from './hosting/memory-monitor';
+export { fromProtoSnapshot, toProtoSnapshot } from './hosting/memory-proto';
+export { MAX_WATCH_INTERVAL_MS, MIN_WATCH_INTERVAL_MS, memoryHandlers } from './hosting/memory-handlers';
+export { memoryHostService } from './hosting/memory-host-service';

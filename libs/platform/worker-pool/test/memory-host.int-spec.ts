@@ -1,42 +1,41 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { call, createClient, stream } from '@dops/grpc-client';
-import { MemoryMonitor, memoryService, type PressureThresholds } from '@dops/memory';
+import { call, createClient } from '@dops/grpc-client';
 import { backendV1, memoryV1 } from '@dops/proto';
-import {
-  collect,
-  startTestServer,
-  stranger,
-  testCredentials,
-  type TestServer,
-  testWorkerConfig,
-} from '@dops/testing';
 import { createLogger } from '@dops/telemetry';
-import { WorkerPool, workerPoolFromConfig } from '@dops/worker-pool';
+import {
+  startTestServer,
+  strangerAs,
+  testCredentials,
+  testWorkerConfig,
+  type TestServer,
+} from '@dops/testing';
 import { resolvePythonExecutable } from '@dops/worker-supervisor';
+import { memoryHostService, WorkerPool, workerPoolFromConfig, type PressureThresholds } from '../src';
 
 const silent = createLogger({ name: 't', level: 'silent' });
 
-async function serve(pool: WorkerPool, thresholds?: PressureThresholds) {
+async function serve(pool: WorkerPool, service = 'inference', thresholds?: PressureThresholds) {
   await pool.start();
-  const server = await startTestServer([memoryService(new MemoryMonitor(pool, { thresholds }), 200)]);
+  const server = await startTestServer([memoryHostService(pool, service, { thresholds })]);
   return {
     server,
-    client: createClient(memoryV1.MemoryServiceClient, server.address, {
-      credentials: testCredentials('ops'),
+    // MemoryHostService admits internal callers only: the memory service's own certificate.
+    client: createClient(memoryV1.MemoryHostServiceClient, server.address, {
+      credentials: testCredentials('memory', 'mtls'),
     }),
   };
 }
 
-describe('memory service (real worker, CPU)', () => {
+describe('MemoryHostService (real worker, CPU)', () => {
   let pool: WorkerPool;
   let server: TestServer;
-  let client: memoryV1.MemoryServiceClient;
+  let client: memoryV1.MemoryHostServiceClient;
 
   beforeAll(async () => {
-    pool = workerPoolFromConfig('memory-test', testWorkerConfig(), silent);
-    ({ server, client } = await serve(pool));
+    pool = workerPoolFromConfig('inference', testWorkerConfig(), silent);
+    ({ server, client } = await serve(pool, 'inference'));
   }, 90_000);
 
   afterAll(async () => {
@@ -45,14 +44,14 @@ describe('memory service (real worker, CPU)', () => {
     await pool?.stop();
   });
 
-  it('reports system RAM, the worker RSS and the CPU device from the OS', async () => {
+  it('reports its own worker, labelled with the owning service, and the CPU device from the OS', async () => {
     const { snapshot } = await call(client.getMemory, {});
     const s = snapshot!;
     expect(s.system!.totalBytes).toBe(os.totalmem());
     expect(s.system!.availableBytes).toBeGreaterThan(0);
     expect(s.system!.availableBytes).toBeLessThanOrEqual(os.totalmem());
     const pid = pool.list()[0]!.supervisor.health().pid;
-    expect(s.workers).toEqual([expect.objectContaining({ pid, deviceId: 'cpu:0' })]);
+    expect(s.workers).toEqual([expect.objectContaining({ pid, deviceId: 'cpu:0', service: 'inference' })]);
     // A Python process with torch loaded holds tens of MB at least.
     expect(s.workers[0]!.rssBytes).toBeGreaterThan(20 * 1024 * 1024);
     expect(s.system!.workersRssBytes).toBe(s.workers[0]!.rssBytes);
@@ -62,50 +61,57 @@ describe('memory service (real worker, CPU)', () => {
       backend: backendV1.Backend.CPU,
       source: 'os',
       totalBytes: os.totalmem(),
+      workers: [expect.objectContaining({ pid, service: 'inference' })],
     });
     expect(cpu!.usedBytes + cpu!.freeBytes).toBe(cpu!.totalBytes);
     expect(cpu!.pressure).not.toBe(memoryV1.PressureLevel.UNSPECIFIED);
   });
 
-  it('streams snapshots at the asked interval and refuses an interval out of range, naming interval_ms', async () => {
-    const started = Date.now();
-    const snaps = await collect(stream(client.watchMemory, { intervalMs: 150 }), 3);
-    expect(snaps).toHaveLength(3);
-    expect(Date.now() - started).toBeGreaterThanOrEqual(300);
-    const err = await collect(stream(client.watchMemory, { intervalMs: 5 }), 1).catch((e) => e);
-    expect(err.code).toBe('INVALID_ARGUMENT');
-    expect(err.violations[0].field).toBe('interval_ms');
-  });
-
   it('cleans up: the worker collects garbage and reports bytes freed per device', async () => {
     const all = await call(client.cleanupMemory, { deviceId: '' });
-    expect(all.devices).toHaveLength(1);
-    expect(all.devices[0]).toMatchObject({ deviceId: 'cpu:0' });
+    expect(all.devices).toEqual([expect.objectContaining({ deviceId: 'cpu:0' })]);
     expect(all.devices[0]!.rssBeforeBytes).toBeGreaterThan(0);
     expect(all.freedBytes).toBe(all.devices[0]!.freedBytes);
+    const one = await call(client.cleanupMemory, { deviceId: 'cpu:0' });
+    expect(one.devices.map((d) => d.deviceId)).toEqual(['cpu:0']);
     const missing = await call(client.cleanupMemory, { deviceId: 'cpu:3' }).catch((e) => e);
     expect(missing.code).toBe('NOT_FOUND');
     const bad = await call(client.cleanupMemory, { deviceId: '../etc' }).catch((e) => e);
     expect(bad.violations[0].field).toBe('device_id');
   });
 
-  it('is callable by a stranger through reflection', async () => {
-    const r = await stranger(server.address, 'call', 'dops.memory.v1.MemoryService/GetMemory', '{}');
+  it('admits internal callers only (an operator is refused), and a service through reflection', async () => {
+    const asOperator = createClient(memoryV1.MemoryHostServiceClient, server.address, {
+      credentials: testCredentials('ops'),
+    });
+    try {
+      await expect(call(asOperator.getMemory, {})).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
+    } finally {
+      asOperator.close();
+    }
+    const r = await strangerAs(
+      { mtls: 'memory' },
+      server.address,
+      'call',
+      'dops.memory.v1.MemoryHostService/GetMemory',
+      '{}',
+    );
     expect(r.exitCode).toBe(0);
-    expect((r.json as { snapshot: { devices: { deviceId: string }[] } }).snapshot.devices[0]!.deviceId).toBe(
-      'cpu:0',
+    expect((r.json as { snapshot: { workers: { service: string }[] } }).snapshot.workers[0]!.service).toBe(
+      'inference',
     );
   }, 60_000);
 });
 
-describe('memory pressure levels come from the configured thresholds', () => {
+describe('host memory pressure levels come from the given thresholds', () => {
   it('says CRITICAL when the thresholds are below what is in use', async () => {
-    const pool = workerPoolFromConfig('memory-pressure', testWorkerConfig(), silent);
-    const { server, client } = await serve(pool, { high: 0.000001, critical: 0.000002 });
+    const pool = workerPoolFromConfig('postprocessing', testWorkerConfig(), silent);
+    const { server, client } = await serve(pool, 'postprocessing', { high: 0.000001, critical: 0.000002 });
     try {
       const { snapshot } = await call(client.getMemory, {});
       expect(snapshot!.system!.pressure).toBe(memoryV1.PressureLevel.CRITICAL);
       expect(snapshot!.devices[0]!.pressure).toBe(memoryV1.PressureLevel.CRITICAL);
+      expect(snapshot!.workers[0]!.service).toBe('postprocessing');
     } finally {
       client.close();
       await server.stop();
@@ -114,7 +120,7 @@ describe('memory pressure levels come from the configured thresholds', () => {
   }, 90_000);
 });
 
-describe.each(['garbage', 'oversized'])('a worker whose reply is %s', (mode) => {
+describe.each(['garbage', 'oversized'])('a worker whose memory.stats reply is %s', (mode) => {
   it('fails the call UNAVAILABLE (retryable), restarts the worker, and the next call succeeds', async () => {
     const marker = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'dops-mem-')), 'answered');
     const pool = new WorkerPool({

@@ -1,4 +1,4 @@
-import { DEFAULT_THRESHOLDS, pressureOf, validateThresholds } from './pressure';
+import { DEFAULT_THRESHOLDS, pressureOf, validateThresholds } from './memory-pressure';
 
 describe('pressure', () => {
   it('is ok below high, high from 85 %, critical from 95 %', () => {

@@ -1,12 +1,18 @@
-import type { WorkerPool } from '@dops/worker-pool';
-import type { WorkerBackend } from '@dops/worker-supervisor';
+import type { WorkerPool } from '../worker-pool';
 import {
   DEFAULT_THRESHOLDS,
   pressureOf,
   validateThresholds,
-  type PressureLevel,
   type PressureThresholds,
-} from './pressure';
+} from './memory-pressure';
+import {
+  watchSnapshots,
+  type DeviceMemory,
+  type MemoryCleanup,
+  type MemorySnapshot,
+  type MemorySource,
+  type WorkerMemory,
+} from './memory-snapshot';
 
 /** `memory.stats` reply of one worker (docs/worker-protocol.md). */
 interface WorkerMemoryStats {
@@ -30,55 +36,27 @@ interface WorkerCleanup {
   rssAfterBytes: number;
 }
 
-export interface WorkerMemory {
-  pid: number;
-  deviceId: string;
-  rssBytes: number;
-  deviceUsedBytes: number;
-}
-
-export interface DeviceMemory {
-  deviceId: string;
-  backend: WorkerBackend;
-  totalBytes: number;
-  usedBytes: number;
-  freeBytes: number;
-  workers: WorkerMemory[];
-  source: string;
-  pressure: PressureLevel;
-}
-
-export interface MemorySnapshot {
-  system: { totalBytes: number; availableBytes: number; workersRssBytes: number; pressure: PressureLevel };
-  devices: DeviceMemory[];
-  workers: WorkerMemory[];
-}
-
-export interface DeviceCleanup {
-  deviceId: string;
-  freedBytes: number;
-  rssBeforeBytes: number;
-  rssAfterBytes: number;
-}
-
-export interface MemoryMonitorOptions {
+export interface PoolMemoryMonitorOptions {
+  /** Default 85 % / 95 %. */
   thresholds?: PressureThresholds;
   /** Per-worker request timeout; default 10 000 ms. */
   requestTimeoutMs?: number;
 }
 
 /**
- * RAM and device memory of this node, read by the workers that hold the devices: CUDA/ROCm
- * through torch.cuda.mem_get_info, DirectML through DXGI + PDH, CPU from the OS.
+ * The memory of one service's own workers, read by the workers that hold the devices: CUDA/ROCm
+ * through torch.cuda.mem_get_info, DirectML through DXGI + PDH, CPU from the OS. Every worker is
+ * labelled with `service`, the name of the service that owns the pool.
  */
-export class MemoryMonitor {
+export class PoolMemoryMonitor implements MemorySource {
   private readonly thresholds: PressureThresholds;
   private readonly timeoutMs: number;
 
   /** Throws INVALID_ARGUMENT for bad thresholds. */
   constructor(
     private readonly pool: WorkerPool,
-    options: MemoryMonitorOptions = {},
+    readonly service: string,
+    options: PoolMemoryMonitorOptions = {},
   ) {
     this.thresholds = validateThresholds(options.thresholds ?? DEFAULT_THRESHOLDS);
     this.timeoutMs = options.requestTimeoutMs ?? 10_000;
@@ -102,6 +80,7 @@ export class MemoryMonitor {
         deviceId: entry.device.id,
         rssBytes: s.process.rssBytes,
         deviceUsedBytes: entry.device.backend === 'cpu' ? 0 : (own?.processUsedBytes ?? 0),
+        service: this.service,
       };
       workers.push(worker);
       if (own) {
@@ -130,22 +109,16 @@ export class MemoryMonitor {
     };
   }
 
-  /**
-   * Snapshots now and then every `intervalMs` until `signal` aborts; a failed snapshot ends
-   * the stream with its error.
-   */
-  async *watch(intervalMs: number, signal: AbortSignal): AsyncGenerator<MemorySnapshot> {
-    while (!signal.aborted) {
-      yield await this.snapshot(signal);
-      await sleep(intervalMs, signal);
-    }
+  /** Snapshots now and then every `intervalMs` until `signal` aborts; a failed snapshot ends the stream. */
+  watch(intervalMs: number, signal: AbortSignal): AsyncIterable<MemorySnapshot> {
+    return watchSnapshots((s) => this.snapshot(s), intervalMs, signal);
   }
 
   /**
    * Asks the workers (one device's, or all) to collect garbage and empty allocator caches.
    * Throws NOT_FOUND for an unknown device id.
    */
-  async cleanup(deviceId?: string): Promise<{ freedBytes: number; devices: DeviceCleanup[] }> {
+  async cleanup(deviceId?: string): Promise<MemoryCleanup> {
     const entries = deviceId ? [this.pool.get(deviceId)] : this.pool.list();
     const results = await Promise.all(
       entries.map(async (w) => {
@@ -154,21 +127,14 @@ export class MemoryMonitor {
           {},
           { timeoutMs: this.timeoutMs },
         );
-        return { deviceId: w.device.id, ...r };
+        return {
+          deviceId: w.device.id,
+          freedBytes: r.freedBytes,
+          rssBeforeBytes: r.rssBeforeBytes,
+          rssAfterBytes: r.rssAfterBytes,
+        };
       }),
     );
     return { freedBytes: results.reduce((sum, r) => sum + r.freedBytes, 0), devices: results };
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
