@@ -4,13 +4,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { DeviceFleet, deviceService } from '@dops/device';
 import { call, createClient } from '@dops/grpc-client';
-import { MemoryMonitor, memoryService } from '@dops/memory';
 import { deviceV1, memoryV1 } from '@dops/proto';
 import { startTestServer, testCredentials, testWorkerConfig } from '@dops/testing';
 import { createLogger } from '@dops/telemetry';
-import { workerPoolFromConfig } from '@dops/worker-pool';
+import { DeviceFleet, deviceHostService, memoryHostService, workerPoolFromConfig } from '@dops/worker-pool';
 
 const n = Number(process.argv[process.argv.indexOf('--n') + 1]) || 2000;
 
@@ -48,14 +46,16 @@ async function main(): Promise<void> {
   await pool.start();
   const worker = pool.list()[0]!.supervisor;
   const server = await startTestServer([
-    deviceService(new DeviceFleet(pool)),
-    memoryService(new MemoryMonitor(pool), 1000),
+    deviceHostService(new DeviceFleet(pool, 'bench')),
+    memoryHostService(pool, 'bench'),
   ]);
-  const devices = createClient(deviceV1.DeviceServiceClient, server.address, {
-    credentials: testCredentials('ops'),
+  // DeviceHostService: the device calls inference and postprocessing serve over their workers.
+  const devices = createClient(deviceV1.DeviceHostServiceClient, server.address, {
+    credentials: testCredentials('device', 'mtls'),
   });
-  const memory = createClient(memoryV1.MemoryServiceClient, server.address, {
-    credentials: testCredentials('ops'),
+  // MemoryHostService: what inference and postprocessing serve over their workers (internal callers).
+  const memory = createClient(memoryV1.MemoryHostServiceClient, server.address, {
+    credentials: testCredentials('memory', 'mtls'),
   });
   try {
     const results = {

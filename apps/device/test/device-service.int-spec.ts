@@ -1,6 +1,5 @@
 import * as os from 'node:os';
-import { DeviceFleet, deviceService } from '@dops/device';
-import type { DopsError } from '@dops/errors';
+import { NodeDevices, deviceService } from '@dops/device';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { backendV1, deviceV1 } from '@dops/proto';
 import {
@@ -12,25 +11,45 @@ import {
   waitFor,
 } from '@dops/testing';
 import { createLogger } from '@dops/telemetry';
-import { reportWorkerHealth, workerPoolFromConfig, type WorkerPool } from '@dops/worker-pool';
+import { DeviceFleet, deviceHostService, workerPoolFromConfig, type WorkerPool } from '@dops/worker-pool';
 
-// The device service end to end: a real gRPC server on port 0 over a real Python worker
-// probing the real CPU of this machine.
-describe('device service (real worker, CPU)', () => {
-  let pool: WorkerPool;
+interface Host {
+  pool: WorkerPool;
+  fleet: DeviceFleet;
+  server: TestServer;
+  client: deviceV1.DeviceHostServiceClient;
+}
+
+/** A worker-owning service as the device service sees it: a real cpu worker behind DeviceHostService. */
+async function startHost(service: string): Promise<Host> {
+  const pool = workerPoolFromConfig(
+    service,
+    testWorkerConfig({ maxRestarts: 1 }),
+    createLogger({ name: 't', level: 'silent' }),
+  );
+  await pool.start();
+  const fleet = new DeviceFleet(pool, service);
+  const server = await startTestServer([deviceHostService(fleet)]);
+  const client = createClient(deviceV1.DeviceHostServiceClient, server.address, {
+    credentials: testCredentials('device', 'mtls'),
+  });
+  return { pool, fleet, server, client };
+}
+
+const reset = (deviceId: string, over: Partial<deviceV1.ResetDeviceRequest> = {}) =>
+  deviceV1.ResetDeviceRequest.fromPartial({ deviceId, ...over });
+
+// The device service end to end over real processes: it starts no worker, and reports and
+// controls the workers two other services (standing for inference and postprocessing) own.
+describe('device service over the services that own the workers (real workers, CPU)', () => {
+  let hosts: Host[];
   let server: TestServer;
   let client: deviceV1.DeviceServiceClient;
 
   beforeAll(async () => {
-    pool = workerPoolFromConfig(
-      'device-test',
-      testWorkerConfig({ maxRestarts: 1 }),
-      createLogger({ name: 't', level: 'silent' }),
-    );
-    await pool.start();
-    const service = deviceService(new DeviceFleet(pool));
-    server = await startTestServer([service]);
-    reportWorkerHealth(pool, server.server.health, service.serviceName);
+    hosts = [await startHost('inference'), await startHost('postprocessing')];
+    const node = new NodeDevices(hosts.map((h) => ({ address: h.server.address, client: h.client })));
+    server = await startTestServer([deviceService(node)]);
     client = createClient(deviceV1.DeviceServiceClient, server.address, {
       credentials: testCredentials('ops'),
     });
@@ -39,34 +58,30 @@ describe('device service (real worker, CPU)', () => {
   afterAll(async () => {
     client?.close();
     await server?.stop();
-    await pool?.stop();
+    for (const h of hosts ?? []) {
+      h.client.close();
+      await h.server.stop();
+      await h.pool.stop();
+    }
   });
 
-  it('lists the CPU with its true core count, memory and probed capabilities', async () => {
+  it('lists the CPU once, with the true core count and memory, and each service’s worker on it', async () => {
     const { devices } = await call(client.listDevices, {});
     expect(devices).toHaveLength(1);
     const cpu = devices[0]!;
-    expect(cpu.id).toBe('cpu:0');
-    expect(cpu.backend).toBe(backendV1.Backend.CPU);
-    expect(cpu.logicalCores).toBe(os.cpus().length);
-    expect(cpu.cores).toBeGreaterThanOrEqual(1);
-    expect(cpu.cores).toBeLessThanOrEqual(cpu.logicalCores);
+    expect(cpu).toMatchObject({
+      id: 'cpu:0',
+      backend: backendV1.Backend.CPU,
+      logicalCores: os.cpus().length,
+    });
     expect(cpu.totalMemoryBytes).toBe(os.totalmem());
     expect(cpu.capabilities).toMatchObject({ fp64: true, generatorDevice: 'cpu', torchDevice: 'cpu' });
+    expect(cpu.workers.map((w) => [w.service, w.health?.workerPid])).toEqual([
+      ['inference', hosts[0]!.pool.list()[0]!.supervisor.health().pid],
+      ['postprocessing', hosts[1]!.pool.list()[0]!.supervisor.health().pid],
+    ]);
+    expect(cpu.health?.workerPid).toBe(hosts[0]!.pool.list()[0]!.supervisor.health().pid);
     expect(cpu.health?.workerState).toBe(backendV1.WorkerState.READY);
-    expect(cpu.health?.workerPid).toBe(pool.list()[0]!.supervisor.health().pid);
-  });
-
-  it('reports heartbeats in the device health', async () => {
-    await waitFor(
-      async () =>
-        (await call(client.getDevice, { deviceId: 'cpu:0' })).device?.health?.lastHeartbeatTime !== undefined,
-      {
-        timeoutMs: 10_000,
-      },
-    );
-    const { device } = await call(client.getDevice, { deviceId: 'cpu:0' });
-    expect(Date.now() - device!.health!.lastHeartbeatTime!.getTime()).toBeLessThan(5_000);
   });
 
   it('answers NOT_FOUND for an unknown device and INVALID_ARGUMENT naming device_id for a malformed one', async () => {
@@ -83,7 +98,7 @@ describe('device service (real worker, CPU)', () => {
     expect(tooLong.violations[0].field).toBe('timeout_ms');
   });
 
-  it('cordons and uncordons, and the watch stream sends the current state first, then each change', async () => {
+  it('cordons in every service that owns a worker, and the watch stream sends the state first, then each change', async () => {
     const ac = new AbortController();
     const seen: deviceV1.WatchDevicesResponse[] = [];
     const watching = (async () => {
@@ -91,97 +106,94 @@ describe('device service (real worker, CPU)', () => {
     })().catch(() => undefined);
     await waitFor(() => seen.length >= 1, { timeoutMs: 5_000 });
     expect(seen[0]).toMatchObject({ reason: 'initial', device: { id: 'cpu:0' } });
-
     const cordoned = await call(client.cordonDevice, { deviceId: 'cpu:0' });
     expect(cordoned.device?.scheduling).toBe(deviceV1.SchedulingState.CORDONED);
+    for (const h of hosts) expect(h.fleet.isCordoned('cpu:0')).toBe(true);
     await waitFor(
       () =>
         seen.some(
           (m) => m.reason === 'scheduling' && m.device?.scheduling === deviceV1.SchedulingState.CORDONED,
         ),
-      {
-        timeoutMs: 5_000,
-      },
+      { timeoutMs: 5_000 },
     );
     const back = await call(client.uncordonDevice, { deviceId: 'cpu:0' });
     expect(back.device?.scheduling).toBe(deviceV1.SchedulingState.SCHEDULABLE);
+    for (const h of hosts) expect(h.fleet.isCordoned('cpu:0')).toBe(false);
     ac.abort();
     await watching;
   });
 
-  it('drains: waits for running work to finish, and says so when the timeout comes first', async () => {
-    const worker = pool.get('cpu:0').supervisor;
-    const running = worker.request('diagnostics.steps', { steps: 10, stepMs: 100 });
+  it('drains: waits for the work running in either service, and says what still runs when the timeout comes first', async () => {
+    const work = hosts[1]!.pool
+      .get('cpu:0')
+      .supervisor.request('diagnostics.steps', { steps: 10, stepMs: 100 });
     const short = await call(client.drainDevice, { deviceId: 'cpu:0', timeoutMs: 100 });
-    expect(short.drained).toBe(false);
+    expect(short).toMatchObject({ drained: false, running: ['postprocessing: 1 job'] });
     expect(short.device?.scheduling).toBe(deviceV1.SchedulingState.CORDONED);
     const full = await call(client.drainDevice, { deviceId: 'cpu:0', timeoutMs: 10_000 });
-    expect(full.drained).toBe(true);
-    await expect(running).resolves.toEqual({ completed: 10 });
+    expect(full).toMatchObject({ drained: true, running: [] });
+    await expect(work).resolves.toEqual({ completed: 10 });
     await call(client.uncordonDevice, { deviceId: 'cpu:0' });
   });
 
-  it('resets the worker: a new process probes the device again', async () => {
-    const before = pool.get('cpu:0').supervisor.health();
-    const { device } = await call(client.resetDevice, { deviceId: 'cpu:0' });
-    expect(device?.health?.workerPid).not.toBe(before.pid);
-    expect(device?.health?.restarts).toBe(before.restarts + 1);
-    expect(device?.health?.workerState).toBe(backendV1.WorkerState.READY);
-  }, 60_000);
+  it('resets the workers that run the device’s work, after draining; refuses while work runs unless forced', async () => {
+    const pids = () => hosts.map((h) => h.pool.get('cpu:0').supervisor.health().pid);
+    const before = pids();
+    const work = hosts[0]!.pool
+      .get('cpu:0')
+      .supervisor.request('diagnostics.steps', { steps: 20, stepMs: 100 });
+    const refused = await call(client.resetDevice, reset('cpu:0', { drainTimeoutMs: 200 })).catch((e) => e);
+    expect(refused.code).toBe('FAILED_PRECONDITION');
+    expect(refused.message).toMatch(/inference: 1 job/);
+    expect(pids()).toEqual(before);
+    expect((await call(client.getDevice, { deviceId: 'cpu:0' })).device?.scheduling).toBe(
+      deviceV1.SchedulingState.SCHEDULABLE,
+    );
+    await work;
+    const { device } = await call(client.resetDevice, reset('cpu:0'), { deadlineMs: 60_000 });
+    const after = pids();
+    expect(after[0]).not.toBe(before[0]);
+    expect(after[1]).not.toBe(before[1]);
+    expect(device?.scheduling).toBe(deviceV1.SchedulingState.SCHEDULABLE);
+    expect(device?.workers.map((w) => w.health?.workerState)).toEqual([
+      backendV1.WorkerState.READY,
+      backendV1.WorkerState.READY,
+    ]);
+  }, 90_000);
 
   it('is callable by a stranger: Python grpcio lists the services through reflection and calls ListDevices', async () => {
     const list = await stranger(server.address, 'list');
     expect(list.json).toEqual(
       expect.arrayContaining(['dops.device.v1.DeviceService', 'grpc.health.v1.Health']),
     );
-    const health = await stranger(server.address, 'health', 'dops.device.v1.DeviceService');
-    expect(health.json).toEqual({ status: 'SERVING' });
     const devices = (await stranger(server.address, 'call', 'dops.device.v1.DeviceService/ListDevices', '{}'))
       .json as {
-      devices: { id: string; backend: string }[];
+      devices: { id: string; backend: string; workers: { service: string }[] }[];
     };
     expect(devices.devices[0]).toMatchObject({ id: 'cpu:0', backend: 'BACKEND_CPU' });
-    const missing = await stranger(
-      server.address,
-      'call',
-      'dops.device.v1.DeviceService/GetDevice',
-      '{"deviceId":"cpu:5"}',
-    );
-    expect(missing).toEqual({
-      exitCode: 1,
-      json: { code: 'NOT_FOUND', details: "device 'cpu:5' not found" },
-    });
+    expect(devices.devices[0]!.workers.map((w) => w.service)).toEqual(['inference', 'postprocessing']);
   }, 60_000);
 
-  it('goes NOT_SERVING when the worker crash-loops, and back to SERVING after a reset', async () => {
-    const worker = pool.get('cpu:0').supervisor;
-    // maxRestarts 1: two kills within the window hit the crash-loop limit.
-    for (let i = 0; i < 2; i += 1) {
-      await waitFor(() => worker.state === 'ready', { timeoutMs: 30_000 });
-      process.kill(worker.health().pid!, 'SIGKILL');
-      await waitFor(() => worker.state !== 'ready', { timeoutMs: 5_000 });
-    }
-    await waitFor(() => worker.state === 'failed', { timeoutMs: 30_000 });
-    expect((await stranger(server.address, 'health', 'dops.device.v1.DeviceService')).json).toEqual({
-      status: 'NOT_SERVING',
-    });
-    const { device } = await call(client.getDevice, { deviceId: 'cpu:0' });
-    expect(device?.health?.workerState).toBe(backendV1.WorkerState.FAILED);
-    expect(device?.health?.lastError).toMatch(/exit|signal|SIGKILL/i);
-
-    await call(client.resetDevice, { deviceId: 'cpu:0' }, { deadlineMs: 60_000 });
-    expect((await stranger(server.address, 'health', 'dops.device.v1.DeviceService')).json).toEqual({
-      status: 'SERVING',
-    });
-  }, 120_000);
-
-  it('keeps serving when a request fails inside the worker: the error reaches the client with its code', async () => {
-    const err = (await pool
-      .get('cpu:0')
-      .supervisor.request('diagnostics.steps', { steps: 0, stepMs: 1 })
-      .catch((e: unknown) => e)) as DopsError;
-    expect(err.code).toBe('INVALID_ARGUMENT');
-    expect(err.violations[0].field).toBe('steps');
-    expect((await call(client.listDevices, {})).devices).toHaveLength(1);
+  it('still answers with the other service’s worker when one service is down; UNAVAILABLE when none answers', async () => {
+    const node = new NodeDevices([
+      { address: hosts[0]!.server.address, client: hosts[0]!.client },
+      {
+        address: '127.0.0.1:1',
+        client: createClient(deviceV1.DeviceHostServiceClient, '127.0.0.1:1', {
+          credentials: testCredentials('device', 'mtls'),
+        }),
+      },
+    ]);
+    const devices = await node.list();
+    expect(devices[0]!.workers.map((w) => w.service)).toEqual(['inference']);
+    const none = new NodeDevices([
+      {
+        address: '127.0.0.1:1',
+        client: createClient(deviceV1.DeviceHostServiceClient, '127.0.0.1:1', {
+          credentials: testCredentials('device', 'mtls'),
+        }),
+      },
+    ]);
+    await expect(none.list()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
   });
 });

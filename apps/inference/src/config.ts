@@ -33,6 +33,16 @@ export const inferenceConfig = defineConfig(
       modelServiceAddress: z.string().default('127.0.0.1:50053'),
       /** Longest generation of a call without a deadline. Default 600 000 ms. */
       maxGenerationMs: z.int().min(1_000).default(600_000),
+      /**
+       * Dynamic batching: most compatible requests (same model, LoRAs, ControlNets, size, steps,
+       * scheduler, CFG, mode; prompts, seeds and input images may differ) one worker call runs
+       * together per device; 1 = off. Default 4.
+       */
+      maxBatch: z.int().min(1).max(8).default(4),
+      /** How long an idle device waits for more compatible requests before it runs a batch. Default 25 ms. */
+      batchWaitMs: z.int().min(0).max(10_000).default(25),
+      /** How long UnloadModel waits for the generation running on its device before FAILED_PRECONDITION. Default 60 000 ms. */
+      unloadWaitMs: z.int().min(0).max(3_600_000).default(60_000),
     }),
   }),
   { name: 'inference', defaults: { grpc: { port: 50054 }, telemetry: { serviceName: 'dops-inference' } } },

@@ -6,6 +6,7 @@ import { modelV1 } from '@dops/proto';
 import { modelHostService } from '@dops/model-host';
 import { redisUrlOf } from '@dops/queue';
 import { serviceClientCredentials } from '@dops/security';
+import { DeviceFleet, deviceHostService, memoryHostService } from '@dops/worker-pool';
 import { runMain, runWorkerService } from '@dops/service-host';
 import { modelRootsOf } from './config';
 
@@ -30,11 +31,21 @@ runMain('inference', async () => {
       DOPS_ALLOW_UNSAFE_PICKLE: config.worker.allowUnsafePickle ? '1' : '0',
     },
     services: (pool, logger) => {
-      const models = new InferenceModels(pool, logger);
+      // This service owns its workers: cordon, drain and reset (through the device service) act here.
+      const fleet = new DeviceFleet(pool, 'inference');
+      const models = new InferenceModels(pool, logger, {
+        lane: {
+          maxBatch: inference.maxBatch,
+          batchWaitMs: inference.batchWaitMs,
+          maxRequestMs: inference.maxGenerationMs,
+        },
+        unloadWaitMs: inference.unloadWaitMs,
+      });
       const generator = new Generator(models, {
         inputRoot: inference.inputRoot,
         modelRoots: modelRootsOf(inference.modelRoots),
         maxGenerationMs: inference.maxGenerationMs,
+        fleet,
       });
       // Without a Redis URL the service serves gRPC only.
       if (config.queue.redisUrl) {
@@ -48,6 +59,9 @@ runMain('inference', async () => {
           redisUrl: redisUrlOf(config.queue),
           queue: config.queue,
           logger,
+          fleet,
+          // Enough jobs at once per device for a full batch to form.
+          jobsPerDevice: inference.maxBatch,
           // A job for a model no device holds: the model service loads it here (on the first ready device).
           ensureLoaded: modelService
             ? async (modelId, signal) => {
@@ -63,6 +77,8 @@ runMain('inference', async () => {
       }
       return [
         inferenceService(generator, models),
+        deviceHostService(fleet),
+        memoryHostService(pool, 'inference'),
         modelHostService(models, {
           modelRoots: modelRootsOf(inference.modelRoots),
           configDir: inference.configDir,

@@ -3,12 +3,14 @@ import { delimiter } from 'node:path';
 import { Postprocessor, postprocessingService, postprocessingStage } from '@dops/postprocessing';
 import { StageWorker, redisUrlOf } from '@dops/queue';
 import { runMain, runWorkerService } from '@dops/service-host';
+import { DeviceFleet, deviceHostService, memoryHostService } from '@dops/worker-pool';
 import { modelRootsOf } from './config';
 
 const { postprocessing, queue } = config;
 
 runMain('postprocessing', async () => {
   let postprocessor: Postprocessor | undefined;
+  let fleet: DeviceFleet | undefined;
   const running = await runWorkerService({
     name: 'postprocessing',
     config,
@@ -21,7 +23,10 @@ runMain('postprocessing', async () => {
       DOPS_ALLOW_UNSAFE_PICKLE: config.worker.allowUnsafePickle ? '1' : '0',
     },
     services: (pool) => {
+      // This service owns its workers: cordon, drain and reset (through the device service) act here.
+      fleet = new DeviceFleet(pool, 'postprocessing');
       postprocessor = new Postprocessor(pool, {
+        fleet,
         inputRoot: postprocessing.inputRoot,
         artifactRoot: postprocessing.artifactRoot,
         modelRoots: modelRootsOf(postprocessing.modelRoots),
@@ -29,7 +34,11 @@ runMain('postprocessing', async () => {
         defaultSafetyPolicy: postprocessing.defaultSafetyPolicy,
         maxRequestMs: postprocessing.maxRequestMs,
       });
-      return [postprocessingService(postprocessor)];
+      return [
+        postprocessingService(postprocessor),
+        deviceHostService(fleet),
+        memoryHostService(pool, 'postprocessing'),
+      ];
     },
   });
   // Without a Redis URL the service serves gRPC only; with one it also runs workflow stages.
@@ -48,6 +57,10 @@ runMain('postprocessing', async () => {
       logger: running.logger,
     });
     await stage.start();
+    // Every device cordoned: take no stage jobs (they wait in the queue, or another node takes them).
+    const followCordon = () => void (fleet?.allCordoned() ? stage.pause() : stage.resume());
+    fleet?.on('change', followCordon);
+    followCordon();
     running.server.onShutdown(() => stage.close());
     running.logger.info({}, 'consuming the postprocessing queue');
   }

@@ -1,11 +1,3 @@
-export { DeviceFleet } from './device-fleet';
-export type {
-  ChangeReason,
-  DeviceChange,
-  DeviceHealthView,
-  DeviceView,
-  DrainOptions,
-  SchedulingState,
-} from './device-fleet';
-export { toProtoDevice } from './device-proto';
+export { NodeDevices, merge } from './node-devices';
+export type { DeviceHost, NodeDevicesOptions } from './node-devices';
 export { deviceService } from './device-service';

@@ -1,4 +1,6 @@
 import { workerV1, type inferenceV1 } from '@dops/proto';
+import { DopsError } from '@dops/errors';
+import type { DeviceFleet } from '@dops/worker-pool';
 import type { ProgressParams } from '@dops/worker-supervisor';
 import { toWorkerParams, withProtoFields, type RequestRoots } from './generation-request';
 import type { InferenceModels } from './inference-models';
@@ -8,6 +10,12 @@ export interface GeneratorOptions extends RequestRoots {
   maxGenerationMs?: number;
   /** The artifact-root-relative folder a request writes into; default one folder per UTC day (`2024-06-01`). */
   outputDirFor?: (now: Date) => string;
+  /**
+   * The devices' scheduling (cordon, drain): no generation starts on a cordoned device (a call
+   * for it waits until it is uncordoned, or fails FAILED_PRECONDITION when it named the device),
+   * and each one counts as work on its device until it ends. Unset: every device takes work.
+   */
+  fleet?: DeviceFleet;
 }
 
 export interface GenerateCall {
@@ -64,12 +72,32 @@ export class Generator {
     };
     toWorkerParams(call.params, undefined, this.options, extra);
     const modelId = call.params!.modelId;
-    let { device, supervisor } = await this.models.workerFor(modelId, call.deviceId);
+    let { device } = await this.models.workerFor(modelId, call.deviceId);
+    const { fleet } = this.options;
+    if (fleet?.isCordoned(device.id)) {
+      if (call.deviceId)
+        throw new DopsError('FAILED_PRECONDITION', `device_id: device ${device.id} is cordoned`, {
+          violations: [{ field: 'device_id', description: 'the device is cordoned' }],
+        });
+      await fleet.waitSchedulable(device.id, call.signal);
+      ({ device } = await this.models.workerFor(modelId, device.id));
+    }
+    const work = this.run(call, extra, device.id);
+    return fleet ? fleet.track(device.id, work) : work;
+  }
+
+  private async run(
+    call: GenerateCall,
+    extra: { outputDir: string; previewIntervalSeconds: number },
+    deviceId: string,
+  ): Promise<GenerateOutcome> {
+    const modelId = call.params!.modelId;
+    let device = { id: deviceId };
     if (this.stopping.get(device.id)?.size) {
       // A cancelled generation still holds the worker (or is getting it killed and restarted):
       // sent now, this one would queue behind it and share its fate.
       await Promise.allSettled([...this.stopping.get(device.id)!]);
-      ({ device, supervisor } = await this.models.workerFor(modelId, device.id));
+      ({ device } = await this.models.workerFor(modelId, device.id));
     }
     const capabilities = await this.models
       .capabilities(device.id, modelId, { traceparent: call.traceparent })
@@ -78,16 +106,17 @@ export class Generator {
       });
     const workerParams = toWorkerParams(call.params, capabilities, this.options, extra);
     call.onScheduled?.(device.id);
-    const request = supervisor.request<unknown>('inference.generate', workerParams, {
+    // The device's lane sends it (alone, or joined with compatible waiting requests).
+    const request = this.models.lane(device.id).generate(workerParams, {
       signal: call.signal,
-      deadline: call.deadline?.getTime(),
+      deadline: call.deadline,
       timeoutMs: this.maxGenerationMs,
       traceparent: call.traceparent,
       onProgress: call.onProgress,
     });
     this.trackStop(device.id, request, call.signal);
     try {
-      const result = workerV1.GenerateResult.fromJSON(await request);
+      const result = await request;
       return { ...result, deviceId: device.id };
     } catch (err) {
       // The call's own reason (client cancel vs. deadline) beats the worker's view of it.

@@ -1,7 +1,9 @@
 export { Generator } from './generator';
 export type { GenerateCall, GenerateOutcome, GeneratorOptions, WorkerGenerateResult } from './generator';
 export { InferenceModels } from './inference-models';
-export type { HeldModel } from './inference-models';
+export type { HeldModel, InferenceModelsOptions } from './inference-models';
+export { DeviceLane } from './scheduling/device-lane';
+export type { LaneCall, LaneOptions } from './scheduling/device-lane';
 export { inferenceService, toProtoResult } from './inference-service';
 export { limitsOf, protoFieldOf, toWorkerParams, withProtoFields } from './generation-request';
 export type { RequestRoots, WorkerGenerateParams } from './generation-request';

@@ -3,7 +3,15 @@ import { ModelHost, type HostLoadOptions, type HostLoadResult, type HostTier } f
 import type { PooledWorker, WorkerPool } from '@dops/worker-pool';
 import { parseDeviceId } from '@dops/worker-pool';
 import type { SupervisorLogger, WorkerState } from '@dops/worker-supervisor';
+import { DeviceLane, type LaneOptions } from './scheduling/device-lane';
 import type { WorkerCapabilities } from './worker-capabilities';
+
+export interface InferenceModelsOptions {
+  /** Dynamic batching and limits of each device's lane; default no batching. */
+  lane?: Partial<LaneOptions>;
+  /** How long an unload waits for the generation running on its device before FAILED_PRECONDITION; default 60 000 ms. */
+  unloadWaitMs?: number;
+}
 
 /** A model this service loaded into one device's worker. */
 export interface HeldModel {
@@ -35,19 +43,42 @@ const keyOf = (deviceId: string, modelId: string) => `${deviceId}\u0000${modelId
 export class InferenceModels extends ModelHost {
   private readonly held = new Map<string, Entry>();
   private readonly capabilityCache = new Map<string, Promise<WorkerCapabilities>>();
+  private readonly lanes = new Map<string, DeviceLane>();
+  private readonly laneOptions: LaneOptions;
+  private readonly unloadWaitMs: number;
 
   constructor(
     private readonly workers: WorkerPool,
     private readonly logger?: SupervisorLogger,
+    options: InferenceModelsOptions = {},
   ) {
     super(workers);
+    this.laneOptions = { maxBatch: 1, batchWaitMs: 0, maxRequestMs: 600_000, ...options.lane };
+    this.unloadWaitMs = options.unloadWaitMs ?? 60_000;
     workers.on('state', (deviceId, state) => {
       if (LOSING_STATES.has(state)) this.lost(deviceId, state);
     });
     workers.on('probed', (deviceId) => this.reloadInto(deviceId));
   }
 
-  /** ModelHost.load, remembered for affinity; a VRAM load also fetches the model's capabilities. */
+  /**
+   * The only sender of work to the device's worker (generations, loads, unloads): see DeviceLane.
+   * Throws NOT_FOUND for an unknown device.
+   */
+  lane(deviceId: string): DeviceLane {
+    this.workers.get(deviceId);
+    let lane = this.lanes.get(deviceId);
+    if (!lane) {
+      lane = new DeviceLane(() => this.workers.get(deviceId).supervisor, this.laneOptions);
+      this.lanes.set(deviceId, lane);
+    }
+    return lane;
+  }
+
+  /**
+   * ModelHost.load between the device's generations (never queued inside the worker behind
+   * one), remembered for affinity; a VRAM load also fetches the model's capabilities.
+   */
   override async load(
     modelId: string,
     path: string,
@@ -55,7 +86,9 @@ export class InferenceModels extends ModelHost {
     tier: HostTier,
     options: HostLoadOptions = {},
   ): Promise<HostLoadResult> {
-    const result = await super.load(modelId, path, deviceId, tier, options);
+    const result = await this.lane(deviceId).exclusive(() =>
+      super.load(modelId, path, deviceId, tier, options),
+    );
     const key = keyOf(deviceId, modelId);
     this.capabilityCache.delete(key);
     this.held.set(key, {
@@ -70,14 +103,24 @@ export class InferenceModels extends ModelHost {
     return result;
   }
 
-  /** ModelHost.unload, forgotten for affinity. */
+  /**
+   * ModelHost.unload after the generation running on the device (FAILED_PRECONDITION when it
+   * still runs after `unloadWaitMs`), forgotten for affinity.
+   */
   override async unload(
     modelId: string,
     deviceId: string,
     tier: HostTier,
     options: { traceparent?: string } = {},
   ): Promise<boolean> {
-    const unloaded = await super.unload(modelId, deviceId, tier, options);
+    // Between generations: an unload waits (bounded) for the running one, never kills it.
+    const unloaded = await this.lane(deviceId).exclusive(
+      () => super.unload(modelId, deviceId, tier, options),
+      {
+        waitMs: this.unloadWaitMs,
+        what: `unloading model '${modelId}'`,
+      },
+    );
     const key = keyOf(deviceId, modelId);
     this.capabilityCache.delete(key);
     const entry = this.held.get(key);

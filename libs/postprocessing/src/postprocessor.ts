@@ -1,6 +1,6 @@
 import { DopsError } from '@dops/errors';
 import type { postprocessingV1 } from '@dops/proto';
-import { parseDeviceId, type PooledWorker, type WorkerPool } from '@dops/worker-pool';
+import { parseDeviceId, type DeviceFleet, type PooledWorker, type WorkerPool } from '@dops/worker-pool';
 import type { ProgressParams } from '@dops/worker-supervisor';
 import {
   defined,
@@ -23,6 +23,12 @@ export interface PostprocessorOptions extends PostprocessRoots {
   maxRequestMs?: number;
   /** The artifact-root-relative folder outputs go to; default one folder per UTC day (`2024-06-01`). */
   outputDirFor?: (now: Date) => string;
+  /**
+   * The devices' scheduling (cordon, drain): no operation starts on a cordoned device (one that
+   * names it fails FAILED_PRECONDITION; one that does not waits for a device), and each counts as
+   * work on its device until it ends. Unset: every device takes work.
+   */
+  fleet?: DeviceFleet;
 }
 
 export interface RunOptions {
@@ -154,7 +160,16 @@ export class Postprocessor {
   }
 
   private async run(params: WorkerPostprocessParams, options: RunOptions): Promise<PostprocessOutcome> {
-    const worker = this.workerFor(options.deviceId);
+    const worker = await this.schedulableWorker(options);
+    const work = this.send(worker, params, options);
+    return this.options.fleet ? this.options.fleet.track(worker.device.id, work) : work;
+  }
+
+  private async send(
+    worker: PooledWorker,
+    params: WorkerPostprocessParams,
+    options: RunOptions,
+  ): Promise<PostprocessOutcome> {
     try {
       const result = await worker.supervisor.request<WorkerPostprocessResult>('postprocess.run', params, {
         signal: options.signal,
@@ -169,6 +184,26 @@ export class Postprocessor {
       if (options.signal?.aborted && options.signal.reason instanceof Error) throw options.signal.reason;
       throw withProtoFields(err);
     }
+  }
+
+  /** A worker whose device is not cordoned: the named one (FAILED_PRECONDITION when cordoned), else waits for one. */
+  private async schedulableWorker(options: RunOptions): Promise<PooledWorker> {
+    const { fleet } = this.options;
+    let worker = this.workerFor(options.deviceId);
+    if (!fleet?.isCordoned(worker.device.id)) return worker;
+    if (options.deviceId)
+      throw new DopsError('FAILED_PRECONDITION', `device_id: device ${worker.device.id} is cordoned`, {
+        violations: [{ field: 'device_id', description: 'the device is cordoned' }],
+      });
+    while (fleet.isCordoned(worker.device.id)) {
+      const free = this.pool
+        .list()
+        .find((w) => !fleet.isCordoned(w.device.id) && w.supervisor.state === 'ready');
+      if (free) return free;
+      await fleet.waitSchedulable(worker.device.id, options.signal);
+      worker = this.workerFor(undefined);
+    }
+    return worker;
   }
 
   /** `deviceId`'s worker (INVALID_ARGUMENT / NOT_FOUND for a bad one), else the least busy ready one. */

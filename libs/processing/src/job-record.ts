@@ -52,7 +52,7 @@ export interface JobErrorRecord {
 /** A job event on its stream (`<prefix>:proc:job:<id>:events`). */
 export type JobEvent =
   | { kind: 'state' }
-  | { kind: 'stage'; stage: string; status: 'started' | 'completed' }
+  | { kind: 'stage'; stage: string; status: 'started' | 'completed' | 'queued' }
   | { kind: 'progress'; stage: string; step: number; total: number; preview?: Artifact };
 
 /** The proto enum of a state name. */

@@ -71,6 +71,20 @@ export class StageEvents {
           ),
         );
     });
+    events.on('delayed', ({ jobId }, id) => {
+      // Handed back without running (a paused consumer), or waiting for its next attempt: queued again.
+      const s = parseStageJobId(jobId);
+      if (s)
+        once(id, () =>
+          this.store.update(
+            s.jobId,
+            (r) => (r.state === 'RUNNING' && r.stage === s.stage ? { ...r, state: 'QUEUED' } : undefined),
+            {
+              event: { kind: 'stage', stage: s.stage, status: 'queued' },
+            },
+          ),
+        );
+    });
     events.on('progress', ({ jobId, data }, id) => {
       const s = parseStageJobId(jobId);
       if (s && isStageProgress(data))

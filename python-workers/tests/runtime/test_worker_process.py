@@ -92,6 +92,16 @@ def test_ping_is_answered_while_diagnostics_steps_runs(fresh_messages):
     assert fresh_messages.response(steps_id, timeout=5)["result"] == {"completed": 10}
 
 
+def test_memory_stats_is_answered_while_diagnostics_steps_runs(fresh_messages):
+    steps_id = fresh_messages.request("diagnostics.steps", {"steps": 10, "stepMs": 100})
+    fresh_messages.wait_for(lambda m: m.get("method") == "$/progress")
+    stats_id = fresh_messages.request("memory.stats")
+    first_reply = fresh_messages.wait_for(lambda m: "method" not in m, timeout=2)
+    assert first_reply["id"] == stats_id, "memory.stats waited behind the running request"
+    assert first_reply["result"]["process"]["pid"] == fresh_messages.pid
+    assert fresh_messages.response(steps_id, timeout=5)["result"] == {"completed": 10}
+
+
 def test_cancel_mid_run_replies_cancelled_within_one_step(fresh_messages):
     steps_id = fresh_messages.request("diagnostics.steps", {"steps": 100, "stepMs": 200})
     fresh_messages.wait_for(lambda m: m.get("method") == "$/progress" and m["params"]["step"] == 2)

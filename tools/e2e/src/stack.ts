@@ -1,12 +1,21 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { call, createClient } from '@dops/grpc-client';
 import { modelV1, processingV1 } from '@dops/proto';
 import { startTestRedis, type TestRedis } from '@dops/queue';
-import { type ServiceProcess, startServiceProcess, testCredentials, waitFor } from '@dops/testing';
+import {
+  descendants,
+  listProcesses,
+  type ServiceProcess,
+  startServiceProcess,
+  testCredentials,
+  waitFor,
+} from '@dops/testing';
+
+export { descendants, listProcesses };
 
 const ROOT = path.resolve(__dirname, '../../..');
 /** The bundled tiny models (tools/fixtures/generated). */
@@ -34,6 +43,8 @@ export interface StackOptions {
   env?: Record<string, string>;
   /** The postprocessing service's safety checker, relative to the fixtures. Default the one that passes every image. */
   safetyChecker?: string;
+  /** Start the device and memory services too, over the first inference node and postprocessing. Default false. */
+  deviceAndMemory?: boolean;
 }
 
 export interface Stack {
@@ -44,6 +55,9 @@ export interface Stack {
   artifactRoot: string;
   processing: ServiceProcess;
   postprocessing?: ServiceProcess;
+  /** With `deviceAndMemory`. */
+  device?: ServiceProcess;
+  memory?: ServiceProcess;
   nodes: InferenceNode[];
   client: processingV1.ProcessingServiceClient;
   /** The registry id of a model file (path relative to the fixtures), from the model service. */
@@ -77,47 +91,6 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
-}
-
-interface ProcInfo {
-  pid: number;
-  ppid: number;
-  cmdline: string;
-}
-
-/** Every process visible in /proc (Linux). */
-export function listProcesses(): ProcInfo[] {
-  const out: ProcInfo[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      // pid (comm) state ppid ... — comm may hold spaces and parentheses.
-      const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (rest[0] === 'Z') continue;
-      const cmdline = readFileSync(`/proc/${name}/cmdline`, 'utf8').replace(/\0/g, ' ').trim();
-      out.push({ pid: Number(name), ppid: Number(rest[1]), cmdline });
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out;
-}
-
-/** Descendants of `pid` (children, grandchildren, ...). */
-export function descendants(pid: number, procs = listProcesses()): ProcInfo[] {
-  const found: ProcInfo[] = [];
-  const parents = new Set([pid]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const p of procs)
-      if (parents.has(p.ppid) && !parents.has(p.pid)) {
-        parents.add(p.pid);
-        found.push(p);
-        grew = true;
-      }
-  }
-  return found;
 }
 
 function hasTag(pid: number, tag: string): boolean {
@@ -285,9 +258,17 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       const names = [
         'processing',
         'postprocessing',
+        'device',
+        'memory',
         ...nodes.flatMap((n) => [`model ${n.nodeId}`, `inference ${n.nodeId}`]),
       ];
-      const procs = [stack.processing, stack.postprocessing, ...nodes.flatMap((n) => [n.model, n.inference])];
+      const procs = [
+        stack.processing,
+        stack.postprocessing,
+        stack.device,
+        stack.memory,
+        ...nodes.flatMap((n) => [n.model, n.inference]),
+      ];
       return procs
         .map((p, i) => (p ? `===== ${names[i]}\n${p.output().split('\n').slice(-60).join('\n')}` : ''))
         .join('\n');
@@ -353,6 +334,14 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       DOPS_PROCESSING_MAX_QUEUED_PER_CLIENT: '10000',
       DOPS_PROCESSING_SUBMITS_PER_SECOND: '1000',
     });
+    if (options.deviceAndMemory) {
+      const hosts = [
+        nodes[0]!.inference.address,
+        ...(stack.postprocessing ? [stack.postprocessing.address] : []),
+      ].join(',');
+      stack.device = await start('device', { DOPS_DEVICE_HOSTS: hosts });
+      stack.memory = await start('memory', { DOPS_MEMORY_HOSTS: hosts });
+    }
     stack.client = createClient(processingV1.ProcessingServiceClient, stack.processing.address, {
       credentials: testCredentials('alice'),
     });

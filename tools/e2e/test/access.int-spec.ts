@@ -69,6 +69,21 @@ const CONTRACT: {
     serve: 'postprocessing',
     roles: OPS,
   },
+  // What the device and memory services ask of the services that own the workers.
+  ...(['inference', 'postprocessing'] as const).flatMap((serve) => [
+    {
+      name: `DeviceHostService (${serve})`,
+      definition: deviceV1.DeviceHostServiceService,
+      serve,
+      roles: ['internal'] as Role[],
+    },
+    {
+      name: `MemoryHostService (${serve})`,
+      definition: memoryV1.MemoryHostServiceService,
+      serve,
+      roles: ['internal'] as Role[],
+    },
+  ]),
   {
     name: 'ProcessingService',
     definition: processingV1.ProcessingServiceService,

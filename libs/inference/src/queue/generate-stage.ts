@@ -11,7 +11,7 @@ import {
   type StageResult,
   type StageWorkerOptions,
 } from '@dops/queue';
-import type { WorkerPool } from '@dops/worker-pool';
+import type { DeviceFleet, WorkerPool } from '@dops/worker-pool';
 import type { Generator } from '../generator';
 import type { InferenceModels } from '../inference-models';
 
@@ -24,6 +24,10 @@ export interface GenerateStageOptions {
   ensureLoaded?: (modelId: string, signal: AbortSignal) => Promise<void>;
   queue: QueueConfig;
   logger?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+  /** Cordoning every device of this node pauses the consumer: queued jobs wait, or another node takes them. */
+  fleet?: DeviceFleet;
+  /** Jobs taken at once per device (unless queue.concurrency says otherwise); the lane batches them. Default 1. */
+  jobsPerDevice?: number;
 }
 
 /**
@@ -53,6 +57,7 @@ export class GenerateStage {
   readonly nodeId: string;
   private readonly prefix: string;
   private readonly logger?: GenerateStageOptions['logger'];
+  private readonly fleet?: DeviceFleet;
 
   constructor(
     generator: Generator,
@@ -68,7 +73,7 @@ export class GenerateStage {
     this.workerOptions = {
       redisUrl: options.redisUrl,
       prefix: queue.prefix,
-      concurrency: queue.concurrency ?? Math.max(1, pool.list().length),
+      concurrency: queue.concurrency ?? Math.max(1, pool.list().length) * (options.jobsPerDevice ?? 1),
       lockDurationMs: queue.lockDurationMs,
       stalledIntervalMs: queue.stalledIntervalMs,
       maxStalledCount: queue.maxStalledCount,
@@ -110,6 +115,8 @@ export class GenerateStage {
       ...this.workerOptions,
       queues: ['inference', nodeQueueName('inference', this.nodeId)],
     });
+    this.fleet = options.fleet;
+    options.fleet?.on('change', () => void this.followCordon());
     this.announcer = new NodeAnnouncer(this.redis, {
       prefix: queue.prefix,
       nodeId: this.nodeId,
@@ -119,7 +126,8 @@ export class GenerateStage {
         pool.list().map((w) => ({
           id: w.device.id,
           backend: w.device.backend ?? '',
-          state: w.supervisor.state,
+          // A cordoned device takes no work: processing routes nothing to it.
+          state: options.fleet?.isCordoned(w.device.id) ? 'cordoned' : w.supervisor.state,
           residentModels: models.onVram({ deviceId: w.device.id }).map((m) => m.modelId),
           activeJobs: w.supervisor.health().activeRequests,
         })),
@@ -129,6 +137,7 @@ export class GenerateStage {
   async start(): Promise<void> {
     await this.announcer.start();
     await this.worker.start();
+    await this.followCordon();
     const every = Math.max(1_000, this.workerOptions.stalledIntervalMs ?? 30_000);
     this.adoptTimer = setInterval(() => void this.adoptOrphans(), every);
     this.adoptTimer.unref();
@@ -158,6 +167,7 @@ export class GenerateStage {
       if (this.stopped || nodeId === this.nodeId || alive.has(nodeId) || this.adopted.has(nodeId)) continue;
       const worker = new StageWorker({ ...this.workerOptions, queues: [nodeQueueName('inference', nodeId)] });
       this.adopted.set(nodeId, worker);
+      if (this.worker.isPaused) await worker.pause();
       await worker.start();
       this.logger?.info({ deadNode: nodeId }, 'consuming the queue of a dead node');
     }
@@ -180,6 +190,19 @@ export class GenerateStage {
       for (const key of keys) ids.add(key.slice(head.length, -':meta'.length));
     } while (cursor !== '0');
     return ids;
+  }
+
+  /** Pauses every consumer of this node while all its devices are cordoned; resumes them after. */
+  private async followCordon(): Promise<void> {
+    if (!this.fleet || this.stopped) return;
+    const pause = this.fleet.allCordoned();
+    const consumers = [this.worker, ...this.adopted.values()];
+    if (pause === this.worker.isPaused) return;
+    await Promise.all(consumers.map((c) => (pause ? c.pause() : c.resume())));
+    this.logger?.info(
+      { paused: pause },
+      pause ? 'every device cordoned: taking no jobs' : 'taking jobs again',
+    );
   }
 
   /** Announces now (after a model load, so processing routes to this node at once). */

@@ -1,4 +1,4 @@
-import { Worker, type Job } from 'bullmq';
+import { DelayedError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DopsError } from '@dops/errors';
 import { CancelListener, cancelledError, isCancelled } from './cancel';
@@ -6,6 +6,9 @@ import { connectionOptions, createRedis } from './connection';
 import type { StageName } from './names';
 import type { StageJobData, StageProgress, StageResult } from './stage-data';
 import { encodeStageError } from './stage-error';
+
+/** A job fetched while paused goes back to the queue for this long. */
+const PAUSED_RETRY_MS = 1_000;
 
 /** What a stage processor gets for one job. */
 export interface StageContext<P> {
@@ -56,6 +59,7 @@ export class StageWorker<P = Record<string, unknown>> {
   private readonly cancels: CancelListener;
   private readonly redis: Redis;
   private readonly prefix: string;
+  private paused = false;
 
   constructor(private readonly options: StageWorkerOptions<P>) {
     this.prefix = options.prefix ?? 'dops';
@@ -68,7 +72,7 @@ export class StageWorker<P = Record<string, unknown>> {
     for (const name of this.options.queues) {
       const worker = new Worker<StageJobData<P>, StageResult>(
         name,
-        (job, _token, signal) => this.run(job, signal),
+        (job, token, signal) => this.run(job, signal, token),
         {
           connection: connectionOptions(this.options.redisUrl),
           prefix: this.prefix,
@@ -85,7 +89,26 @@ export class StageWorker<P = Record<string, unknown>> {
       this.workers.push(worker);
       void worker.run();
       await worker.waitUntilReady();
+      if (this.paused) await worker.pause(true);
     }
+  }
+
+  /**
+   * Takes no new job (running ones go on) until `resume()`: the queue keeps them for another
+   * consumer or for later. Idempotent.
+   */
+  async pause(): Promise<void> {
+    this.paused = true;
+    await Promise.all(this.workers.map((w) => w.pause(true)));
+  }
+
+  async resume(): Promise<void> {
+    this.paused = false;
+    for (const w of this.workers) w.resume();
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
   }
 
   /** Stops taking jobs; waits for running ones unless `force`. */
@@ -95,8 +118,18 @@ export class StageWorker<P = Record<string, unknown>> {
     this.redis.disconnect();
   }
 
-  private async run(job: Job<StageJobData<P>, StageResult>, bullSignal?: AbortSignal): Promise<StageResult> {
+  private async run(
+    job: Job<StageJobData<P>, StageResult>,
+    bullSignal?: AbortSignal,
+    token?: string,
+  ): Promise<StageResult> {
     const data = job.data;
+    if (this.paused && token) {
+      // Fetched by a blocking read that was already waiting when pause() came: hand it back
+      // untouched (no attempt used); it waits again for this or another consumer.
+      await job.moveToDelayed(Date.now() + PAUSED_RETRY_MS, token);
+      throw new DelayedError();
+    }
     try {
       if (this.options.stages && !this.options.stages.includes(data.stage))
         throw DopsError.invalidArgument(

@@ -1,2 +1,4 @@
 export { runMain, runWorkerService } from './run-worker-service';
 export type { RunningWorkerService, WorkerServiceSpec } from './run-worker-service';
+export { runService } from './run-service';
+export type { RunningService, ServiceSpec } from './run-service';

@@ -16,3 +16,5 @@ export {
 } from '@dops/security';
 export { startServiceProcess } from './service-process';
 export type { ServiceProcess } from './service-process';
+export { descendants, listProcesses } from './processes';
+export type { ProcInfo } from './processes';

@@ -11,7 +11,7 @@ const handlers = defineService(
     getDevice: async (request) => ({ device: deviceV1.Device.fromPartial({ id: request.deviceId }) }),
     cordonDevice: async () => ({}),
     uncordonDevice: async () => ({}),
-    drainDevice: async () => ({ drained: true }),
+    drainDevice: async () => ({ drained: true, running: [] }),
     resetDevice: async () => ({}),
     watchDevices: async function* () {
       for (let i = 0; ; i++) {

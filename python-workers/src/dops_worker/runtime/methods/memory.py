@@ -10,8 +10,11 @@ from dops_worker.runtime.params import require_object
 from dops_worker.runtime.registry import method
 
 
-@method("memory.stats")
+@method("memory.stats", inline=True)
 def stats(params: Any, ctx: RequestContext) -> dict[str, Any]:
+    """Answered on the control thread, so memory is readable while a generation runs: the OS
+    counters, and the backend's driver query (torch.cuda.mem_get_info, DXGI) — no kernel, no
+    allocation on the device."""
     require_object(params)
     backend = ctx.session.backend
     assert backend is not None

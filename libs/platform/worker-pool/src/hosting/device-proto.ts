@@ -1,7 +1,7 @@
 import { enumValue } from '@dops/validation';
 import { backendV1, deviceV1 } from '@dops/proto';
 import type { WorkerState } from '@dops/worker-supervisor';
-import type { DeviceView, SchedulingState } from './device-fleet';
+import type { DeviceHealthView, DeviceView, SchedulingState } from './device-fleet';
 
 const WORKER_STATE: Record<WorkerState, backendV1.WorkerState> = {
   starting: backendV1.WorkerState.STARTING,
@@ -28,17 +28,27 @@ export function toProtoDevice(d: DeviceView): deviceV1.Device {
     vendor: d.vendor,
     totalMemoryBytes: d.totalMemoryBytes,
     capabilities: { ...d.capabilities },
-    health: {
-      workerState: WORKER_STATE[d.health.workerState],
-      lastHeartbeatTime:
-        d.health.lastHeartbeatAt === undefined ? undefined : new Date(d.health.lastHeartbeatAt),
-      restarts: d.health.restarts,
-      lastError: d.health.lastError ?? '',
-      activeRequests: d.health.activeRequests,
-      workerPid: d.health.workerPid ?? 0,
-    },
+    health: toProtoHealth(d.health),
     scheduling: SCHEDULING[d.scheduling],
     cores: d.cores ?? 0,
     logicalCores: d.logicalCores ?? 0,
+    workers: [],
+  };
+}
+
+/** A host's own view of a device: the device with its one worker listed under `service`. */
+export function toProtoHostDevice(d: DeviceView, service: string): deviceV1.Device {
+  const device = toProtoDevice(d);
+  return { ...device, workers: [{ service, health: device.health, scheduling: device.scheduling }] };
+}
+
+function toProtoHealth(h: DeviceHealthView): deviceV1.DeviceHealth {
+  return {
+    workerState: WORKER_STATE[h.workerState],
+    lastHeartbeatTime: h.lastHeartbeatAt === undefined ? undefined : new Date(h.lastHeartbeatAt),
+    restarts: h.restarts,
+    lastError: h.lastError ?? '',
+    activeRequests: h.activeRequests,
+    workerPid: h.workerPid ?? 0,
   };
 }

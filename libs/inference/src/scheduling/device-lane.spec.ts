@@ -1,0 +1,131 @@
+import type { WorkerSupervisor } from '@dops/worker-supervisor';
+import { DeviceLane } from './device-lane';
+
+/** A supervisor double that records each request and lets the test answer it. */
+function recorder() {
+  const calls: {
+    method: string;
+    params: Record<string, unknown>;
+    signal?: AbortSignal;
+    answer: (result: unknown) => void;
+    fail: (err: unknown) => void;
+  }[] = [];
+  const supervisor = {
+    request: (method: string, params: Record<string, unknown>, options: { signal?: AbortSignal }) =>
+      new Promise((answer, fail) => calls.push({ method, params, signal: options.signal, answer, fail })),
+  } as unknown as WorkerSupervisor;
+  return { calls, supervisor };
+}
+
+const req = (prompt: string, over: Record<string, unknown> = {}) => ({
+  model: 'm',
+  mode: 'txt2img',
+  prompt,
+  seed: prompt.length,
+  steps: 2,
+  outputDir: 'd',
+  ...over,
+});
+const image = (member: number, seed: number) => ({
+  path: `/a/${member}.png`,
+  sha256: 'x',
+  width: 8,
+  height: 8,
+  format: 'png',
+  seed,
+  index: member,
+  member,
+});
+const tick = () => new Promise((r) => setTimeout(r, 5));
+
+describe('DeviceLane', () => {
+  it('joins compatible waiting requests into one worker call and hands each member its own image', async () => {
+    const { calls, supervisor } = recorder();
+    const lane = new DeviceLane(() => supervisor, { maxBatch: 4, batchWaitMs: 20, maxRequestMs: 1_000 });
+    const results = ['a', 'bb', 'ccc', 'dddd'].map((p) => lane.generate(req(p)));
+    const odd = lane.generate(req('e', { steps: 3 }));
+    await new Promise((r) => setTimeout(r, 40));
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.params['members']).toEqual([
+      { prompt: 'a', seed: 1 },
+      { prompt: 'bb', seed: 2 },
+      { prompt: 'ccc', seed: 3 },
+      { prompt: 'dddd', seed: 4 },
+    ]);
+    expect(calls[0]!.params).not.toHaveProperty('prompt');
+    calls[0]!.answer({ images: [0, 1, 2, 3].map((m) => image(m, m + 1)), seed: 1, seeds: [1, 2, 3, 4] });
+    const got = await Promise.all(results);
+    expect(got.map((r) => [r.seed, r.images.map((i) => i.path)])).toEqual([
+      [1, ['/a/0.png']],
+      [2, ['/a/1.png']],
+      [3, ['/a/2.png']],
+      [4, ['/a/3.png']],
+    ]);
+    // The incompatible one runs on its own, after (its lane waited batchWaitMs for company).
+    await new Promise((r) => setTimeout(r, 40));
+    expect(calls).toHaveLength(2);
+    expect(calls[1]!.params).toMatchObject({ prompt: 'e', steps: 3 });
+    expect(calls[1]!.params).not.toHaveProperty('members');
+    calls[1]!.answer({ images: [image(0, 1)], seed: 1, seeds: [1] });
+    await odd;
+  });
+
+  it('drops a request cancelled while it waits: the worker never sees it', async () => {
+    const { calls, supervisor } = recorder();
+    const lane = new DeviceLane(() => supervisor, { maxBatch: 1, batchWaitMs: 0, maxRequestMs: 1_000 });
+    const first = lane.generate(req('a'));
+    const cancel = new AbortController();
+    const second = lane.generate(req('b'), { signal: cancel.signal });
+    await tick();
+    cancel.abort(new Error('cancelled by client'));
+    await expect(second).rejects.toThrow('cancelled by client');
+    calls[0]!.answer({ images: [image(0, 1)], seed: 1, seeds: [1] });
+    await first;
+    await tick();
+    expect(calls.map((c) => c.params['prompt'])).toEqual(['a']);
+  });
+
+  it('a cancelled member of a running batch ends at once; the others go on; the call stops only when none is left', async () => {
+    const { calls, supervisor } = recorder();
+    const lane = new DeviceLane(() => supervisor, { maxBatch: 3, batchWaitMs: 10, maxRequestMs: 1_000 });
+    const cancels = [new AbortController(), new AbortController(), new AbortController()];
+    const results = ['a', 'bb', 'ccc'].map((p, i) => lane.generate(req(p), { signal: cancels[i]!.signal }));
+    await new Promise((r) => setTimeout(r, 30));
+    expect(calls).toHaveLength(1);
+    cancels[1]!.abort(new Error('member cancelled'));
+    await expect(results[1]).rejects.toThrow('member cancelled');
+    expect(calls[0]!.signal!.aborted).toBe(false);
+    calls[0]!.answer({ images: [0, 1, 2].map((m) => image(m, m + 1)), seed: 1, seeds: [1, 2, 3] });
+    expect((await results[0]!).images[0]!.path).toBe('/a/0.png');
+    expect((await results[2]!).images[0]!.path).toBe('/a/2.png');
+
+    const again = [new AbortController(), new AbortController()];
+    const both = ['x', 'yy'].map((p, i) => lane.generate(req(p), { signal: again[i]!.signal }));
+    await new Promise((r) => setTimeout(r, 30));
+    again[0]!.abort(new Error('gone'));
+    again[1]!.abort(new Error('gone'));
+    await Promise.allSettled(both);
+    expect(calls[1]!.signal!.aborted).toBe(true);
+    calls[1]!.fail(new Error('cancelled'));
+  });
+
+  it('runs exclusive work (a model unload) only between generations, and refuses after its wait bound', async () => {
+    const { calls, supervisor } = recorder();
+    const lane = new DeviceLane(() => supervisor, { maxBatch: 1, batchWaitMs: 0, maxRequestMs: 1_000 });
+    const running = lane.generate(req('a'));
+    await tick();
+    const order: string[] = [];
+    const refused = lane.exclusive(async () => order.push('early unload'), {
+      waitMs: 30,
+      what: 'unloading m',
+    });
+    await expect(refused).rejects.toMatchObject({ code: 'FAILED_PRECONDITION' });
+    const unload = lane.exclusive(async () => order.push('unload'));
+    await tick();
+    expect(order).toEqual([]);
+    calls[0]!.answer({ images: [image(0, 1)], seed: 1, seeds: [1] });
+    await running;
+    await unload;
+    expect(order).toEqual(['unload']);
+  });
+});

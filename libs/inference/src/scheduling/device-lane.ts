@@ -1,0 +1,236 @@
+import { DopsError } from '@dops/errors';
+import { workerV1 } from '@dops/proto';
+import type { ProgressParams, WorkerSupervisor } from '@dops/worker-supervisor';
+import type { WorkerGenerateParams } from '../generation-request';
+import { batchKeyOf, batchParams } from './batch-key';
+
+export interface LaneOptions {
+  /** Most requests one worker call may carry (dynamic batching); 1 = none. */
+  maxBatch: number;
+  /** How long an idle lane waits for more compatible requests before it sends a batch. */
+  batchWaitMs: number;
+  /** Longest time a worker call may take when the caller set no deadline. */
+  maxRequestMs: number;
+}
+
+export interface LaneCall {
+  /** Aborting drops a waiting request (the worker never sees it) or stops a running one. */
+  signal?: AbortSignal;
+  deadline?: Date;
+  /** Longest run without a deadline; default the lane's maxRequestMs. */
+  timeoutMs?: number;
+  traceparent?: string;
+  onProgress?: (progress: ProgressParams) => void;
+}
+
+interface GenerateTask {
+  kind: 'generate';
+  params: WorkerGenerateParams;
+  key: string | undefined;
+  call: LaneCall;
+  resolve: (r: workerV1.GenerateResult) => void;
+  reject: (e: unknown) => void;
+  settled: boolean;
+}
+
+interface ExclusiveTask {
+  kind: 'exclusive';
+  run: () => Promise<unknown>;
+  resolve: (r: unknown) => void;
+  reject: (e: unknown) => void;
+  settled: boolean;
+}
+
+type Task = GenerateTask | ExclusiveTask;
+
+/**
+ * The only sender of work to one device's worker: requests wait here, not inside the worker,
+ * and go one at a time — generations, with compatible waiting ones joined into one call (up to
+ * `maxBatch`; an idle lane waits `batchWaitMs` for company), and exclusive work (model loads and
+ * unloads) between them. A request cancelled while it waits is dropped without touching the
+ * worker; a member of a running batch that is cancelled ends at once and its image is
+ * discarded, the others go on (the call itself is cancelled when no member is left).
+ */
+export class DeviceLane {
+  private readonly queue: Task[] = [];
+  private busy = false;
+  private wake?: () => void;
+
+  constructor(
+    private readonly supervisor: () => WorkerSupervisor,
+    private readonly options: LaneOptions,
+  ) {}
+
+  /** Requests waiting (not yet sent). */
+  get waiting(): number {
+    return this.queue.length;
+  }
+
+  generate(params: WorkerGenerateParams, call: LaneCall = {}): Promise<workerV1.GenerateResult> {
+    return new Promise((resolve, reject) => {
+      const task: GenerateTask = {
+        kind: 'generate',
+        params,
+        key: this.options.maxBatch > 1 ? batchKeyOf(params) : undefined,
+        call,
+        resolve,
+        reject,
+        settled: false,
+      };
+      if (call.signal?.aborted) return reject(call.signal.reason);
+      call.signal?.addEventListener('abort', () => this.dropIfWaiting(task, call.signal!.reason), {
+        once: true,
+      });
+      this.queue.push(task);
+      this.wake?.();
+      void this.pump();
+    });
+  }
+
+  /**
+   * Runs `run` when no generation runs on the device. With `waitMs`, refuses with
+   * FAILED_PRECONDITION (saying `what`) when the device is still busy after it.
+   */
+  exclusive<T>(run: () => Promise<T>, options: { waitMs?: number; what?: string } = {}): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const task: ExclusiveTask = {
+        kind: 'exclusive',
+        run,
+        resolve: resolve as (r: unknown) => void,
+        reject,
+        settled: false,
+      };
+      this.queue.push(task);
+      if (options.waitMs !== undefined) {
+        const timer = setTimeout(
+          () =>
+            this.dropIfWaiting(
+              task,
+              new DopsError(
+                'FAILED_PRECONDITION',
+                `${options.what ?? 'the request'} waited ${options.waitMs} ms for the device's running work; try again later`,
+                { retryable: true },
+              ),
+            ),
+          options.waitMs,
+        );
+        const clear = () => clearTimeout(timer);
+        task.resolve = (r) => (clear(), resolve(r as T));
+        task.reject = (e) => (clear(), reject(e));
+      }
+      void this.pump();
+    });
+  }
+
+  private dropIfWaiting(task: Task, reason: unknown): void {
+    const at = this.queue.indexOf(task);
+    if (at < 0) return;
+    this.queue.splice(at, 1);
+    task.settled = true;
+    task.reject(reason);
+  }
+
+  private async pump(): Promise<void> {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      for (let task = this.queue[0]; task; task = this.queue[0]) {
+        if (task.kind === 'exclusive') {
+          this.queue.shift();
+          await task.run().then(task.resolve, task.reject);
+          continue;
+        }
+        const batch = await this.collect(task);
+        await this.send(batch);
+      }
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  /** The head generation and the waiting ones of its key before the next exclusive task, up to maxBatch. */
+  private async collect(head: GenerateTask): Promise<GenerateTask[]> {
+    const take = () => {
+      const batch: GenerateTask[] = [];
+      for (const t of this.queue) {
+        if (t.kind === 'exclusive') break;
+        if (t === head || (head.key !== undefined && t.key === head.key)) batch.push(t);
+        if (batch.length >= this.options.maxBatch) break;
+      }
+      return batch;
+    };
+    let batch = take();
+    if (head.key !== undefined && batch.length < this.options.maxBatch && this.options.batchWaitMs > 0) {
+      const until = Date.now() + this.options.batchWaitMs;
+      while (batch.length < this.options.maxBatch && Date.now() < until) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, until - Date.now());
+          this.wake = () => (clearTimeout(timer), resolve());
+        });
+        this.wake = undefined;
+        // The head was cancelled meanwhile: the next one leads.
+        if (!this.queue.includes(head)) return [];
+        batch = take();
+      }
+    }
+    for (const t of batch) this.queue.splice(this.queue.indexOf(t), 1);
+    return batch.filter((t) => !t.settled);
+  }
+
+  private async send(batch: GenerateTask[]): Promise<void> {
+    if (batch.length === 0) return;
+    const controller = new AbortController();
+    const live = new Set(batch);
+    const onCancel = (task: GenerateTask) => () => {
+      if (task.settled) return;
+      task.settled = true;
+      live.delete(task);
+      task.reject(task.call.signal!.reason);
+      if (live.size === 0) controller.abort(task.call.signal!.reason);
+    };
+    const listeners = batch.map((task) => {
+      const listener = onCancel(task);
+      task.call.signal?.addEventListener('abort', listener, { once: true });
+      return listener;
+    });
+    const deadlines = batch
+      .map((t) => t.call.deadline?.getTime())
+      .filter((d): d is number => d !== undefined);
+    try {
+      const raw = await this.supervisor().request<unknown>(
+        'inference.generate',
+        batchParams(batch.map((t) => t.params)),
+        {
+          signal: controller.signal,
+          deadline: deadlines.length === batch.length ? Math.max(...deadlines) : undefined,
+          timeoutMs: Math.max(...batch.map((t) => t.call.timeoutMs ?? this.options.maxRequestMs)),
+          traceparent: batch[0]!.call.traceparent,
+          onProgress: (p) => {
+            for (const t of live) t.call.onProgress?.(p);
+          },
+        },
+      );
+      const result = workerV1.GenerateResult.fromJSON(raw);
+      batch.forEach((task, member) => {
+        if (task.settled) return;
+        task.settled = true;
+        task.resolve(batch.length === 1 ? result : memberResult(result, member));
+      });
+    } catch (err) {
+      for (const task of batch) {
+        if (task.settled) continue;
+        task.settled = true;
+        task.reject(err);
+      }
+    } finally {
+      batch.forEach((task, i) => task.call.signal?.removeEventListener('abort', listeners[i]!));
+    }
+  }
+}
+
+/** One member's share of a batch result. */
+function memberResult(result: workerV1.GenerateResult, member: number): workerV1.GenerateResult {
+  const images = result.images.filter((i) => i.member === member).map((i) => ({ ...i, index: 0, member: 0 }));
+  const seed = images[0]?.seed ?? result.seeds[member] ?? result.seed;
+  return { ...result, images, seed, seeds: [seed] };
+}
