@@ -74,10 +74,10 @@ def test_a_controlnet_folder_with_pickle_weights_only_is_refused_by_the_request(
 @PICKLE_SETTING
 def test_the_controlnet_loader_itself_never_unpickles(sd15, node, hostile_pickle, pickle_marker, torch_loads,
                                                       tmp_path, pickle_allowed) -> None:
-    from dops_worker.inference.generate import _default_controlnet_loader
+    from dops_worker.inference.inputs import default_controlnet_loader
 
     node(allow_unsafe_pickle=pickle_allowed)
-    load = _default_controlnet_loader(sd15, "cpu")
+    load = default_controlnet_loader(sd15, "cpu")
     for path in (_hostile_controlnet(tmp_path / "cn", hostile_pickle), hostile_pickle(tmp_path / "cn.pth")):
         with pytest.raises(Exception):  # noqa: B017, PT011 - diffusers' error or ours; what matters is below
             load(path)

@@ -54,10 +54,12 @@ def without_presence(message: Any) -> set[str]:
 
 def test_generate_params_are_exactly_what_the_parser_accepts(messages: dict[str, Any]) -> None:
     assert json_names(messages["GenerateParams"]) == generate_request.FIELDS
+    assert json_names(messages["GenerateMember"]) == generate_request.MEMBER_FIELDS
     assert json_names(messages["LoraParams"]) == generate_request.LORA_FIELDS
     assert json_names(messages["ControlNetParams"]) == generate_request.CONTROLNET_FIELDS
     # The fields whose default means "absent" are exactly the proto's fields without presence.
     assert without_presence(messages["GenerateParams"]) == set(generate_request._NO_PRESENCE_DEFAULTS)
+    assert without_presence(messages["GenerateMember"]) == set(generate_request._MEMBER_DEFAULTS)
     assert without_presence(messages["LoraParams"]) == set(generate_request._LORA_DEFAULTS)
     assert without_presence(messages["ControlNetParams"]) == set(generate_request._CONTROLNET_DEFAULTS)
 
@@ -168,6 +170,36 @@ def test_generate_params_with_every_unset_field_written_take_the_worker_defaults
     assert request.loras[0].weight == 1.0 and request.preview_interval_s == 0.5
 
 
+def test_generate_members_written_by_protobuf_parse_to_the_same_values(messages: dict[str, Any],
+                                                                      files: dict[str, Path]) -> None:
+    from google.protobuf import json_format
+    from PIL import Image
+
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(files["inputs"] / "other.png")
+    Image.new("L", (64, 48), 255).save(files["inputs"] / "mask.png")
+    seed = 2**40 + 7
+    member = messages["GenerateMember"]
+    message = messages["GenerateParams"](
+        model="m1", mode="inpaint", width=64, height=48, steps=3, strength=0.6, output_dir="job-3",
+        members=[member(prompt="a (red:1.2) cube", negative_prompt="blurry", seed=seed, init_image="init.png",
+                        mask="mask.png"),
+                 member(init_image="other.png", mask="mask.png")],
+    )
+    as_dict = json_format.MessageToDict(message)
+    assert as_dict["members"][0]["seed"] == str(seed) and "seed" not in as_dict["members"][1]
+    for params in (as_dict, json_format.MessageToDict(message, always_print_fields_with_no_presence=True)):
+        request = _parse_generate(params)
+        first, second = request.members
+        assert (first.prompt, first.negative_prompt, first.seed, first.seed_was_random) == (
+            "a (red:1.2) cube", "blurry", seed, False)
+        assert (second.prompt, second.negative_prompt, second.seed_was_random) == ("", "", True)
+        assert first.init_image is not None and first.init_image.path == files["inputs"] / "init.png"
+        assert second.init_image is not None and second.init_image.path == files["inputs"] / "other.png"
+        assert first.mask is not None and first.mask.path == files["inputs"] / "mask.png"
+        assert (request.batch_count, request.seeds()) == (2, [seed, second.seed])
+        assert (request.prompt, request.init_image, request.mask) == ("", None, None)
+
+
 def test_a_generate_result_is_a_generate_result(messages: dict[str, Any], sd15: Any, files: dict[str, Path]) -> None:
     from google.protobuf import json_format
 
@@ -188,6 +220,28 @@ def test_a_generate_result_is_a_generate_result(messages: dict[str, Any], sd15: 
     assert set(result["timings"]) <= json_names(messages["GenerateTimings"])
     parsed = json_format.ParseDict(result, messages["GenerateResult"]())  # unknown fields would raise
     assert list(parsed.seeds) == result["seeds"] and len(parsed.images) == 2
+
+
+def test_a_members_result_is_a_generate_result(messages: dict[str, Any], sd15: Any, files: dict[str, Path]) -> None:
+    from google.protobuf import json_format
+
+    from dops_worker.inference.generate import generate
+    from dops_worker.inference.pipelines import limits_for_pipeline
+    from dops_worker.runtime.settings import node_settings
+
+    node = node_settings()
+    request = generate_request.parse_generate_request(
+        {"model": "tiny", "width": 64, "height": 48, "steps": 1, "outputDir": "out",
+         "members": [{"prompt": "a cube", "seed": "5"}, {"prompt": "a ball", "seed": 9}]},
+        limits=limits_for_pipeline(sd15), input_roots=node.input_roots, artifact_roots=node.artifact_roots,
+        model_roots=node.model_roots)
+    result = json.loads(json.dumps(generate(sd15, request, device="cpu")))
+    assert "member" in json_names(messages["GeneratedFile"])
+    for image in result["images"]:
+        assert set(image) <= json_names(messages["GeneratedFile"])
+    parsed = json_format.ParseDict(result, messages["GenerateResult"]())
+    assert [image.member for image in parsed.images] == [0, 1]
+    assert list(parsed.seeds) == [5, 9] and parsed.seed == 5
 
 
 # -- postprocess: real params and results ----------------------------------------------------------

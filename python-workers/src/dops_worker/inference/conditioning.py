@@ -12,6 +12,11 @@ The pipelines' own ``encode_prompt`` truncates at 77 tokens and knows no weighti
 - SDXL: both encoders' penultimate hidden states, not normalised, side by side; the pooled
   embedding is text_encoder_2's projection of the first chunk, unweighted (A1111). An empty
   negative prompt is zeros where the model says ``force_zeros_for_empty_prompt`` (as diffusers).
+- a batch of several prompts (a dynamic batch's members): each is encoded as it would be alone,
+  then ``batch_conditioning`` pads them to the longest with zeros and records each one's own
+  length, which ``padding_mask.masked_padding`` hides from the cross-attention. Padding with
+  empty chunks instead (as a lone prompt's shorter half is) changes the image: keys that the
+  softmax weighs.
 - clip skip N (A1111's numbering: 1 = the last layer): SD 1.5 takes ``hidden_states[-N]``
   through the final layer norm (diffusers' ``clip_skip=N-1``); SDXL takes ``hidden_states[-(N+1)]``
   of both encoders (diffusers' ``clip_skip=N-1``: "SDXL always indexes from the penultimate
@@ -36,13 +41,16 @@ MAX_CLIP_SKIP = 12
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What replaces ``prompt`` / ``negative_prompt`` in a pipeline call; batch 1 each (the
-    pipelines repeat it per image)."""
+    """What replaces ``prompt`` / ``negative_prompt`` in a pipeline call: one row per image
+    (``encode_prompts`` gives one row; ``batch_conditioning`` stacks rows)."""
 
     prompt_embeds: Any
     negative_prompt_embeds: Any
     pooled_prompt_embeds: Any | None = None
     negative_pooled_prompt_embeds: Any | None = None
+    # Per row, how many leading tokens are its prompt's own (the rest: padding to mask), when the
+    # rows' prompts differ in length; empty when every row uses the whole length.
+    token_lengths: tuple[int, ...] = ()
 
     def pipeline_arguments(self) -> dict[str, Any]:
         arguments = {"prompt_embeds": self.prompt_embeds, "negative_prompt_embeds": self.negative_prompt_embeds}
@@ -95,6 +103,32 @@ def encode_prompts(pipe: Any, prompt: str, negative_prompt: str, *, clip_skip: i
         negative_pooled = torch.zeros_like(pooled) if zero_negative else _pooled(compels[1], pipe.text_encoder_2,
                                                                                   negative[0])
     return Conditioning(prompt_embeds, negative_embeds, pooled, negative_pooled)
+
+
+def batch_conditioning(rows: Sequence[Conditioning]) -> Conditioning:
+    """One row per item of ``rows`` (one row each, from ``encode_prompts``), in that order: the
+    token axis padded with zeros to the longest, and ``token_lengths`` set when the lengths differ
+    (hand it to ``padding_mask.masked_padding`` around the pipeline call). Raises ValueError for
+    no rows."""
+    import torch
+
+    if not rows:
+        raise ValueError("a batch needs at least one conditioning")
+    lengths = tuple(int(row.prompt_embeds.shape[1]) for row in rows)
+    longest = max(lengths)
+
+    def stacked(name: str) -> Any:
+        tensors = [getattr(row, name) for row in rows]
+        if tensors[0] is None:
+            return None
+        if tensors[0].ndim == 3:  # (1, tokens, features); the pooled ones have no token axis
+            tensors = [torch.nn.functional.pad(t, (0, 0, 0, longest - t.shape[1])) for t in tensors]
+        return torch.cat(tensors)
+
+    return Conditioning(
+        stacked("prompt_embeds"), stacked("negative_prompt_embeds"), stacked("pooled_prompt_embeds"),
+        stacked("negative_pooled_prompt_embeds"), token_lengths=lengths if len(set(lengths)) > 1 else (),
+    )
 
 
 def _is_sdxl(pipe: Any) -> bool:

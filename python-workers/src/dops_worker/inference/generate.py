@@ -5,6 +5,14 @@ skip) with the LoRAs already applied, and the pipeline gets embeddings, never pr
 Denoising and VAE decoding are separate phases (the pipeline returns latents), so an OOM in the
 decode retries only the decode. Each image has its own generator seeded ``seed + i``, so an image
 is the same whichever batch it ran in — which is what lets the OOM plan shrink the batch.
+
+A dynamic batch (``request.members``) is the same run with one row per member: the member's own
+embeddings (padded to the batch's longest prompt, the padding masked: padding_mask.py), its own
+generator and init image / mask, all in one pipeline call; each image is written with the
+metadata of the member's solo request (``request.alone(i)``). On this CPU an image of a batch
+equals its solo run to within one level of 255, not bit for bit: MKL's GEMM and oneDNN's
+convolutions pick kernels by the batch size, so sums come out in another order
+(tests/inference/test_inference_members.py).
 """
 
 from __future__ import annotations
@@ -20,9 +28,11 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from dops_worker.inference.artifacts import write_image, write_png
-from dops_worker.inference.conditioning import Conditioning, encode_prompts
+from dops_worker.inference.conditioning import Conditioning, batch_conditioning, encode_prompts
+from dops_worker.inference.inputs import load_controlnets, load_inputs
 from dops_worker.inference.lora import applied_loras
-from dops_worker.inference.pipelines import assemble_pipeline, check_controlnet, check_preconditions, model_traits
+from dops_worker.inference.padding_mask import masked_padding
+from dops_worker.inference.pipelines import assemble_pipeline, check_preconditions, model_traits
 from dops_worker.inference.request import GenerateRequest
 from dops_worker.inference.schedulers import make_scheduler
 from dops_worker.models.hashes import file_hashes
@@ -90,14 +100,16 @@ def generate(
     hooks: GenerateHooks | None = None,
     name_prefix: str | None = None,
 ) -> dict[str, Any]:
-    """Generates ``request.batch_count`` images with the loaded ``pipe`` (modules on ``device``).
+    """Generates ``request.batch_count`` images (one per member) with the loaded ``pipe`` (modules
+    on ``device``).
 
-    Returns ``{images: [{path, sha256, width, height, format, seed, index}], seed, seeds,
-    oomMitigations, timings}``. Raises WorkerError: FAILED_PRECONDITION (model/ControlNet
-    mismatch, field named), CANCELLED / DEADLINE_EXCEEDED (within one denoising step),
-    OUT_OF_MEMORY after the plan vae_tiling → smaller_batch → model_cpu_offload is exhausted
-    (``details.tried``). The shared modules are left as found: LoRAs unloaded, tiling and
-    offload undone.
+    Returns ``{images: [{path, sha256, width, height, format, seed, index, member?}], seed, seeds,
+    oomMitigations, timings}`` (``member``: the member's index, with members only; ``seed``: the
+    first image's). Raises WorkerError: FAILED_PRECONDITION (model/ControlNet mismatch, field
+    named), CANCELLED / DEADLINE_EXCEEDED (within one denoising step), OUT_OF_MEMORY after the plan
+    vae_tiling → smaller_batch → model_cpu_offload is exhausted (``details.tried``; a smaller
+    batch splits the members, each still its own image). The shared modules are left as found:
+    LoRAs unloaded, tiling and offload undone, attention processors restored.
     """
     hooks = hooks or GenerateHooks()
     check_cancel = hooks.raise_if_cancelled or (lambda: None)
@@ -105,10 +117,10 @@ def generate(
     check_cancel()
     check_preconditions(pipe, request)
     request = with_lora_hashes(request)
-    controlnets = _load_controlnets(pipe, request, hooks, device)
+    controlnets = load_controlnets(pipe, request, device, hooks.load_controlnet)
     scheduler = make_scheduler(request.scheduler, pipe.scheduler.config)
     run_pipe = assemble_pipeline(pipe, request.mode, scheduler, controlnets)
-    inputs = _load_inputs(request)
+    inputs = load_inputs(request)
     prefix = name_prefix or uuid.uuid4().hex[:12]
     state = _RunState(batch_size=request.batch_count)
     runner = _Runner(run_pipe, request, inputs, hooks, check_cancel, state, device, generator_device, prefix)
@@ -117,16 +129,10 @@ def generate(
         with applied_loras(run_pipe, request.loras):
             check_cancel()
             # Inside: LoRAs that patch the text encoders change the embeddings.
-            conditioning = encode_prompts(run_pipe, request.prompt, request.negative_prompt,
-                                          clip_skip=request.clip_skip)
-            images = runner.run(conditioning)
+            images = runner.run(_encode(run_pipe, request, check_cancel))
         denoised = hooks.clock()
         check_cancel()
-        seeds = request.seeds()
-        artifacts = []
-        for index, image in enumerate(images):
-            written = write_image(image, request, seeds[index], index, f"{prefix}-{index:02d}-{seeds[index]}.png")
-            artifacts.append({**written, "seed": seeds[index], "index": index})
+        artifacts = [_write(image, request, index, prefix) for index, image in enumerate(images)]
         succeeded = True
     finally:
         runner.restore()
@@ -143,6 +149,31 @@ def generate(
         "oomMitigations": list(state.tried),
         "timings": {"generateS": round(denoised - started, 4), "writeS": round(finished - denoised, 4)},
     }
+
+
+def _encode(pipe: Any, request: GenerateRequest, check_cancel: Callable[[], None]) -> list[Conditioning]:
+    """One conditioning (one row) per image: the members' own, else the request's for each image."""
+    if not request.members:
+        conditioning = encode_prompts(pipe, request.prompt, request.negative_prompt, clip_skip=request.clip_skip)
+        return [conditioning] * request.batch_count
+    encoded: dict[tuple[str, str], Conditioning] = {}  # members that share their prompts share the encoding
+    for member in request.members:
+        key = (member.prompt, member.negative_prompt)
+        if key not in encoded:
+            check_cancel()
+            encoded[key] = encode_prompts(pipe, *key, clip_skip=request.clip_skip)
+    return [encoded[(member.prompt, member.negative_prompt)] for member in request.members]
+
+
+def _write(image: Any, request: GenerateRequest, index: int, prefix: str) -> dict[str, Any]:
+    """Image ``index`` as a PNG with its metadata: a member's is that of its solo request."""
+    seed = request.seeds()[index]
+    name = f"{prefix}-{index:02d}-{seed}.png"
+    if not request.members:
+        return {**write_image(image, request, seed, index, name), "seed": seed, "index": index}
+    # batchIndex 0 in the dops chunk, as in the member's solo run.
+    written = write_image(image, request.alone(index), seed, 0, name)
+    return {**written, "seed": seed, "index": index, "member": index}
 
 
 def with_lora_hashes(request: GenerateRequest) -> GenerateRequest:
@@ -184,10 +215,11 @@ class _Runner:
         self.base = model_traits(pipe).base
         self.steps_done = 0
         self.last_preview = hooks.clock()
-        self.conditioning: Conditioning | None = None
+        self.conditionings: list[Conditioning] = []
 
-    def run(self, conditioning: Conditioning) -> list[Any]:
-        self.conditioning = conditioning
+    def run(self, conditionings: list[Conditioning]) -> list[Any]:
+        """The images, one per row of ``conditionings`` (one per image), in order."""
+        self.conditionings = conditionings
         seeds = self.request.seeds()
         images: list[Any] = [None] * len(seeds)
         pending = list(range(len(seeds)))
@@ -289,12 +321,14 @@ class _Runner:
             return kwargs
 
         self.check_cancel()
-        assert self.conditioning is not None
+        # One row per image of the chunk; the same rows for a plain batch as num_images_per_prompt
+        # would make, so both paths are one.
+        conditioning = batch_conditioning([self.conditionings[i] for i in chunk])
         arguments: dict[str, Any] = {
-            **self.conditioning.pipeline_arguments(),
+            **conditioning.pipeline_arguments(),
             "num_inference_steps": request.steps,
             "guidance_scale": request.cfg_scale,
-            "num_images_per_prompt": len(chunk),
+            "num_images_per_prompt": 1,
             "generator": self._generators(chunk, seeds),
             "output_type": "latent",
             "callback_on_step_end": on_step_end,
@@ -303,16 +337,17 @@ class _Runner:
         if request.mode in ("txt2img", "inpaint"):
             arguments.update(width=request.width, height=request.height)
         if request.mode != "txt2img":
-            arguments.update(image=self.inputs["init_image"], strength=request.strength)
+            arguments.update(image=[self.inputs["init_images"][i] for i in chunk], strength=request.strength)
         if request.mode == "inpaint":
-            arguments["mask_image"] = self.inputs["mask"]
+            arguments["mask_image"] = [self.inputs["masks"][i] for i in chunk]
         if request.controlnets:
             controls = self.inputs["controls"]
             scales = [spec.conditioning_scale for spec in request.controlnets]
             key = "image" if request.mode == "txt2img" else "control_image"
             arguments[key] = controls[0] if len(controls) == 1 else controls
             arguments["controlnet_conditioning_scale"] = scales[0] if len(scales) == 1 else scales
-        latents = self.pipe(**arguments).images
+        with masked_padding(self.pipe, conditioning.token_lengths):
+            latents = self.pipe(**arguments).images
         self.steps_done = steps_before + int(getattr(self.pipe, "num_timesteps", request.steps) or request.steps)
         return latents
 
@@ -383,65 +418,3 @@ class _Runner:
 
 def _device_type(device: Any) -> str:
     return str(device).split(":", 1)[0]
-
-
-def _load_inputs(request: GenerateRequest) -> dict[str, Any]:
-    """Init image, mask and control images as PIL, resized to the requested size."""
-    from PIL import Image
-
-    inputs: dict[str, Any] = {}
-    size = (request.width, request.height)
-    if request.init_image is not None:
-        with Image.open(request.init_image.path) as image:
-            inputs["init_image"] = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-    if request.mask is not None:
-        with Image.open(request.mask.path) as image:
-            # White repaints, black keeps; nearest keeps a hard mask hard.
-            inputs["mask"] = image.convert("L").resize(size, Image.Resampling.NEAREST)
-    controls = []
-    for spec in request.controlnets:
-        with Image.open(spec.image) as image:
-            # The img2img/inpaint ControlNet pipelines size hints by the init image, not width/height.
-            controls.append(image.convert("RGB").resize(size, Image.Resampling.LANCZOS))
-    inputs["controls"] = controls
-    return inputs
-
-
-def _load_controlnets(pipe: Any, request: GenerateRequest, hooks: GenerateHooks, device: Any) -> list[Any]:
-    models = []
-    for index, spec in enumerate(request.controlnets):
-        field_name = f"controlnets[{index}].path"
-        try:
-            model = (hooks.load_controlnet or _default_controlnet_loader(pipe, device))(spec.path)
-        except WorkerError:
-            raise
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise
-            # The loader's message may quote the files; it goes to the log, the reply names the type only.
-            _log.warning("loading a ControlNet failed", exc_info=True, extra={"field": field_name})
-            raise WorkerError(ErrorCode.FAILED_PRECONDITION,
-                              f"{field_name}: cannot load a ControlNet from it ({type(exc).__name__})",
-                              details={"field": field_name, "reason": "not a loadable controlnet"}) from exc
-        check_controlnet(pipe, model, index)
-        models.append(model)
-    return models
-
-
-def _default_controlnet_loader(pipe: Any, device: Any) -> Callable[[Path], Any]:
-    """Diffusers folders and single ``.safetensors`` files, offline, in the UNet's dtype on
-    ``device``; never a pickle (the request admits none, and use_safetensors bars diffusers' fallback)."""
-
-    def load(path: Path) -> Any:
-        from diffusers import ControlNetModel
-
-        dtype = pipe.unet.dtype
-        if path.is_dir():
-            model = ControlNetModel.from_pretrained(str(path), dtype=dtype, local_files_only=True, use_safetensors=True)
-        elif path.suffix.lower() == ".safetensors":
-            model = ControlNetModel.from_single_file(str(path), dtype=dtype, local_files_only=True)
-        else:
-            raise ValueError("a ControlNet file must be .safetensors")
-        return model.to(device)
-
-    return load

@@ -8,10 +8,16 @@ the worker's default below. Every failure is a WorkerError naming the field in `
 (camelCase, as on the wire; list items as ``loras[1].weight``). Images are files in the input
 roots referenced by path, never inline; only their headers are read here. LoRA and ControlNet
 paths must lie in the model roots; every path goes through ``protocol.files.confined``.
+
+``members`` (a dynamic batch) moves prompt, negativePrompt, seed, initImage and mask into one
+GenerateMember per image; each is checked as its top-level field would be (``members[2].seed``),
+the top-level ones must then be unset and batchCount 0 or 1, and there are at most
+``max_batch_count`` members. ``GenerateRequest.alone(i)`` is member i as a request of its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,12 +37,13 @@ SCHEDULER_NAMES: tuple[str, ...] = ("Euler", "Euler a", "DPM++ 2M", "DPM++ 2M Ka
 UINT64_MAX = 2**64 - 1
 _RANDOM_SEED_BITS = 32  # a random seed fits in 32 bits so every UI can type it back in
 
-# The json names of GenerateParams, LoraParams and ControlNetParams.
+# The json names of GenerateParams, GenerateMember, LoraParams and ControlNetParams.
 FIELDS = frozenset({
     "mode", "model", "modelHashes", "prompt", "negativePrompt", "width", "height", "steps",
     "cfgScale", "seed", "batchCount", "scheduler", "strength", "initImage", "mask", "loras",
-    "controlnets", "outputDir", "previewIntervalS", "allowInpaintFallback", "clipSkip",
+    "controlnets", "outputDir", "previewIntervalS", "allowInpaintFallback", "clipSkip", "members",
 })
+MEMBER_FIELDS = frozenset({"prompt", "negativePrompt", "seed", "initImage", "mask"})
 LORA_FIELDS = frozenset({"path", "weight"})
 CONTROLNET_FIELDS = frozenset({"path", "image", "conditioningScale"})
 # Fields without presence (not `optional` in the proto) and their proto3 defaults: holding the
@@ -44,8 +51,9 @@ CONTROLNET_FIELDS = frozenset({"path", "image", "conditioningScale"})
 _NO_PRESENCE_DEFAULTS: dict[str, object] = {
     "model": "", "mode": "", "modelHashes": {}, "prompt": "", "negativePrompt": "", "batchCount": 0,
     "scheduler": "", "initImage": "", "mask": "", "loras": [], "controlnets": [], "outputDir": "",
-    "allowInpaintFallback": False,
+    "allowInpaintFallback": False, "members": [],
 }
+_MEMBER_DEFAULTS: dict[str, object] = {"prompt": "", "negativePrompt": "", "initImage": "", "mask": ""}
 _LORA_DEFAULTS: dict[str, object] = {"path": ""}
 _CONTROLNET_DEFAULTS: dict[str, object] = {"path": "", "image": ""}
 MAX_PROMPT_CHARS = 20_000
@@ -88,6 +96,18 @@ class ControlNetSpec:
 
 
 @dataclass(frozen=True)
+class GenerateMember:
+    """One request of a dynamic batch: the fields in which the members differ."""
+
+    prompt: str
+    negative_prompt: str
+    seed: int
+    seed_was_random: bool
+    init_image: ImageRef | None = None
+    mask: ImageRef | None = None
+
+
+@dataclass(frozen=True)
 class GenerateRequest:
     mode: Mode
     model: str
@@ -113,10 +133,26 @@ class GenerateRequest:
     clip_skip: int = 1
     # A1111's "Model:": the loaded file's stem (set by the method from model.load), else the id.
     model_name: str = ""
+    # A dynamic batch, one image each. Then prompt, negative_prompt, init_image and mask above
+    # are empty, seed / seed_was_random are the first member's and batch_count is their number.
+    members: tuple[GenerateMember, ...] = ()
 
     def seeds(self) -> list[int]:
-        """One seed per image: seed, seed+1, ... (A1111's convention), wrapping at 2**64."""
+        """One seed per image: the members' seeds, else seed, seed+1, ... (A1111's convention),
+        wrapping at 2**64."""
+        if self.members:
+            return [member.seed for member in self.members]
         return [(self.seed + i) % (UINT64_MAX + 1) for i in range(self.batch_count)]
+
+    def alone(self, index: int) -> GenerateRequest:
+        """Member ``index`` as the one-image request it would be on its own (its image's
+        metadata, its solo run). Raises IndexError without such a member."""
+        member = self.members[index]
+        return dataclasses.replace(
+            self, prompt=member.prompt, negative_prompt=member.negative_prompt, seed=member.seed,
+            seed_was_random=member.seed_was_random, batch_count=1, init_image=member.init_image,
+            mask=member.mask, members=(),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Every parameter as on the wire (paths as strings), for the PNG ``dops`` chunk."""
@@ -149,8 +185,8 @@ def parse_generate_request(
 ) -> GenerateRequest:
     """Validates ``params`` (GenerateParams' proto3 JSON); raises WorkerError INVALID_ARGUMENT
     (NOT_FOUND for a missing file) with ``details.field``. Reads image headers only. An absent
-    ``seed`` draws a random 32-bit one; absent ``mode`` is txt2img, ``scheduler`` "Euler a",
-    ``batchCount`` 1, ``clipSkip`` 1, ``prompt`` and ``negativePrompt`` empty."""
+    ``seed`` (a member's too) draws a random 32-bit one; absent ``mode`` is txt2img, ``scheduler``
+    "Euler a", ``batchCount`` 1, ``clipSkip`` 1, ``prompt`` and ``negativePrompt`` empty."""
     if not isinstance(params, dict):
         raise invalid("params", "must be an object")
     for key in params:
@@ -170,22 +206,20 @@ def parse_generate_request(
     ):
         raise invalid("modelHashes", "must be an object of strings")
 
-    prompt = _string(params, "prompt")
-    negative_prompt = _string(params, "negativePrompt")
-    for name, text in (("prompt", prompt), ("negativePrompt", negative_prompt)):
-        if len(text) > limits.max_prompt_chars:
-            raise invalid(name, f"has {len(text)} characters; at most {limits.max_prompt_chars} are allowed")
+    with_members = params.get("members") is not None
+    if with_members:
+        for name in ("prompt", "negativePrompt", "seed", "initImage", "mask"):
+            if params.get(name) is not None:
+                raise invalid(name, "must be unset when members is set (each member has its own)")
+        if integer(params.get("batchCount", 1), "batchCount") != 1:
+            raise invalid("batchCount", "must be 0 or 1 when members is set (one image per member)")
+    prompt, negative_prompt = _prompts(params, limits)
 
     width = _size(params, "width", limits)
     height = _size(params, "height", limits)
     steps = _int(params, "steps", 1, limits.max_steps, default=20)
     cfg_scale = _number(params, "cfgScale", 0.0, limits.max_cfg_scale, default=7.0)
-    if params.get("seed") is None:
-        seed = random_seed() if random_seed else secrets.randbits(_RANDOM_SEED_BITS)
-        seed_was_random = True
-    else:
-        seed = _int(params, "seed", 0, UINT64_MAX)
-        seed_was_random = False
+    seed, seed_was_random = (0, False) if with_members else _seed(params, random_seed)
     batch_count = _int(params, "batchCount", 1, limits.max_batch_count, default=1)
     scheduler = params.get("scheduler", "Euler a")
     if scheduler not in SCHEDULER_NAMES:
@@ -201,24 +235,20 @@ def parse_generate_request(
     strength = 1.0
     init_image = mask = None
     if mode == "txt2img":
-        for name in ("initImage", "mask", "strength"):
-            if params.get(name) is not None:
-                raise invalid(name, "is only allowed with mode img2img or inpaint")
+        _check_no_images(params)
+        if params.get("strength") is not None:
+            raise invalid("strength", "is only allowed with mode img2img or inpaint")
     else:
         strength = _number(params, "strength", 0.0, 1.0, default=0.75 if mode == "img2img" else 1.0)
         # diffusers runs int(steps * strength) steps and fails on zero.
         if int(steps * strength) < 1:
             raise invalid("strength", f"strength {strength} × steps {steps} leaves no denoising step")
-        init_image = _image(params, "initImage", input_roots)
-        if mode == "inpaint":
-            mask = _image(params, "mask", input_roots)
-            if (mask.width, mask.height) != (init_image.width, init_image.height):
-                raise invalid(
-                    "mask",
-                    f"is {mask.width}x{mask.height} but initImage is {init_image.width}x{init_image.height}",
-                )
-        elif params.get("mask") is not None:
-            raise invalid("mask", "is only allowed with mode inpaint")
+        if not with_members:
+            init_image, mask = _images(params, mode, input_roots)
+    members: tuple[GenerateMember, ...] = ()
+    if with_members:
+        members = _members(params.get("members"), mode, limits, input_roots, random_seed)
+        seed, seed_was_random, batch_count = members[0].seed, members[0].seed_was_random, len(members)
 
     loras = tuple(_loras(params.get("loras"), limits, model_roots))
     controlnets = tuple(_controlnets(params.get("controlnets"), limits, input_roots, model_roots))
@@ -231,27 +261,91 @@ def parse_generate_request(
         strength=strength, init_image=init_image, mask=mask, loras=loras, controlnets=controlnets,
         output_dir=output_dir, preview_interval_s=preview_interval_s,
         allow_inpaint_fallback=allow_fallback, model_hashes=dict(model_hashes), clip_skip=clip_skip,
+        members=members,
     )
 
 
-def _string(params: dict[str, Any], name: str, *, required: bool = False) -> str:
+def _prompts(item: dict[str, Any], limits: RequestLimits, prefix: str = "") -> tuple[str, str]:
+    """``prompt`` and ``negativePrompt`` of GenerateParams or of a member (``prefix`` "members[i].")."""
+    texts = []
+    for name in ("prompt", "negativePrompt"):
+        text = _string(item, name, label=prefix + name)
+        if len(text) > limits.max_prompt_chars:
+            raise invalid(prefix + name, f"has {len(text)} characters; at most {limits.max_prompt_chars} are allowed")
+        texts.append(text)
+    return texts[0], texts[1]
+
+
+def _seed(item: dict[str, Any], random_seed: Callable[[], int] | None, prefix: str = "") -> tuple[int, bool]:
+    """``(seed, was_random)``: the uint64 ``seed``, or a random 32-bit one when it is absent."""
+    if item.get("seed") is None:
+        return (random_seed() if random_seed else secrets.randbits(_RANDOM_SEED_BITS)), True
+    return _int(item, "seed", 0, UINT64_MAX, label=prefix + "seed"), False
+
+
+def _check_no_images(item: dict[str, Any], prefix: str = "") -> None:
+    for name in ("initImage", "mask"):
+        if item.get(name) is not None:
+            raise invalid(prefix + name, "is only allowed with mode img2img or inpaint")
+
+
+def _images(item: dict[str, Any], mode: Mode, roots: Roots, prefix: str = "") -> tuple[ImageRef, ImageRef | None]:
+    """img2img / inpaint: ``initImage`` (required) and ``mask`` (inpaint: required, the same size)."""
+    init_image = _image(item, "initImage", roots, label=prefix + "initImage")
+    if mode != "inpaint":
+        if item.get("mask") is not None:
+            raise invalid(prefix + "mask", "is only allowed with mode inpaint")
+        return init_image, None
+    mask = _image(item, "mask", roots, label=prefix + "mask")
+    if (mask.width, mask.height) != (init_image.width, init_image.height):
+        raise invalid(prefix + "mask", f"is {mask.width}x{mask.height} but {prefix}initImage is "
+                                       f"{init_image.width}x{init_image.height}")
+    return init_image, mask
+
+
+def _members(value: Any, mode: Mode, limits: RequestLimits, input_roots: Roots,
+             random_seed: Callable[[], int] | None) -> tuple[GenerateMember, ...]:
+    members: list[GenerateMember] = []
+    for i, item in enumerate(_list(value, "members", limits.max_batch_count)):
+        prefix = f"members[{i}]."
+        item = _item(item, f"members[{i}]", MEMBER_FIELDS, _MEMBER_DEFAULTS)
+        prompt, negative_prompt = _prompts(item, limits, prefix)
+        seed, seed_was_random = _seed(item, random_seed, prefix)
+        init_image = mask = None
+        if mode == "txt2img":
+            _check_no_images(item, prefix)
+        else:
+            init_image, mask = _images(item, mode, input_roots, prefix)
+            first = members[0].init_image if members else None
+            # One batch, one image size (the pipelines stack them); the proto says so.
+            if first is not None and (init_image.width, init_image.height) != (first.width, first.height):
+                raise invalid(prefix + "initImage", f"is {init_image.width}x{init_image.height} but "
+                                                    f"members[0].initImage is {first.width}x{first.height}")
+        members.append(GenerateMember(prompt, negative_prompt, seed, seed_was_random, init_image, mask))
+    return tuple(members)
+
+
+def _string(params: dict[str, Any], name: str, *, required: bool = False, label: str | None = None) -> str:
+    label = label or name
     value = params.get(name)
     if value is None:
         if required:
-            raise invalid(name, "is required")
+            raise invalid(label, "is required")
         return ""
     if not isinstance(value, str):
-        raise invalid(name, "must be a string")
+        raise invalid(label, "must be a string")
     return value
 
 
-def _int(params: dict[str, Any], name: str, minimum: int, maximum: int, default: int | None = None) -> int:
+def _int(params: dict[str, Any], name: str, minimum: int, maximum: int, default: int | None = None,
+         label: str | None = None) -> int:
+    label = label or name
     value = params.get(name, default)
     if value is None:
-        raise invalid(name, "is required")
-    value = integer(value, name)
+        raise invalid(label, "is required")
+    value = integer(value, label)
     if not minimum <= value <= maximum:
-        raise invalid(name, f"must be between {minimum} and {maximum}")
+        raise invalid(label, f"must be between {minimum} and {maximum}")
     return value
 
 
