@@ -49,14 +49,19 @@ export class StageEvents {
       lastEventId,
     });
     this.events.set(queueName, events);
+    // One queue's events are applied in the order BullMQ wrote them (an `active` before the
+    // `delayed` that hands the same job back), one after the other.
+    let chain: Promise<unknown> = Promise.resolve();
     const once = (id: string, apply: () => Promise<unknown>) => {
-      void (async () => {
-        // Every replica of this service reads the same events; the first one applies each.
-        if ((await this.redis.set(this.keys.seenEvent(queueName, id), '1', 'EX', 3600, 'NX')) !== 'OK')
-          return;
-        await apply();
-        await this.redis.set(this.keys.lastEvent(queueName), id);
-      })().catch(() => undefined);
+      chain = chain
+        .then(async () => {
+          // Every replica of this service reads the same events; the first one applies each.
+          if ((await this.redis.set(this.keys.seenEvent(queueName, id), '1', 'EX', 3600, 'NX')) !== 'OK')
+            return;
+          await apply();
+          await this.redis.set(this.keys.lastEvent(queueName), id);
+        })
+        .catch(() => undefined);
     };
     events.on('active', ({ jobId }, id) => {
       const s = parseStageJobId(jobId);

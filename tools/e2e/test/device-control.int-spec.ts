@@ -2,7 +2,7 @@
 // services start no worker; their answers and controls are about the workers that run the jobs
 // (inference, postprocessing), and cordon, drain and reset act on a real job.
 import { call, createClient } from '@dops/grpc-client';
-import { commonV1, deviceV1, inferenceV1, memoryV1, processingV1 } from '@dops/proto';
+import { commonV1, deviceV1, inferenceV1, memoryV1, modelV1, processingV1 } from '@dops/proto';
 import { testCredentials, waitFor } from '@dops/testing';
 import { startStack, type Stack } from '../src/stack';
 
@@ -110,7 +110,7 @@ describe('one owner per device', () => {
   });
 
   it('drain: returns only when the running job has ended, and says what runs when it times out first', async () => {
-    const id = await submit(60);
+    const id = await submit(30);
     await until(id, [JobState.RUNNING]);
     await waitFor(
       async () =>
@@ -133,6 +133,57 @@ describe('one owner per device', () => {
     // The job's stage had ended (its result recorded) no later than the drain's answer, give or take the event delay.
     expect(done.updatedAt!.getTime()).toBeLessThanOrEqual(drainedAt + 2_000);
     await call(devices.uncordonDevice, { deviceId: 'cpu:0' });
+  }, 360_000);
+
+  it('cancel of a job waiting for the device never touches the worker; the running job goes on', async () => {
+    const workerPid = stack.workerPids(stack.nodes[0]!.inference)[0];
+    const running = await submit(30);
+    await until(running, [JobState.RUNNING]);
+    // Another model's job waits in the device's lane (not inside the worker) behind the running one.
+    const waiting = await submit(2);
+    await until(waiting, [JobState.RUNNING, JobState.QUEUED], 10_000);
+    await new Promise((r) => setTimeout(r, 500));
+    await call(stack.client.cancelJob, { jobId: waiting }, { deadlineMs: 10_000 });
+    expect(
+      (await until(waiting, [JobState.CANCELLED, JobState.SUCCEEDED, JobState.FAILED], 10_000)).state,
+    ).toBe(JobState.CANCELLED);
+    expect(
+      (await until(running, [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED], 300_000)).state,
+    ).toBe(JobState.SUCCEEDED);
+    expect(stack.workerPids(stack.nodes[0]!.inference)).toEqual([workerPid]);
+  }, 360_000);
+
+  it('unloading a model in use waits for the running job, never stops it', async () => {
+    const models = createClient(modelV1.ModelServiceClient, stack.nodes[0]!.model.address, {
+      credentials: testCredentials('ops'),
+    });
+    try {
+      const running = await submit(15);
+      await until(running, [JobState.RUNNING]);
+      await waitFor(
+        async () =>
+          (await call(devices.getDevice, { deviceId: 'cpu:0' })).device!.workers[0]!.health!.activeRequests >
+          0,
+        {
+          timeoutMs: 30_000,
+        },
+      );
+      const unload = await call(
+        models.unloadModel,
+        { modelId: MODEL, deviceId: 'cpu:0', tier: modelV1.Tier.VRAM },
+        { deadlineMs: 300_000 },
+      );
+      expect(unload.unloaded).toBe(true);
+      // The job was not killed: it finished, and before the unload answered.
+      const done = await until(running, [JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED], 10_000);
+      expect(done.state).toBe(JobState.SUCCEEDED);
+      // The next job loads the model again and runs.
+      expect((await until(await submit(1), [JobState.SUCCEEDED, JobState.FAILED])).state).toBe(
+        JobState.SUCCEEDED,
+      );
+    } finally {
+      models.close();
+    }
   }, 360_000);
 
   it('reset: restarts the workers that run the device’s work (inference and postprocessing), and jobs run after it', async () => {

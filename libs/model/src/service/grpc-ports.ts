@@ -12,6 +12,9 @@ import type {
 } from './load-types';
 import { toProtoTier } from './model-proto';
 
+/** Longer than the inference host's wait for a running generation (DOPS_INFERENCE_UNLOAD_WAIT_MS, 60 s). */
+const UNLOAD_DEADLINE_MS = 120_000;
+
 export interface HostAddresses {
   /** Host serving a device, by device id. */
   byDevice?: Record<string, string>;
@@ -72,10 +75,12 @@ export class GrpcModelHosts implements ModelHosts {
   }
 
   async unload(request: { modelId: string; deviceId: string; tier: Tier }): Promise<boolean> {
-    const res = await call(this.client(request.deviceId).unloadModel, {
-      ...request,
-      tier: toProtoTier(request.tier),
-    });
+    // The host runs an unload between generations: it may wait (bounded there) for a running one.
+    const res = await call(
+      this.client(request.deviceId).unloadModel,
+      { ...request, tier: toProtoTier(request.tier) },
+      { deadlineMs: UNLOAD_DEADLINE_MS },
+    );
     return res.unloaded;
   }
 
