@@ -16,16 +16,20 @@ function dops(...args: string[]): Promise<{ code: number; stdout: string; stderr
 }
 
 describe('dops command line', () => {
-  // A real device service process for the CLI to talk to.
+  // A real device service process for the CLI to talk to, over a service that owns a worker
+  // (postprocessing without Redis serves gRPC only).
+  let owner: ServiceProcess;
   let device: ServiceProcess;
 
   beforeAll(async () => {
-    device = startServiceProcess('device');
+    owner = startServiceProcess('postprocessing');
+    device = startServiceProcess('device', { DOPS_DEVICE_HOSTS: await owner.listening(120_000) });
     await device.listening();
-  }, 120_000);
+  }, 180_000);
 
   afterAll(async () => {
     await device?.stop();
+    await owner?.stop();
   });
 
   it('lists devices as JSON for scripts', async () => {

@@ -69,7 +69,11 @@ export class InferenceModels extends ModelHost {
     this.workers.get(deviceId);
     let lane = this.lanes.get(deviceId);
     if (!lane) {
-      lane = new DeviceLane(() => this.workers.get(deviceId).supervisor, this.laneOptions);
+      lane = new DeviceLane(() => this.workers.get(deviceId).supervisor, {
+        ...this.laneOptions,
+        // No generation reaches a restarted worker before the models it held are back.
+        ready: () => this.reloaded(deviceId),
+      });
       this.lanes.set(deviceId, lane);
     }
     return lane;
@@ -79,15 +83,36 @@ export class InferenceModels extends ModelHost {
    * ModelHost.load between the device's generations (never queued inside the worker behind
    * one), remembered for affinity; a VRAM load also fetches the model's capabilities.
    */
-  override async load(
+  override load(
     modelId: string,
     path: string,
     deviceId: string,
     tier: HostTier,
     options: HostLoadOptions = {},
   ): Promise<HostLoadResult> {
-    const result = await this.lane(deviceId).exclusive(() =>
-      super.load(modelId, path, deviceId, tier, options),
+    return this.loadOn(false, modelId, path, deviceId, tier, options);
+  }
+
+  /** A promise while models of the device's restarted worker are being loaded again; else undefined. */
+  private reloaded(deviceId: string): Promise<unknown> | undefined {
+    const pending = [...this.held.values()].filter((e) => e.deviceId === deviceId && e.settle && e.reloading);
+    return pending.length ? Promise.all(pending.map((e) => e.reloading)) : undefined;
+  }
+
+  /** The load between generations; `urgent` (loading back what a restarted worker held) before every waiting request. */
+  private async loadOn(
+    urgent: boolean,
+    modelId: string,
+    path: string,
+    deviceId: string,
+    tier: HostTier,
+    options: HostLoadOptions,
+  ): Promise<HostLoadResult> {
+    const result = await this.lane(deviceId).exclusive(
+      () => super.load(modelId, path, deviceId, tier, options),
+      {
+        urgent,
+      },
     );
     const key = keyOf(deviceId, modelId);
     this.capabilityCache.delete(key);
@@ -216,14 +241,17 @@ export class InferenceModels extends ModelHost {
         entry.settle?.();
         entry.settle = undefined;
       };
-      this.load(entry.modelId, entry.path, deviceId, entry.tier, entry.load).then(done, (err: unknown) => {
-        this.held.delete(keyOf(deviceId, entry.modelId));
-        this.logger?.warn(
-          { modelId: entry.modelId, deviceId, err: String(err) },
-          'reloading a model into a restarted worker failed',
-        );
-        done();
-      });
+      this.loadOn(true, entry.modelId, entry.path, deviceId, entry.tier, entry.load).then(
+        done,
+        (err: unknown) => {
+          this.held.delete(keyOf(deviceId, entry.modelId));
+          this.logger?.warn(
+            { modelId: entry.modelId, deviceId, err: String(err) },
+            'reloading a model into a restarted worker failed',
+          );
+          done();
+        },
+      );
     }
   }
 }

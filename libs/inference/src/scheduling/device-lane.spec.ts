@@ -128,4 +128,34 @@ describe('DeviceLane', () => {
     await unload;
     expect(order).toEqual(['unload']);
   });
+
+  it('holds generations while the models of a restarted worker load again; that load goes first', async () => {
+    const { calls, supervisor } = recorder();
+    let reloadDone!: () => void;
+    let reloading: Promise<void> | undefined = new Promise<void>((resolve) => (reloadDone = resolve));
+    const lane = new DeviceLane(() => supervisor, {
+      maxBatch: 1,
+      batchWaitMs: 0,
+      maxRequestMs: 1_000,
+      ready: () => reloading,
+    });
+    const order: string[] = [];
+    const job = lane.generate(req('a')).then(() => order.push('generate'));
+    await tick();
+    expect(calls).toHaveLength(0);
+    const reload = lane.exclusive(
+      async () => {
+        order.push('reload');
+        reloading = undefined;
+        reloadDone();
+      },
+      { urgent: true },
+    );
+    await reload;
+    await tick();
+    expect(calls).toHaveLength(1);
+    calls[0]!.answer({ images: [image(0, 1)], seed: 1, seeds: [1] });
+    await job;
+    expect(order).toEqual(['reload', 'generate']);
+  });
 });

@@ -11,6 +11,11 @@ export interface LaneOptions {
   batchWaitMs: number;
   /** Longest time a worker call may take when the caller set no deadline. */
   maxRequestMs: number;
+  /**
+   * A promise while generations must not be sent yet (the models a restarted worker held are being
+   * loaded again), undefined when they may go; exclusive work is not held back by it.
+   */
+  ready?: () => Promise<unknown> | undefined;
 }
 
 export interface LaneCall {
@@ -91,7 +96,10 @@ export class DeviceLane {
    * Runs `run` when no generation runs on the device. With `waitMs`, refuses with
    * FAILED_PRECONDITION (saying `what`) when the device is still busy after it.
    */
-  exclusive<T>(run: () => Promise<T>, options: { waitMs?: number; what?: string } = {}): Promise<T> {
+  exclusive<T>(
+    run: () => Promise<T>,
+    options: { waitMs?: number; what?: string; urgent?: boolean } = {},
+  ): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const task: ExclusiveTask = {
         kind: 'exclusive',
@@ -100,7 +108,10 @@ export class DeviceLane {
         reject,
         settled: false,
       };
-      this.queue.push(task);
+      // Urgent work (loading back what a restarted worker held) goes before every waiting request.
+      if (options.urgent) this.queue.unshift(task);
+      else this.queue.push(task);
+      this.wake?.();
       if (options.waitMs !== undefined) {
         const timer = setTimeout(
           () =>
@@ -135,6 +146,16 @@ export class DeviceLane {
     this.busy = true;
     try {
       for (let task = this.queue[0]; task; task = this.queue[0]) {
+        const notYet = task.kind === 'generate' ? this.options.ready?.() : undefined;
+        if (notYet) {
+          // Wait for the gate, or for new work (an urgent load may have to run first).
+          await Promise.race([
+            notYet.catch(() => undefined),
+            new Promise<void>((resolve) => (this.wake = resolve)),
+          ]);
+          this.wake = undefined;
+          continue;
+        }
         if (task.kind === 'exclusive') {
           this.queue.shift();
           await task.run().then(task.resolve, task.reject);

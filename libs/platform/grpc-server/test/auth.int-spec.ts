@@ -32,7 +32,7 @@ const service = defineService(
       return { device: deviceV1.Device.fromPartial({ id: req.deviceId }) };
     },
     uncordonDevice: async () => ({}),
-    drainDevice: async () => ({ drained: true }),
+    drainDevice: async () => ({ drained: true, running: [] }),
     resetDevice: async () => ({}),
     watchDevices: async function* () {
       yield { reason: 'initial' };

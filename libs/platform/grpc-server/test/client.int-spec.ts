@@ -37,7 +37,7 @@ const service = defineService(
     },
     cordonDevice: async () => ({}),
     uncordonDevice: async () => ({}),
-    drainDevice: async () => ({ drained: true }),
+    drainDevice: async () => ({ drained: true, running: [] }),
     resetDevice: async () => ({}),
     watchDevices: async (_request, ctx, send) => {
       await send({ reason: 'initial' });

@@ -50,7 +50,7 @@ export function deviceFixture(observed: Observed = { contexts: [], aborted: [], 
         ctx.signal.addEventListener('abort', () => observed.aborted.push(ctx.signal.reason));
         await new Promise((resolve) => setTimeout(resolve, request.timeoutMs));
         observed.finished.push(request.deviceId);
-        return { device: device(request.deviceId), drained: true };
+        return { device: device(request.deviceId), drained: true, running: [] };
       },
       resetDevice: async (request) => ({ device: device(request.deviceId) }),
       watchDevices: async function* (_request, ctx) {

@@ -144,7 +144,7 @@ describe('graceful shutdown', () => {
     const started = Date.now();
     await fixture.server.shutdown();
     expect(Date.now() - started).toBeLessThan(1_500);
-    await expect(pending).resolves.toMatchObject({ drained: true });
+    await expect(pending).resolves.toMatchObject({ drained: true, running: [] });
     expect(hookCalls).toEqual(['hook after slow']);
     expect(fixture.observed.aborted).toEqual([]);
     // New calls are refused once shutdown began.
