@@ -4,6 +4,7 @@ import type { DeviceFleet } from '@dops/worker-pool';
 import type { ProgressParams } from '@dops/worker-supervisor';
 import { toWorkerParams, withProtoFields, type RequestRoots } from './generation-request';
 import type { InferenceModels } from './inference-models';
+import { generateBatching } from './scheduling/generate-batching';
 
 export interface GeneratorOptions extends RequestRoots {
   /** Longest generation when the caller set no deadline; default 600 000 ms. */
@@ -107,13 +108,18 @@ export class Generator {
     const workerParams = toWorkerParams(call.params, capabilities, this.options, extra);
     call.onScheduled?.(device.id);
     // The device's lane sends it (alone, or joined with compatible waiting requests).
-    const request = this.models.lane(device.id).generate(workerParams, {
-      signal: call.signal,
-      deadline: call.deadline,
-      timeoutMs: this.maxGenerationMs,
-      traceparent: call.traceparent,
-      onProgress: call.onProgress,
-    });
+    const request = this.models.lane(device.id).request(
+      'inference.generate',
+      workerParams,
+      {
+        signal: call.signal,
+        deadline: call.deadline,
+        timeoutMs: this.maxGenerationMs,
+        traceparent: call.traceparent,
+        onProgress: call.onProgress,
+      },
+      generateBatching(workerParams),
+    );
     this.trackStop(device.id, request, call.signal);
     try {
       const result = await request;

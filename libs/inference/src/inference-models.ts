@@ -3,7 +3,7 @@ import { ModelHost, type HostLoadOptions, type HostLoadResult, type HostTier } f
 import type { PooledWorker, WorkerPool } from '@dops/worker-pool';
 import { parseDeviceId } from '@dops/worker-pool';
 import type { SupervisorLogger, WorkerState } from '@dops/worker-supervisor';
-import { DeviceLane, type LaneOptions } from './scheduling/device-lane';
+import { DeviceLane, type LaneOptions } from '@dops/worker-pool';
 import type { WorkerCapabilities } from './worker-capabilities';
 
 export interface InferenceModelsOptions {

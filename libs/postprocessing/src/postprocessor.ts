@@ -1,6 +1,12 @@
 import { DopsError } from '@dops/errors';
 import type { postprocessingV1 } from '@dops/proto';
-import { parseDeviceId, type DeviceFleet, type PooledWorker, type WorkerPool } from '@dops/worker-pool';
+import {
+  DeviceLane,
+  parseDeviceId,
+  type DeviceFleet,
+  type PooledWorker,
+  type WorkerPool,
+} from '@dops/worker-pool';
 import type { ProgressParams } from '@dops/worker-supervisor';
 import {
   defined,
@@ -78,6 +84,7 @@ export interface PostprocessOutcome extends WorkerPostprocessResult {
  */
 export class Postprocessor {
   private readonly maxRequestMs: number;
+  private readonly lanes = new Map<string, DeviceLane>();
   private readonly outputDirFor: (now: Date) => string;
   readonly defaultSafetyPolicy: SafetyPolicyName;
 
@@ -165,25 +172,49 @@ export class Postprocessor {
     return this.options.fleet ? this.options.fleet.track(worker.device.id, work) : work;
   }
 
+  /** Through the device's lane: a request waits there, not inside the worker, and one cancelled while waiting never reaches it. */
   private async send(
     worker: PooledWorker,
     params: WorkerPostprocessParams,
     options: RunOptions,
   ): Promise<PostprocessOutcome> {
     try {
-      const result = await worker.supervisor.request<WorkerPostprocessResult>('postprocess.run', params, {
-        signal: options.signal,
-        deadline: options.deadline?.getTime(),
-        timeoutMs: this.maxRequestMs,
-        traceparent: options.traceparent,
-        onProgress: options.onProgress,
-      });
+      const result = await this.lane(worker.device.id).request<WorkerPostprocessResult>(
+        'postprocess.run',
+        params,
+        {
+          signal: options.signal,
+          deadline: options.deadline,
+          timeoutMs: this.maxRequestMs,
+          traceparent: options.traceparent,
+          onProgress: options.onProgress,
+        },
+      );
       return { ...result, deviceId: worker.device.id };
     } catch (err) {
       // The call's own reason (client cancel vs. deadline) beats the worker's view of it.
       if (options.signal?.aborted && options.signal.reason instanceof Error) throw options.signal.reason;
       throw withProtoFields(err);
     }
+  }
+
+  /** Requests running on and waiting for the worker's device. */
+  private load(w: PooledWorker): number {
+    return w.supervisor.health().activeRequests + (this.lanes.get(w.device.id)?.waiting ?? 0);
+  }
+
+  /** The only sender of work to the device's worker (one request at a time). */
+  private lane(deviceId: string): DeviceLane {
+    let lane = this.lanes.get(deviceId);
+    if (!lane) {
+      lane = new DeviceLane(() => this.pool.get(deviceId).supervisor, {
+        maxBatch: 1,
+        batchWaitMs: 0,
+        maxRequestMs: this.maxRequestMs,
+      });
+      this.lanes.set(deviceId, lane);
+    }
+    return lane;
   }
 
   /** A worker whose device is not cordoned: the named one (FAILED_PRECONDITION when cordoned), else waits for one. */
@@ -211,8 +242,6 @@ export class Postprocessor {
     if (deviceId) return this.pool.get(parseDeviceId(deviceId));
     const ready = this.pool.list().filter((w) => w.supervisor.state === 'ready');
     if (ready.length === 0) throw DopsError.unavailable('no postprocessing worker is ready on this node');
-    return ready.reduce((best, w) =>
-      w.supervisor.health().activeRequests < best.supervisor.health().activeRequests ? w : best,
-    );
+    return ready.reduce((best, w) => (this.load(w) < this.load(best) ? w : best));
   }
 }

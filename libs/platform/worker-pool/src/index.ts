@@ -37,3 +37,5 @@ export type { PoolMemoryMonitorOptions } from './hosting/memory-monitor';
 export { fromProtoSnapshot, toProtoSnapshot } from './hosting/memory-proto';
 export { MAX_WATCH_INTERVAL_MS, MIN_WATCH_INTERVAL_MS, memoryHandlers } from './hosting/memory-handlers';
 export { memoryHostService } from './hosting/memory-host-service';
+export { DeviceLane } from './hosting/device-lane';
+export type { LaneBatching, LaneCall, LaneOptions } from './hosting/device-lane';

@@ -1,19 +1,16 @@
 import { DopsError } from '@dops/errors';
-import { workerV1 } from '@dops/proto';
 import type { ProgressParams, WorkerSupervisor } from '@dops/worker-supervisor';
-import type { WorkerGenerateParams } from '../generation-request';
-import { batchKeyOf, batchParams } from './batch-key';
 
 export interface LaneOptions {
-  /** Most requests one worker call may carry (dynamic batching); 1 = none. */
+  /** Most requests one worker call may carry (dynamic batching, for requests with a batching); 1 = none. */
   maxBatch: number;
   /** How long an idle lane waits for more compatible requests before it sends a batch. */
   batchWaitMs: number;
   /** Longest time a worker call may take when the caller set no deadline. */
   maxRequestMs: number;
   /**
-   * A promise while generations must not be sent yet (the models a restarted worker held are being
-   * loaded again), undefined when they may go; exclusive work is not held back by it.
+   * A promise while requests must not be sent yet (e.g. the models a restarted worker held are
+   * being loaded again), undefined when they may go; exclusive work is not held back by it.
    */
   ready?: () => Promise<unknown> | undefined;
 }
@@ -28,12 +25,24 @@ export interface LaneCall {
   onProgress?: (progress: ProgressParams) => void;
 }
 
-interface GenerateTask {
-  kind: 'generate';
-  params: WorkerGenerateParams;
+/** How requests of one method join one worker call, and how its answer is shared out. */
+export interface LaneBatching<R> {
+  /** Requests with the same key may run together; undefined = this one runs alone. */
+  key: string | undefined;
+  /** The params of one call for several requests (in order). */
+  combine(members: readonly Record<string, unknown>[]): Record<string, unknown>;
+  /** Member `member`'s share of the call's raw answer (`size` members in the call). */
+  split(raw: unknown, member: number, size: number): R;
+}
+
+interface RequestTask {
+  kind: 'request';
+  method: string;
+  params: Record<string, unknown>;
+  batching?: LaneBatching<unknown>;
   key: string | undefined;
   call: LaneCall;
-  resolve: (r: workerV1.GenerateResult) => void;
+  resolve: (r: unknown) => void;
   reject: (e: unknown) => void;
   settled: boolean;
 }
@@ -46,15 +55,16 @@ interface ExclusiveTask {
   settled: boolean;
 }
 
-type Task = GenerateTask | ExclusiveTask;
+type Task = RequestTask | ExclusiveTask;
 
 /**
- * The only sender of work to one device's worker: requests wait here, not inside the worker,
- * and go one at a time — generations, with compatible waiting ones joined into one call (up to
- * `maxBatch`; an idle lane waits `batchWaitMs` for company), and exclusive work (model loads and
- * unloads) between them. A request cancelled while it waits is dropped without touching the
- * worker; a member of a running batch that is cancelled ends at once and its image is
- * discarded, the others go on (the call itself is cancelled when no member is left).
+ * The only sender of work to one device's worker (what inference and postprocessing embed per
+ * device): requests wait here, not inside the worker, and go one at a time — requests with a
+ * batching joined with compatible waiting ones into one call (up to `maxBatch`; an idle lane
+ * waits `batchWaitMs` for company), and exclusive work (model loads and unloads) between them. A
+ * request cancelled while it waits is dropped without touching the worker; a member of a running
+ * batch that is cancelled ends at once and its share is discarded, the others go on (the call
+ * itself is cancelled when no member is left).
  */
 export class DeviceLane {
   private readonly queue: Task[] = [];
@@ -71,14 +81,25 @@ export class DeviceLane {
     return this.queue.length;
   }
 
-  generate(params: WorkerGenerateParams, call: LaneCall = {}): Promise<workerV1.GenerateResult> {
-    return new Promise((resolve, reject) => {
-      const task: GenerateTask = {
-        kind: 'generate',
+  /** `method` with `params` on the worker, when its turn comes (joined into a batch when `batching` allows). */
+  request<R>(
+    method: string,
+    params: Record<string, unknown>,
+    call: LaneCall = {},
+    batching?: LaneBatching<R>,
+  ): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const task: RequestTask = {
+        kind: 'request',
+        method,
         params,
-        key: this.options.maxBatch > 1 ? batchKeyOf(params) : undefined,
+        batching: batching as LaneBatching<unknown> | undefined,
+        key:
+          this.options.maxBatch > 1 && batching?.key !== undefined
+            ? `${method}\u0000${batching.key}`
+            : undefined,
         call,
-        resolve,
+        resolve: resolve as (r: unknown) => void,
         reject,
         settled: false,
       };
@@ -146,7 +167,7 @@ export class DeviceLane {
     this.busy = true;
     try {
       for (let task = this.queue[0]; task; task = this.queue[0]) {
-        const notYet = task.kind === 'generate' ? this.options.ready?.() : undefined;
+        const notYet = task.kind === 'request' ? this.options.ready?.() : undefined;
         if (notYet) {
           // Wait for the gate, or for new work (an urgent load may have to run first).
           await Promise.race([
@@ -170,9 +191,9 @@ export class DeviceLane {
   }
 
   /** The head generation and the waiting ones of its key before the next exclusive task, up to maxBatch. */
-  private async collect(head: GenerateTask): Promise<GenerateTask[]> {
+  private async collect(head: RequestTask): Promise<RequestTask[]> {
     const take = () => {
-      const batch: GenerateTask[] = [];
+      const batch: RequestTask[] = [];
       for (const t of this.queue) {
         if (t.kind === 'exclusive') break;
         if (t === head || (head.key !== undefined && t.key === head.key)) batch.push(t);
@@ -198,11 +219,11 @@ export class DeviceLane {
     return batch.filter((t) => !t.settled);
   }
 
-  private async send(batch: GenerateTask[]): Promise<void> {
+  private async send(batch: RequestTask[]): Promise<void> {
     if (batch.length === 0) return;
     const controller = new AbortController();
     const live = new Set(batch);
-    const onCancel = (task: GenerateTask) => () => {
+    const onCancel = (task: RequestTask) => () => {
       if (task.settled) return;
       task.settled = true;
       live.delete(task);
@@ -218,24 +239,22 @@ export class DeviceLane {
       .map((t) => t.call.deadline?.getTime())
       .filter((d): d is number => d !== undefined);
     try {
-      const raw = await this.supervisor().request<unknown>(
-        'inference.generate',
-        batchParams(batch.map((t) => t.params)),
-        {
-          signal: controller.signal,
-          deadline: deadlines.length === batch.length ? Math.max(...deadlines) : undefined,
-          timeoutMs: Math.max(...batch.map((t) => t.call.timeoutMs ?? this.options.maxRequestMs)),
-          traceparent: batch[0]!.call.traceparent,
-          onProgress: (p) => {
-            for (const t of live) t.call.onProgress?.(p);
-          },
+      const head = batch[0]!;
+      const params =
+        batch.length > 1 && head.batching ? head.batching.combine(batch.map((t) => t.params)) : head.params;
+      const raw = await this.supervisor().request<unknown>(head.method, params, {
+        signal: controller.signal,
+        deadline: deadlines.length === batch.length ? Math.max(...deadlines) : undefined,
+        timeoutMs: Math.max(...batch.map((t) => t.call.timeoutMs ?? this.options.maxRequestMs)),
+        traceparent: batch[0]!.call.traceparent,
+        onProgress: (p) => {
+          for (const t of live) t.call.onProgress?.(p);
         },
-      );
-      const result = workerV1.GenerateResult.fromJSON(raw);
+      });
       batch.forEach((task, member) => {
         if (task.settled) return;
         task.settled = true;
-        task.resolve(batch.length === 1 ? result : memberResult(result, member));
+        task.resolve(task.batching ? task.batching.split(raw, member, batch.length) : raw);
       });
     } catch (err) {
       for (const task of batch) {
@@ -247,11 +266,4 @@ export class DeviceLane {
       batch.forEach((task, i) => task.call.signal?.removeEventListener('abort', listeners[i]!));
     }
   }
-}
-
-/** One member's share of a batch result. */
-function memberResult(result: workerV1.GenerateResult, member: number): workerV1.GenerateResult {
-  const images = result.images.filter((i) => i.member === member).map((i) => ({ ...i, index: 0, member: 0 }));
-  const seed = images[0]?.seed ?? result.seeds[member] ?? result.seed;
-  return { ...result, images, seed, seeds: [seed] };
 }

@@ -1,5 +1,5 @@
 import type { WorkerSupervisor } from '@dops/worker-supervisor';
-import { DeviceLane } from './device-lane';
+import { DeviceLane, type LaneBatching } from './device-lane';
 
 /** A supervisor double that records each request and lets the test answer it. */
 function recorder() {
@@ -38,12 +38,37 @@ const image = (member: number, seed: number) => ({
 });
 const tick = () => new Promise((r) => setTimeout(r, 5));
 
+interface Answer {
+  images: ReturnType<typeof image>[];
+  seed: number;
+  seeds: number[];
+}
+/** A batching as inference's: the same request but prompt and seed; each member gets its image. */
+const batching = (params: Record<string, unknown>): LaneBatching<Answer> => {
+  const { prompt: _p, seed: _s, ...shared } = params;
+  return {
+    key: JSON.stringify(shared),
+    combine: (members) => ({
+      ...shared,
+      members: members.map((m) => ({ prompt: m['prompt'], seed: m['seed'] })),
+    }),
+    split: (raw, member, size) => {
+      const answer = raw as Answer;
+      if (size === 1) return answer;
+      const images = answer.images.filter((i) => i.member === member);
+      return { images, seed: images[0]!.seed, seeds: [images[0]!.seed] };
+    },
+  };
+};
+const generate = (lane: DeviceLane, params: Record<string, unknown>, call = {}) =>
+  lane.request<Answer>('inference.generate', params, call, batching(params));
+
 describe('DeviceLane', () => {
   it('joins compatible waiting requests into one worker call and hands each member its own image', async () => {
     const { calls, supervisor } = recorder();
     const lane = new DeviceLane(() => supervisor, { maxBatch: 4, batchWaitMs: 20, maxRequestMs: 1_000 });
-    const results = ['a', 'bb', 'ccc', 'dddd'].map((p) => lane.generate(req(p)));
-    const odd = lane.generate(req('e', { steps: 3 }));
+    const results = ['a', 'bb', 'ccc', 'dddd'].map((p) => generate(lane, req(p)));
+    const odd = generate(lane, req('e', { steps: 3 }));
     await new Promise((r) => setTimeout(r, 40));
     expect(calls).toHaveLength(1);
     expect(calls[0]!.params['members']).toEqual([
@@ -73,9 +98,9 @@ describe('DeviceLane', () => {
   it('drops a request cancelled while it waits: the worker never sees it', async () => {
     const { calls, supervisor } = recorder();
     const lane = new DeviceLane(() => supervisor, { maxBatch: 1, batchWaitMs: 0, maxRequestMs: 1_000 });
-    const first = lane.generate(req('a'));
+    const first = generate(lane, req('a'));
     const cancel = new AbortController();
-    const second = lane.generate(req('b'), { signal: cancel.signal });
+    const second = generate(lane, req('b'), { signal: cancel.signal });
     await tick();
     cancel.abort(new Error('cancelled by client'));
     await expect(second).rejects.toThrow('cancelled by client');
@@ -89,7 +114,7 @@ describe('DeviceLane', () => {
     const { calls, supervisor } = recorder();
     const lane = new DeviceLane(() => supervisor, { maxBatch: 3, batchWaitMs: 10, maxRequestMs: 1_000 });
     const cancels = [new AbortController(), new AbortController(), new AbortController()];
-    const results = ['a', 'bb', 'ccc'].map((p, i) => lane.generate(req(p), { signal: cancels[i]!.signal }));
+    const results = ['a', 'bb', 'ccc'].map((p, i) => generate(lane, req(p), { signal: cancels[i]!.signal }));
     await new Promise((r) => setTimeout(r, 30));
     expect(calls).toHaveLength(1);
     cancels[1]!.abort(new Error('member cancelled'));
@@ -100,7 +125,7 @@ describe('DeviceLane', () => {
     expect((await results[2]!).images[0]!.path).toBe('/a/2.png');
 
     const again = [new AbortController(), new AbortController()];
-    const both = ['x', 'yy'].map((p, i) => lane.generate(req(p), { signal: again[i]!.signal }));
+    const both = ['x', 'yy'].map((p, i) => generate(lane, req(p), { signal: again[i]!.signal }));
     await new Promise((r) => setTimeout(r, 30));
     again[0]!.abort(new Error('gone'));
     again[1]!.abort(new Error('gone'));
@@ -112,7 +137,7 @@ describe('DeviceLane', () => {
   it('runs exclusive work (a model unload) only between generations, and refuses after its wait bound', async () => {
     const { calls, supervisor } = recorder();
     const lane = new DeviceLane(() => supervisor, { maxBatch: 1, batchWaitMs: 0, maxRequestMs: 1_000 });
-    const running = lane.generate(req('a'));
+    const running = generate(lane, req('a'));
     await tick();
     const order: string[] = [];
     const refused = lane.exclusive(async () => order.push('early unload'), {
@@ -140,7 +165,7 @@ describe('DeviceLane', () => {
       ready: () => reloading,
     });
     const order: string[] = [];
-    const job = lane.generate(req('a')).then(() => order.push('generate'));
+    const job = generate(lane, req('a')).then(() => order.push('generate'));
     await tick();
     expect(calls).toHaveLength(0);
     const reload = lane.exclusive(
