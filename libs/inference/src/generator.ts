@@ -49,8 +49,6 @@ export interface GenerateOutcome extends WorkerGenerateResult {
 export class Generator {
   private readonly maxGenerationMs: number;
   private readonly outputDirFor: (now: Date) => string;
-  /** Per device, aborted requests the worker has not answered yet (it stops at its next step, or is killed). */
-  private readonly stopping = new Map<string, Set<Promise<unknown>>>();
 
   constructor(
     private readonly models: InferenceModels,
@@ -93,13 +91,9 @@ export class Generator {
     deviceId: string,
   ): Promise<GenerateOutcome> {
     const modelId = call.params!.modelId;
-    let device = { id: deviceId };
-    if (this.stopping.get(device.id)?.size) {
-      // A cancelled generation still holds the worker (or is getting it killed and restarted):
-      // sent now, this one would queue behind it and share its fate.
-      await Promise.allSettled([...this.stopping.get(device.id)!]);
-      ({ device } = await this.models.workerFor(modelId, device.id));
-    }
+    // A cancelled generation that still holds the worker (or gets it killed and restarted) holds
+    // the device's lane too: this one waits there, and after a restart until its model is back.
+    const device = { id: deviceId };
     const capabilities = await this.models
       .capabilities(device.id, modelId, { traceparent: call.traceparent })
       .catch((err: unknown) => {
@@ -120,7 +114,6 @@ export class Generator {
       },
       generateBatching(workerParams),
     );
-    this.trackStop(device.id, request, call.signal);
     try {
       const result = await request;
       return { ...result, deviceId: device.id };
@@ -129,20 +122,5 @@ export class Generator {
       if (call.signal?.aborted && call.signal.reason instanceof Error) throw call.signal.reason;
       throw withProtoFields(err);
     }
-  }
-
-  private trackStop(deviceId: string, request: Promise<unknown>, signal: AbortSignal | undefined): void {
-    if (!signal) return;
-    const onAbort = () => {
-      const set = this.stopping.get(deviceId) ?? new Set();
-      this.stopping.set(deviceId, set);
-      set.add(request);
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    const settled = () => {
-      signal.removeEventListener('abort', onAbort);
-      this.stopping.get(deviceId)?.delete(request);
-    };
-    request.then(settled, settled);
   }
 }

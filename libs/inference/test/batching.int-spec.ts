@@ -4,8 +4,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { inferenceV1 } from '@dops/proto';
+import { INFERENCE_WORKER_MAIN } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
-import { resolvePythonExecutable, type SupervisorLogger } from '@dops/worker-supervisor';
+import { resolvePythonExecutable, silentLogger as silent } from '@dops/worker-supervisor';
 import { Generator, InferenceModels } from '../src/index';
 
 const REPO_ROOT = resolve(__dirname, '../../..');
@@ -13,21 +14,6 @@ const FIXTURES = join(REPO_ROOT, 'tools/fixtures/generated');
 const CHECKPOINT = join(FIXTURES, 'sd15-tiny.safetensors');
 const PYTHON_WORKERS = join(REPO_ROOT, 'python-workers');
 const PYTHON = resolvePythonExecutable({ repoRoot: REPO_ROOT });
-const WORKER_MAIN = [
-  'from dops_worker.runtime.stdio import guard_stdout',
-  'frames_in, frames_out = guard_stdout()',
-  'import dops_worker.models.methods',
-  'import dops_worker.inference.methods',
-  'from dops_worker.runtime.main import run',
-  'run(frames_in, frames_out)',
-].join('\n');
-const silent: SupervisorLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: () => undefined,
-  child: () => silent,
-};
 
 /** Largest per-value pixel difference of two PNGs and the share of values that differ (PIL + numpy). */
 function pixelDiff(a: string, b: string): { max: number; share: number } {
@@ -71,7 +57,7 @@ const params = (i: number, over: Partial<inferenceV1.GenerationParams> = {}) =>
         logger: silent,
         supervisor: {
           command: PYTHON,
-          args: ['-c', WORKER_MAIN],
+          args: ['-c', INFERENCE_WORKER_MAIN],
           cwd: PYTHON_WORKERS,
           env: {
             ...process.env,

@@ -7,7 +7,7 @@ import { DopsError } from '@dops/errors';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { modelHostService } from '@dops/model-host';
 import { inferenceV1, modelHostV1, modelV1 } from '@dops/proto';
-import { startTestServer, testCredentials, type TestServer } from '@dops/testing';
+import { startTestServer, testCredentials, type TestServer, INFERENCE_WORKER_MAIN } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
 import { resolvePythonExecutable, type SupervisorLogger } from '@dops/worker-supervisor';
 import { Generator, InferenceModels, inferenceService } from '../src/index';
@@ -17,16 +17,6 @@ const FIXTURES = join(REPO_ROOT, 'tools/fixtures/generated');
 const CHECKPOINT = join(FIXTURES, 'sd15-tiny.safetensors');
 const PYTHON_WORKERS = join(REPO_ROOT, 'python-workers');
 const haveFixtures = existsSync(CHECKPOINT) && existsSync(join(FIXTURES, 'configs'));
-// model.* registers when dops_worker.models.methods is imported; importing it before run()
-// keeps this test independent of whether the runtime's method list names it yet.
-const WORKER_MAIN = [
-  'from dops_worker.runtime.stdio import guard_stdout',
-  'frames_in, frames_out = guard_stdout()',
-  'import dops_worker.models.methods',
-  'import dops_worker.inference.methods',
-  'from dops_worker.runtime.main import run',
-  'run(frames_in, frames_out)',
-].join('\n');
 const MODEL_ID = 'sd15-tiny';
 const DEVICE_ID = 'cpu:0';
 
@@ -131,7 +121,7 @@ const quietLogger: SupervisorLogger = {
       logger: quietLogger,
       supervisor: {
         command: resolvePythonExecutable({ repoRoot: REPO_ROOT }),
-        args: ['-c', WORKER_MAIN],
+        args: ['-c', INFERENCE_WORKER_MAIN],
         cwd: PYTHON_WORKERS,
         env: {
           ...process.env,

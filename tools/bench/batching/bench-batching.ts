@@ -10,8 +10,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Generator, InferenceModels } from '@dops/inference';
 import { inferenceV1 } from '@dops/proto';
+import { INFERENCE_WORKER_MAIN } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
-import { resolvePythonExecutable, type SupervisorLogger } from '@dops/worker-supervisor';
+import { resolvePythonExecutable, silentLogger as silent } from '@dops/worker-supervisor';
 
 function arg(name: string, fallback: string): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,21 +27,6 @@ const size = arg('size', '64');
 const REPO_ROOT = path.resolve(__dirname, '../../..');
 const FIXTURES = path.join(REPO_ROOT, 'tools/fixtures/generated');
 const PYTHON_WORKERS = path.join(REPO_ROOT, 'python-workers');
-const WORKER_MAIN = [
-  'from dops_worker.runtime.stdio import guard_stdout',
-  'frames_in, frames_out = guard_stdout()',
-  'import dops_worker.models.methods',
-  'import dops_worker.inference.methods',
-  'from dops_worker.runtime.main import run',
-  'run(frames_in, frames_out)',
-].join('\n');
-const silent: SupervisorLogger = {
-  debug: () => undefined,
-  info: () => undefined,
-  warn: () => undefined,
-  error: (fields, msg) => process.stderr.write(`worker error: ${msg ?? ''} ${JSON.stringify(fields)}\n`),
-  child: () => silent,
-};
 
 interface Side {
   label: string;
@@ -56,7 +42,7 @@ async function side(label: string, batch: number, root: string): Promise<Side> {
     logger: silent,
     supervisor: {
       command: resolvePythonExecutable({ repoRoot: REPO_ROOT }),
-      args: ['-c', WORKER_MAIN],
+      args: ['-c', INFERENCE_WORKER_MAIN],
       cwd: PYTHON_WORKERS,
       env: {
         ...process.env,

@@ -13,7 +13,7 @@ import { call, createClient } from '@dops/grpc-client';
 import { Generator, InferenceModels, inferenceService } from '@dops/inference';
 import { modelHostService } from '@dops/model-host';
 import { inferenceV1, modelHostV1, modelV1 } from '@dops/proto';
-import { startTestServer, testCredentials } from '@dops/testing';
+import { startTestServer, testCredentials, INFERENCE_WORKER_MAIN } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
 import { resolvePythonExecutable, type SupervisorLogger } from '@dops/worker-supervisor';
 
@@ -36,14 +36,6 @@ const CONFIGS = path.join(FIXTURES, 'configs');
 const PYTHON_WORKERS = path.join(REPO_ROOT, 'python-workers');
 const MODEL_ID = 'sd15-tiny';
 const DEVICE_ID = 'cpu:0';
-const WORKER_MAIN = [
-  'from dops_worker.runtime.stdio import guard_stdout',
-  'frames_in, frames_out = guard_stdout()',
-  'import dops_worker.models.methods',
-  'import dops_worker.inference.methods',
-  'from dops_worker.runtime.main import run',
-  'run(frames_in, frames_out)',
-].join('\n');
 
 interface Case {
   label: string;
@@ -118,7 +110,7 @@ async function timeService(root: string): Promise<{ loadS: number; cases: Servic
     logger: silent,
     supervisor: {
       command: python,
-      args: ['-c', WORKER_MAIN],
+      args: ['-c', INFERENCE_WORKER_MAIN],
       cwd: PYTHON_WORKERS,
       env: {
         ...childEnv,

@@ -18,3 +18,4 @@ export { startServiceProcess } from './service-process';
 export type { ServiceProcess } from './service-process';
 export { descendants, listProcesses } from './processes';
 export type { ProcInfo } from './processes';
+export { INFERENCE_WORKER_MAIN } from './worker-main';
