@@ -22,5 +22,8 @@ export const deviceConfig = defineConfig(
       hostTimeoutMs: z.int().min(100).max(120_000).default(5_000),
     }),
   }),
-  { name: 'device', defaults: { grpc: { port: 50051 }, telemetry: { serviceName: 'dops-device' } } },
+  {
+    name: 'device',
+    defaults: { grpc: { port: 50051 }, telemetry: { serviceName: 'dops-device' }, metrics: { port: 9451 } },
+  },
 );

@@ -45,7 +45,14 @@ export const inferenceConfig = defineConfig(
       unloadWaitMs: z.int().min(0).max(3_600_000).default(60_000),
     }),
   }),
-  { name: 'inference', defaults: { grpc: { port: 50054 }, telemetry: { serviceName: 'dops-inference' } } },
+  {
+    name: 'inference',
+    defaults: {
+      grpc: { port: 50054 },
+      telemetry: { serviceName: 'dops-inference' },
+      metrics: { port: 9454 },
+    },
+  },
 );
 
 /** `inference.modelRoots` as a list. */

@@ -30,5 +30,8 @@ export const memoryConfig = defineConfig(
       reservableFraction: z.number().gt(0).max(1).default(0.9),
     }),
   }),
-  { name: 'memory', defaults: { grpc: { port: 50052 }, telemetry: { serviceName: 'dops-memory' } } },
+  {
+    name: 'memory',
+    defaults: { grpc: { port: 50052 }, telemetry: { serviceName: 'dops-memory' }, metrics: { port: 9452 } },
+  },
 );

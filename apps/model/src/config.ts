@@ -36,5 +36,8 @@ export const modelConfig = defineConfig(
       loadTimeoutMs: z.int().min(1).default(600_000),
     }),
   }),
-  { name: 'model', defaults: { grpc: { port: 50053 }, telemetry: { serviceName: 'dops-model' } } },
+  {
+    name: 'model',
+    defaults: { grpc: { port: 50053 }, telemetry: { serviceName: 'dops-model' }, metrics: { port: 9453 } },
+  },
 );

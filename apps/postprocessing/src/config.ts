@@ -33,7 +33,11 @@ export const postprocessingConfig = defineConfig(
   }),
   {
     name: 'postprocessing',
-    defaults: { grpc: { port: 50056 }, telemetry: { serviceName: 'dops-postprocessing' } },
+    defaults: {
+      grpc: { port: 50056 },
+      telemetry: { serviceName: 'dops-postprocessing' },
+      metrics: { port: 9456 },
+    },
   },
 );
 

@@ -8,6 +8,19 @@ import { z } from 'zod';
 export const processingConfig = defineConfig(
   baseServiceConfig.extend({
     queue: queueConfig,
+    /**
+     * The read-only queue dashboard (bull-board) at `https://<host>:<port>/queues`: HTTPS with this
+     * service's certificate, a bearer token of the role `operator` (the same token file). 0 = a free
+     * port (tests). DOPS_ADMIN_ENABLED (default true), DOPS_ADMIN_HOST (default `0.0.0.0`),
+     * DOPS_ADMIN_PORT (default 9465).
+     */
+    admin: z
+      .object({
+        enabled: z.boolean().default(true),
+        host: z.string().min(1).default('0.0.0.0'),
+        port: z.int().min(0).max(65535).default(9465),
+      })
+      .prefault({}),
     processing: z.object({
       /** Model service (`host:port`), the registry every model a job names is checked in; empty = only announced models. Default `127.0.0.1:50053`. */
       modelServiceAddress: z.string().default('127.0.0.1:50053'),
@@ -50,5 +63,12 @@ export const processingConfig = defineConfig(
       idempotencyTtlMs: z.int().min(1_000).default(86_400_000),
     }),
   }),
-  { name: 'processing', defaults: { grpc: { port: 50055 }, telemetry: { serviceName: 'dops-processing' } } },
+  {
+    name: 'processing',
+    defaults: {
+      grpc: { port: 50055 },
+      telemetry: { serviceName: 'dops-processing' },
+      metrics: { port: 9455 },
+    },
+  },
 );

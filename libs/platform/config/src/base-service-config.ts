@@ -11,6 +11,10 @@ export type BackendName = (typeof BACKENDS)[number];
 
 const ms = (fallback: number) => z.int().min(0).default(fallback);
 
+/** OTLP transports a service and its workers can export spans with. */
+export const OTLP_PROTOCOLS = ['grpc', 'http/protobuf', 'http/json'] as const;
+export type OtlpProtocol = (typeof OTLP_PROTOCOLS)[number];
+
 /**
  * Settings every dops service has. Extend it: `baseServiceConfig.extend({ device: z.object({...}) })`.
  * Environment names follow the rule in env-name.ts (DOPS_GRPC_PORT, DOPS_WORKER_HANDSHAKE_TIMEOUT_MS),
@@ -35,11 +39,32 @@ export const baseServiceConfig = z.object({
   /** Default `info`. */
   logLevel: z.enum(LOG_LEVELS).default('info'),
   telemetry: z.object({
-    /** OTLP gRPC endpoint (e.g. `http://otel-collector:4317`); unset = spans are not exported. */
+    /**
+     * OTLP endpoint, the one setting that turns span export on for the service and its workers
+     * (e.g. `http://otel-collector:4317` for grpc, `http://otel-collector:4318` for http/*; the
+     * http protocols append `/v1/traces` unless the URL already has a path). Unset = not exported.
+     */
     otlpEndpoint: z.url().optional(),
+    /** OTLP transport: `grpc`, `http/protobuf` or `http/json`. Default `grpc`. */
+    otlpProtocol: z.enum(OTLP_PROTOCOLS).default('grpc'),
     /** `service.name` of spans and logs; each service sets its own default through defineConfig's `defaults`. */
     serviceName: z.string().min(1),
   }),
+  /**
+   * Prometheus endpoint (`GET /metrics`, plaintext HTTP: counts and timings only, no job data).
+   * DOPS_METRICS_ENABLED, DOPS_METRICS_HOST, DOPS_METRICS_PORT; each service sets its own default
+   * port (device 9451, memory 9452, model 9453, inference 9454, processing 9455, postprocessing 9456).
+   */
+  metrics: z
+    .object({
+      /** Serve /metrics. Default true. */
+      enabled: z.boolean().default(true),
+      /** Interface to bind. Default `0.0.0.0`. */
+      host: z.string().min(1).default('0.0.0.0'),
+      /** TCP port; 0 asks the OS for a free one (tests). Default: the service's (see above). */
+      port: z.int().min(0).max(65535).default(9450),
+    })
+    .prefault({}),
   worker: z.object({
     /** Python interpreter that runs `python -m dops_worker`. Default: DOPS_PYTHON, then the repository's .venv, then python3. */
     python: z.string().min(1).optional(),

@@ -51,7 +51,8 @@ describe('loadConfig', () => {
   it('fills every default when nothing is set', () => {
     const config = deviceConfig.load({ env: {} });
     expect(config.grpc).toEqual({ host: '0.0.0.0', port: 50051 });
-    expect(config.telemetry).toEqual({ serviceName: 'dops-device' });
+    expect(config.telemetry).toEqual({ serviceName: 'dops-device', otlpProtocol: 'grpc' });
+    expect(config.metrics).toEqual({ enabled: true, host: '0.0.0.0', port: 9450 });
     expect(config.worker.backend).toBe('auto');
     expect(config.device.probeOnStart).toBe(true);
     expect(Object.isFrozen(config.grpc)).toBe(true);

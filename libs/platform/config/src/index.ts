@@ -5,5 +5,5 @@ export { ConfigError, formatIssue } from './config-error';
 export type { ConfigIssue, ConfigSource } from './config-error';
 export { toEnvName } from './env-name';
 export type { ConfigLeaf } from './schema-walk';
-export { BACKENDS, LOG_LEVELS, baseServiceConfig } from './base-service-config';
-export type { BackendName, BaseServiceConfig, LogLevel } from './base-service-config';
+export { BACKENDS, LOG_LEVELS, OTLP_PROTOCOLS, baseServiceConfig } from './base-service-config';
+export type { BackendName, BaseServiceConfig, LogLevel, OtlpProtocol } from './base-service-config';
