@@ -8,6 +8,7 @@ import {
 import { createServerSecurity } from '@dops/security';
 import { createLogger, type Logger, type Telemetry } from '@dops/telemetry';
 import type { ServiceDefinition } from '@grpc/grpc-js';
+import { serveMetrics } from './serve-metrics';
 
 export interface ServiceSpec {
   /** Service name in logs, e.g. `device`. */
@@ -24,12 +25,14 @@ export interface ServiceSpec {
 export interface RunningService {
   server: GrpcServer;
   port: number;
+  /** The /metrics port, when metrics are enabled. */
+  metricsPort: number | undefined;
   logger: Logger;
 }
 
 /**
  * Starts a service without workers of its own (device, memory): logger, gRPC server (health,
- * reflection) and SIGTERM/SIGINT handling that stops the calls, then telemetry.
+ * reflection), the /metrics endpoint (config `metrics`) and SIGTERM/SIGINT handling that stops the calls, then telemetry.
  */
 export async function runService(spec: ServiceSpec): Promise<RunningService> {
   const { name, config } = spec;
@@ -43,9 +46,14 @@ export async function runService(spec: ServiceSpec): Promise<RunningService> {
     services: spec.services(logger),
   });
   if (spec.onShutdown) server.onShutdown(spec.onShutdown);
+  const metrics = await serveMetrics(name, config, logger);
+  if (metrics) server.onShutdown(() => metrics.close());
   if (spec.handleSignals ?? true)
     installSignalHandlers(server, { logger, hooks: [() => spec.telemetry.shutdown()] });
   const port = await server.start();
-  logger.info({ port }, `${name} service listening on ${config.grpc.host}:${port}`);
-  return { server, port, logger };
+  logger.info(
+    { port, metricsPort: metrics?.port },
+    `${name} service listening on ${config.grpc.host}:${port}`,
+  );
+  return { server, port, metricsPort: metrics?.port, logger };
 }

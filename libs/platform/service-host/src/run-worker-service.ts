@@ -9,6 +9,8 @@ import { createServerSecurity } from '@dops/security';
 import { createLogger, type Logger, type Telemetry } from '@dops/telemetry';
 import { reportWorkerHealth, workerPoolFromConfig, type WorkerPool } from '@dops/worker-pool';
 import type { ServiceDefinition } from '@grpc/grpc-js';
+import { serveMetrics } from './serve-metrics';
+import { watchPoolMetrics } from './pool-metrics';
 
 export interface WorkerServiceSpec {
   /** Service name in logs and worker names, e.g. `device`. */
@@ -27,6 +29,8 @@ export interface RunningWorkerService {
   server: GrpcServer;
   pool: WorkerPool;
   port: number;
+  /** The /metrics port, when metrics are enabled. */
+  metricsPort: number | undefined;
   logger: Logger;
 }
 
@@ -51,14 +55,17 @@ export async function runWorkerService(spec: WorkerServiceSpec): Promise<Running
   });
   for (const s of services) reportWorkerHealth(pool, server.health, s.serviceName);
   server.onShutdown(() => pool.stop());
+  watchPoolMetrics(pool, name);
+  const metrics = await serveMetrics(name, config, logger);
+  if (metrics) server.onShutdown(() => metrics.close());
   if (spec.handleSignals ?? true)
     installSignalHandlers(server, { logger, hooks: [() => spec.telemetry.shutdown()] });
   const port = await server.start();
   logger.info(
-    { port, devices: pool.list().map((w) => w.device.id) },
+    { port, metricsPort: metrics?.port, devices: pool.list().map((w) => w.device.id) },
     `${name} service listening on ${config.grpc.host}:${port}`,
   );
-  return { server, pool, port, logger };
+  return { server, pool, port, metricsPort: metrics?.port, logger };
 }
 
 /** For `main.ts`: runs `start`, and on failure prints the reason and exits 1. */

@@ -1,0 +1,26 @@
+import type { BaseServiceConfig } from '@dops/config';
+import { processMetrics, startMetricsServer, type MetricsServer } from '@dops/metrics';
+import type { Logger } from '@dops/telemetry';
+
+/**
+ * Starts the service's /metrics endpoint (config `metrics`; every series labelled `service`),
+ * or nothing when `metrics.enabled` is false. Rejects when the port cannot be bound.
+ */
+export async function serveMetrics(
+  name: string,
+  config: Pick<BaseServiceConfig, 'metrics'>,
+  logger: Logger,
+): Promise<MetricsServer | undefined> {
+  if (!config.metrics.enabled) return undefined;
+  const server = await startMetricsServer({
+    registry: processMetrics().registry,
+    host: config.metrics.host,
+    port: config.metrics.port,
+    labels: { service: name },
+  });
+  logger.info(
+    { metricsPort: server.port },
+    `metrics on http://${config.metrics.host}:${server.port}/metrics`,
+  );
+  return server;
+}
