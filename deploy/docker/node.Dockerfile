@@ -1,6 +1,14 @@
 # Linux image for the node-local services (device, memory, ...) and their Python workers.
 # TORCH_LANE=cpu|cuda: which torch build the workers get (CUDA from PyPI is several GB).
-FROM node:20-bookworm-slim
+#   docker build -f deploy/docker/node.Dockerfile -t dops/node:0.1.0 .                              (processing, CPU)
+#   docker build -f deploy/docker/node.Dockerfile --build-arg TORCH_LANE=cuda -t dops/node-cuda:0.1.0 .
+# grpc_health_probe (Go module proxy, pinned): compose's healthchecks ask each service's plaintext
+# health port (DOPS_GRPC_HEALTH_PORT) with it; Kubernetes uses the kubelet's own gRPC probes.
+FROM golang:1.26-bookworm AS health-probe
+RUN CGO_ENABLED=0 GOBIN=/out go install github.com/grpc-ecosystem/grpc-health-probe@v0.4.63
+
+FROM node:20.19.5-bookworm-slim
+COPY --from=health-probe /out/grpc-health-probe /usr/local/bin/grpc_health_probe
 ARG TORCH_LANE=cpu
 RUN apt-get update && apt-get install -y --no-install-recommends python3 python3-venv python3-pip ca-certificates \
     && rm -rf /var/lib/apt/lists/*
