@@ -1,5 +1,6 @@
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { artifactStoreConfig } from '@dops/artifact-store';
 import { baseServiceConfig, defineConfig } from '@dops/config';
 import { queueConfig } from '@dops/queue';
 import { z } from 'zod';
@@ -8,6 +9,8 @@ import { z } from 'zod';
 export const processingConfig = defineConfig(
   baseServiceConfig.extend({
     queue: queueConfig,
+    /** Where finished jobs' images are kept for download: DOPS_ARTIFACT_ROOT, DOPS_ARTIFACT_BACKEND, DOPS_ARTIFACT_TTL_HOURS, DOPS_ARTIFACT_S3_*. */
+    artifact: artifactStoreConfig,
     /**
      * The read-only queue dashboard (bull-board) at `https://<host>:<port>/queues`: HTTPS with this
      * service's certificate, a bearer token of the role `operator` (the same token file). 0 = a free

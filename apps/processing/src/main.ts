@@ -1,4 +1,5 @@
 import { config, telemetry } from './register';
+import { createArtifactStore } from '@dops/artifact-store';
 import { createClient } from '@dops/grpc-client';
 import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
 import { modelV1 } from '@dops/proto';
@@ -22,6 +23,13 @@ runMain('processing', async () => {
     catalog: models ? modelServiceCatalog(models) : undefined,
     redisUrl: redisUrlOf(config.queue),
     prefix: config.queue.prefix,
+    artifacts: {
+      store: createArtifactStore(config.artifact),
+      root: config.artifact.root,
+      ttlMs: config.artifact.ttlHours * 3_600_000,
+      sweepIntervalMs: config.artifact.sweepIntervalMs,
+      logger,
+    },
   });
   await processing.start();
   const server = createGrpcServer({

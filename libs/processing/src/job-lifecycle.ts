@@ -4,6 +4,7 @@ import { publishCancel, type Redis } from '@dops/queue';
 import type { ClientQuotas } from './client-quotas';
 import type { Flows } from './flows';
 import type { IdempotencyKeys } from './idempotency';
+import type { JobArtifacts } from './job-artifacts';
 import { TERMINAL, type JobRecord } from './job-record';
 import type { JobStore } from './job-store';
 import type { SessionRecord } from './session-store';
@@ -56,6 +57,7 @@ export class JobLifecycle {
     private readonly quotas: ClientQuotas,
     private readonly idempotency: IdempotencyKeys,
     private readonly options: LifecycleOptions,
+    private readonly artifacts: JobArtifacts,
   ) {}
 
   /**
@@ -121,7 +123,7 @@ export class JobLifecycle {
     if (removed) {
       // Removed means no stage of it runs or will run. A RUNNING record can be removed too: its
       // stage failed retryably and waits (delayed) for its next attempt, or stalled back to wait.
-      await this.store.update(id, (r) =>
+      const ended = await this.store.update(id, (r) =>
         r.state === 'QUEUED' || r.state === 'RUNNING'
           ? {
               ...r,
@@ -137,6 +139,8 @@ export class JobLifecycle {
             }
           : undefined,
       );
+      // Files of stages that ran before it was cancelled (a generation awaiting its upscale).
+      if (ended) await this.artifacts.settle(ended);
     }
     // A running stage aborts on the published cancel; its failure makes the job CANCELLED.
     return (await this.store.get(id)) ?? record;

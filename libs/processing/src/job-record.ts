@@ -29,6 +29,8 @@ export interface JobRecord {
   /** The job's time budget, so a retry gets a new deadline. */
   budgetMs: number;
   images: Artifact[];
+  /** Every file its stages wrote this run (removed when it ends, but for the published images). */
+  outputs?: string[];
   error?: JobErrorRecord;
   runs: number;
   held: boolean;

@@ -22,6 +22,8 @@ export class Keys {
   clientSessions = (clientId: string) => `${this.prefix}:proc:client:${seg(clientId)}:sessions`;
   /** Key prefix of a rate limiter (rate-limiter-flexible appends `:<client>`). */
   rateLimit = (name: string) => `${this.prefix}:proc:rate:${name}`;
+  /** A published artifact of the client (JobArtifacts), by its id; expires with the artifact. */
+  artifact = (clientId: string, id: string) => `${this.prefix}:proc:artifact:${seg(clientId)}:${id}`;
   seenEvent = (queue: string, id: string) => `${this.prefix}:proc:seen:${queue}:${id}`;
   lastEvent = (queue: string) => `${this.prefix}:proc:last-event:${queue}`;
 }

@@ -1,7 +1,7 @@
 import { DopsError } from '@dops/errors';
 
 /** What a client owns: what it made, under the id its credential proved. */
-export type OwnedKind = 'job' | 'batch' | 'session';
+export type OwnedKind = 'job' | 'batch' | 'session' | 'artifact';
 
 /**
  * NOT_FOUND naming `<kind>_id`: the one answer both for an id that does not exist and for one

@@ -59,6 +59,7 @@ export function processingService(processing: Processing) {
       cancelSession: async (req, ctx) => ({
         session: toProtoSession(await processing.cancelSession(ctx.principal.id, req.sessionId)),
       }),
+      downloadArtifact: (req, ctx) => processing.downloadArtifact(ctx.principal.id, req, ctx.signal),
     },
     // The public job API: every method is scoped to the caller's own jobs, batches and sessions.
     { default: ['client'] },

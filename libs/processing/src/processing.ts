@@ -2,10 +2,14 @@ import { Job } from 'bullmq';
 import { DopsError } from '@dops/errors';
 import type { processingV1 } from '@dops/proto';
 import { clearCancel, createRedis, listNodes, nodeQueueName, type Redis } from '@dops/queue';
+import type { ArtifactStore } from '@dops/artifact-store';
+import { downloadArtifact } from './artifact-download';
+import { ArtifactRetention, type ArtifactRetentionOptions } from './artifact-retention';
 import { Batches } from './batches';
 import { ClientQuotas, type ClientQuotaOptions } from './client-quotas';
 import { Flows } from './flows';
 import { IdempotencyKeys } from './idempotency';
+import { JobArtifacts } from './job-artifacts';
 import { JobLifecycle, newId, withDefaults } from './job-lifecycle';
 import {
   TERMINAL,
@@ -51,6 +55,19 @@ export interface ProcessingOptions extends WorkflowLimits, ClientQuotaOptions, S
    * Unset: only models some inference node announces are accepted.
    */
   catalog?: ModelCatalog;
+  /** Where finished jobs' images go and how long they stay. */
+  artifacts: ProcessingArtifactOptions;
+}
+
+export interface ProcessingArtifactOptions {
+  store: ArtifactStore;
+  /** The stage workers' artifact root (DOPS_ARTIFACT_ROOT): the directory store's root too. */
+  root: string;
+  /** How long an artifact stays downloadable; older ones are swept. */
+  ttlMs: number;
+  /** How often expired artifacts are swept; unset = never (tests call sweepArtifacts). */
+  sweepIntervalMs?: number;
+  logger?: ArtifactRetentionOptions['logger'];
 }
 
 const DEFAULT_MAX_DEADLINE_S = 7 * 24 * 3600;
@@ -76,6 +93,8 @@ export class Processing {
   private readonly lifecycle: JobLifecycle;
   private readonly batches: Batches;
   private readonly sessionControl: SessionControl;
+  private readonly artifacts: JobArtifacts;
+  private readonly retention: ArtifactRetention;
 
   constructor(private readonly options: ProcessingOptions) {
     this.keys = new Keys(options.prefix);
@@ -84,8 +103,18 @@ export class Processing {
     this.quotas = new ClientQuotas(this.redis, this.keys, options);
     this.sessions = new SessionStore(this.redis, this.keys, options);
     this.idempotency = new IdempotencyKeys(this.redis, this.keys, options.idempotencyTtlMs);
-    this.events = new StageEvents(this.redis, this.keys, this.store, options, async (queue, id) =>
-      Job.fromId(this.flows.queue(queue), id),
+    this.artifacts = new JobArtifacts(this.redis, this.keys, options.artifacts.store, options.artifacts);
+    this.retention = new ArtifactRetention(options.artifacts.store, {
+      ...options.artifacts,
+      intervalMs: options.artifacts.sweepIntervalMs ?? 0,
+    });
+    this.events = new StageEvents(
+      this.redis,
+      this.keys,
+      this.store,
+      options,
+      async (queue, id) => Job.fromId(this.flows.queue(queue), id),
+      this.artifacts,
     );
     this.flows = new Flows(this.redis, options, (queue) => this.events.listen(queue));
     this.checks = new SpecChecks(this.redis, {
@@ -99,6 +128,7 @@ export class Processing {
       this.quotas,
       this.idempotency,
       options,
+      this.artifacts,
     );
     this.batches = new Batches(
       this.redis,
@@ -125,9 +155,11 @@ export class Processing {
     for (const name of ['inference', 'postprocessing']) await this.events.listen(name);
     for (const node of await listNodes(this.redis, this.options.prefix))
       if (node.service === 'inference') await this.events.listen(nodeQueueName('inference', node.nodeId));
+    if (this.options.artifacts.sweepIntervalMs) this.retention.start();
   }
 
   async close(): Promise<void> {
+    await this.retention.stop();
     await this.events.close();
     await this.flows.close();
     this.redis.disconnect();
@@ -226,6 +258,7 @@ export class Processing {
         stage: '',
         error: undefined,
         images: [],
+        outputs: [],
         runs: r.runs + 1,
         counted: true,
         deadlineAt: Date.now() + r.budgetMs,
@@ -284,6 +317,22 @@ export class Processing {
       signal.removeEventListener('abort', stop);
       reader.disconnect();
     }
+  }
+
+  // ---- artifacts ---------------------------------------------------------------------------
+
+  /** The bytes of one of the client's artifacts: a header, then chunks (see downloadArtifact). */
+  downloadArtifact(
+    clientId: string,
+    req: processingV1.DownloadArtifactRequest,
+    signal?: AbortSignal,
+  ): AsyncGenerator<processingV1.DownloadArtifactResponse> {
+    return downloadArtifact(this.artifacts, clientId, req, signal);
+  }
+
+  /** Deletes the artifacts older than the TTL now; resolves to how many were deleted. */
+  sweepArtifacts(): Promise<number> {
+    return this.retention.sweep();
   }
 
   // ---- batches and sessions ---------------------------------------------------------------

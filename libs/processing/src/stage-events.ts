@@ -1,14 +1,17 @@
 import { Job, QueueEvents } from 'bullmq';
-import { DopsError } from '@dops/errors';
+import { DopsError, ensureDopsError } from '@dops/errors';
 import {
   connectionOptions,
   decodeStageError,
   isCancelled,
   isStageProgress,
   parseStageJobId,
+  type Artifact,
   type Redis,
   type StageResult,
 } from '@dops/queue';
+import { TERMINAL, type JobRecord } from './job-record';
+import type { JobArtifacts } from './job-artifacts';
 import type { JobStore } from './job-store';
 import { toRequestFields } from './stage-fields';
 import type { Keys } from './keys';
@@ -34,6 +37,7 @@ export class StageEvents {
     private readonly options: StageEventsOptions,
     /** The BullMQ job of a stage job id in a queue (to tell a stage that ran from a parent failed by its child). */
     private readonly stageJob: (queueName: string, stageJobId: string) => Promise<Job | undefined>,
+    private readonly artifacts: JobArtifacts,
   ) {}
 
   async close(): Promise<void> {
@@ -107,17 +111,10 @@ export class StageEvents {
       const s = parseStageJobId(jobId);
       if (!s) return;
       once(id, async () => {
-        const record = await this.store.get(s.jobId);
-        if (!record) return;
-        const last = record.plan[record.plan.length - 1]?.stage === s.stage;
         const result = (
           typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue
         ) as StageResult;
-        await this.store.update(
-          s.jobId,
-          (r) => (last ? { ...r, state: 'SUCCEEDED', images: result?.images ?? [], counted: false } : r),
-          { event: { kind: 'stage', stage: s.stage, status: 'completed' } },
-        );
+        await this.completed(s.jobId, s.stage, result?.images ?? []);
       });
     });
     events.on('failed', ({ jobId, failedReason }, id) => {
@@ -132,7 +129,7 @@ export class StageEvents {
         )
           return;
         const error = await this.errorOf(s.jobId, failedReason);
-        return this.store.update(s.jobId, (r) => ({
+        const ended = await this.store.update(s.jobId, (r) => ({
           ...r,
           state: error.code === 'CANCELLED' ? 'CANCELLED' : 'FAILED',
           counted: false,
@@ -144,9 +141,53 @@ export class StageEvents {
             violations: error.violations.length ? toRequestFields(s.stage, error.violations) : undefined,
           },
         }));
+        if (ended) await this.artifacts.settle(ended);
       });
     });
     await events.waitUntilReady();
+  }
+
+  /**
+   * A stage's images: an earlier stage's are noted as the job's outputs (removed when it ends); the
+   * last stage's are published, then the job SUCCEEDED with them. Images of a job that ended
+   * otherwise meanwhile (cancelled, failed) are removed at once; a failed publish fails the job
+   * with its error (UNAVAILABLE when the store is down: RetryJob may run it again).
+   */
+  private async completed(jobId: string, stage: string, images: Artifact[]): Promise<void> {
+    const paths = images.map((i) => i.path);
+    const record = await this.store.get(jobId);
+    const event = { kind: 'stage', stage, status: 'completed' } as const;
+    const outputs = (r: JobRecord) => [...(r.outputs ?? []), ...paths];
+    if (record && !TERMINAL.has(record.state) && record.plan[record.plan.length - 1]?.stage !== stage) {
+      const noted = await this.store.update(jobId, (r) => ({ ...r, outputs: outputs(r) }), { event });
+      if (!noted) await this.artifacts.discard(paths);
+      return;
+    }
+    if (!record || TERMINAL.has(record.state)) {
+      await this.artifacts.discard(paths);
+      return;
+    }
+    let ended: JobRecord | undefined;
+    try {
+      const published = await this.artifacts.publish(record, images);
+      ended = await this.store.update(
+        jobId,
+        (r) => ({ ...r, state: 'SUCCEEDED', images: published, outputs: outputs(r), counted: false }),
+        { event },
+      );
+      if (!ended) await this.artifacts.retract(record.clientId, published);
+    } catch (err) {
+      const error = ensureDopsError(err);
+      ended = await this.store.update(jobId, (r) => ({
+        ...r,
+        state: 'FAILED',
+        counted: false,
+        outputs: outputs(r),
+        error: { code: error.code, message: error.message, retryable: error.retryable, stage },
+      }));
+    }
+    if (ended) await this.artifacts.settle(ended);
+    else await this.artifacts.discard(paths);
   }
 
   /** How many children (earlier stages) of a stage job failed; 0 when it is gone. */

@@ -1,10 +1,42 @@
 // Shared by the processing tests: options, a fake inference node, requests.
+import { createHash } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DirectoryArtifactStore } from '@dops/artifact-store';
 import type { DopsError } from '@dops/errors';
 import { commonV1, inferenceV1, processingV1 } from '@dops/proto';
-import { NodeAnnouncer, createRedis, startTestRedis, type Redis, type TestRedis } from '@dops/queue';
-import { Processing, type ProcessingOptions } from '../src/index';
+import {
+  NodeAnnouncer,
+  createRedis,
+  startTestRedis,
+  type Artifact,
+  type Redis,
+  type TestRedis,
+} from '@dops/queue';
+import { Processing, type ProcessingArtifactOptions, type ProcessingOptions } from '../src/index';
+
+/** The artifact root of this test file's Processing instances (the directory store's root). */
+export const ARTIFACT_ROOT = mkdtempSync(join(tmpdir(), 'dops-proc-artifacts-'));
+
+/** Artifact options over ARTIFACT_ROOT (a directory store; no periodic sweep). */
+export function testArtifacts(over: Partial<ProcessingArtifactOptions> = {}): ProcessingArtifactOptions {
+  return { store: new DirectoryArtifactStore(ARTIFACT_ROOT), root: ARTIFACT_ROOT, ttlMs: 60_000, ...over };
+}
+
+/** An image as a stage returns it, written for real under ARTIFACT_ROOT as `name`. */
+export function writeStageImage(name: string): Artifact {
+  const data = Buffer.from(`image ${name} ${Math.random()}`);
+  const path = join(ARTIFACT_ROOT, name);
+  writeFileSync(path, data, { mode: 0o600 });
+  return {
+    path,
+    sha256: createHash('sha256').update(data).digest('hex'),
+    width: 64,
+    height: 64,
+    format: 'png',
+  };
+}
 
 /** Quotas and TTLs well above what a test uses (the quota and TTL tests set their own). */
 export const GENEROUS_QUOTAS = {
@@ -44,6 +76,7 @@ export async function startProcessing(redis: Redis, redisUrl: string, over: Part
     maxImageBytes: 1_000_000,
     inputRoot: join(tmpdir(), 'dops-in'),
     defaultSafety: 'off',
+    artifacts: testArtifacts(),
     ...GENEROUS_QUOTAS,
     ...over,
   });

@@ -28,7 +28,7 @@ import {
   waitFor,
 } from '@dops/testing';
 import { Processing, processingService } from '../src/index';
-import { GENEROUS_QUOTAS } from './fixture';
+import { GENEROUS_QUOTAS, ARTIFACT_ROOT, testArtifacts, writeStageImage } from './fixture';
 
 const S = processingV1.JobState;
 
@@ -81,6 +81,7 @@ async function setup(over: Partial<ConstructorParameters<typeof Processing>[0]> 
     maxImageBytes: 1_000_000,
     inputRoot: join(tmpdir(), 'dops-in'),
     defaultSafety: 'off',
+    artifacts: testArtifacts(),
     ...GENEROUS_QUOTAS,
     ...over,
   });
@@ -186,7 +187,7 @@ async function worker(
       ran.push({ jobId: ctx.data.jobId, params: ctx.data.params });
       await body(ctx);
       return {
-        images: [{ path: `/x/${ctx.data.jobId}.png`, sha256: 'ab', width: 64, height: 64, format: 'png' }],
+        images: [writeStageImage(`${ctx.data.jobId}.png`)],
       };
     },
   });
@@ -243,7 +244,10 @@ describe('WatchJob over gRPC', () => {
     expect(later.filter((m) => m.progress).map((m) => m.progress!.step)).toEqual([2, 3]);
     expect(later.some((m) => m.stage?.stage === 'generate' && m.stage.status === 'completed')).toBe(true);
     // The stream ended right after the terminal job message, and it is the only terminal one.
-    expect(events.at(-1)!.job).toMatchObject({ state: S.SUCCEEDED, images: [{ path: `/x/${job.id}.png` }] });
+    expect(events.at(-1)!.job).toMatchObject({
+      state: S.SUCCEEDED,
+      images: [{ path: join(ARTIFACT_ROOT, `${job.id}.png`) }],
+    });
     expect(events.filter((m) => m.job?.state === S.SUCCEEDED)).toHaveLength(1);
 
     // A terminal job: just the job, then the end.
@@ -567,7 +571,11 @@ describe('retry', () => {
     expect([S.QUEUED, S.RUNNING, S.SUCCEEDED]).toContain(retried.state);
     await until(api, failing.id, S.SUCCEEDED);
     const after = await getJob(api, failing.id);
-    expect(after).toMatchObject({ runs: 2, error: undefined, images: [{ path: `/x/${failing.id}.png` }] });
+    expect(after).toMatchObject({
+      runs: 2,
+      error: undefined,
+      images: [{ path: join(ARTIFACT_ROOT, `${failing.id}.png`) }],
+    });
     expect(tries.get(failing.id)).toBe(2);
 
     expect(await codeOf(call(api.retryJob, { jobId: failing.id }))).toBe('FAILED_PRECONDITION');

@@ -13,7 +13,7 @@ import {
 } from '@dops/queue';
 import { collect, waitFor } from '@dops/testing';
 import { Processing, expandBatch, fairPriority } from '../src/index';
-import { GENEROUS_QUOTAS } from './fixture';
+import { GENEROUS_QUOTAS, ARTIFACT_ROOT, testArtifacts, writeStageImage } from './fixture';
 
 let redis: TestRedis;
 let client: Redis;
@@ -50,6 +50,7 @@ async function setup(over: Partial<ConstructorParameters<typeof Processing>[0]> 
     maxImageBytes: 1_000_000,
     inputRoot: join(tmpdir(), 'dops-in'),
     defaultSafety: 'off',
+    artifacts: testArtifacts(),
     ...GENEROUS_QUOTAS,
     ...over,
   });
@@ -97,7 +98,7 @@ function stage(prefix: string, ran: string[], slowMs = 0) {
           });
         });
       return {
-        images: [{ path: `/x/${ctx.data.jobId}.png`, sha256: 'ab', width: 64, height: 64, format: 'png' }],
+        images: [writeStageImage(`${ctx.data.jobId}.png`)],
       };
     },
   });
@@ -115,7 +116,7 @@ it('submits at once, runs, and watch replays the current state first', async () 
   const events = await collect(processing.watchJob('a', job.id, ac.signal));
   expect(events[0]!.job?.state).toBe(processingV1.JobState.RUNNING);
   expect(events.at(-1)!.job?.state).toBe(processingV1.JobState.SUCCEEDED);
-  expect(events.at(-1)!.job?.images[0]!.path).toBe(`/x/${job.id}.png`);
+  expect(events.at(-1)!.job?.images[0]!.path).toBe(join(ARTIFACT_ROOT, `${job.id}.png`));
   await worker.close();
   await close();
 });
