@@ -27,10 +27,18 @@ export const inferenceConfig = defineConfig(
       /** Config root for single-file checkpoints when a load names none; default the worker's shipped configs. */
       configDir: z.string().min(1).optional(),
       /**
-       * Model service (`host:port`) asked to load a queued job's model when no device here holds
-       * it. Empty = such jobs fail FAILED_PRECONDITION. Default `127.0.0.1:50053`.
+       * Model service (`host:port`) asked for the identity (path, status; sha256 once hashed) of a
+       * queued job's model when no device here holds it; this service then loads it itself.
+       * Empty = such jobs fail FAILED_PRECONDITION. Default `127.0.0.1:50053`.
        */
       modelServiceAddress: z.string().default('127.0.0.1:50053'),
+      /** Memory service (`host:port`) asked for the VRAM reservation of such a load; empty = not reserved. Default `127.0.0.1:50052`. */
+      memoryAddress: z.string().default('127.0.0.1:50052'),
+      /** Working memory reserved beside a model's bytes for a VRAM load. Default 1 GiB. */
+      workingMemoryBytes: z
+        .int()
+        .min(0)
+        .default(1024 ** 3),
       /** Longest generation of a call without a deadline. Default 600 000 ms. */
       maxGenerationMs: z.int().min(1_000).default(600_000),
       /**

@@ -1,9 +1,14 @@
 import { config, telemetry } from './register';
 import { delimiter } from 'node:path';
-import { call, createClient } from '@dops/grpc-client';
-import { GenerateStage, Generator, InferenceModels, inferenceService } from '@dops/inference';
-import { modelV1 } from '@dops/proto';
-import { modelHostService } from '@dops/model-host';
+import {
+  GenerateStage,
+  Generator,
+  GrpcModelIdentities,
+  InferenceModels,
+  NodeLoader,
+  inferenceService,
+} from '@dops/inference';
+import { GrpcReservations, modelHostService } from '@dops/model-host';
 import { redisUrlOf } from '@dops/queue';
 import { serviceClientCredentials } from '@dops/security';
 import { DeviceFleet, deviceHostService, memoryHostService } from '@dops/worker-pool';
@@ -13,6 +18,7 @@ import { modelRootsOf } from './config';
 const { inference } = config;
 
 let stage: GenerateStage | undefined;
+let loader: NodeLoader | undefined;
 
 runMain('inference', async () => {
   const running = await runWorkerService({
@@ -49,11 +55,24 @@ runMain('inference', async () => {
       });
       // Without a Redis URL the service serves gRPC only.
       if (config.queue.redisUrl) {
-        const modelService = inference.modelServiceAddress
-          ? createClient(modelV1.ModelServiceClient, inference.modelServiceAddress, {
-              credentials: serviceClientCredentials(config.security),
+        const credentials = serviceClientCredentials(config.security);
+        // Cold loads are decided here: the registry says what the file is, the memory service
+        // where it fits; evictions and the load go through the device's lane.
+        loader = inference.modelServiceAddress
+          ? new NodeLoader(models, pool, {
+              identities: new GrpcModelIdentities(inference.modelServiceAddress, credentials),
+              reservations: inference.memoryAddress
+                ? new GrpcReservations(inference.memoryAddress, credentials)
+                : undefined,
+              workingMemoryBytes: inference.workingMemoryBytes,
+              modelRoots: modelRootsOf(inference.modelRoots),
+              configDir: inference.configDir,
+              fleet,
+              logger,
             })
           : undefined;
+        if (loader && !inference.memoryAddress)
+          logger.warn({}, 'no memory service configured: VRAM loads are not reserved');
         stage = new GenerateStage(generator, models, pool, {
           // The configured URL with the password file and TLS files folded in.
           redisUrl: redisUrlOf(config.queue),
@@ -62,17 +81,8 @@ runMain('inference', async () => {
           fleet,
           // Enough jobs at once per device for a full batch to form.
           jobsPerDevice: inference.maxBatch,
-          // A job for a model no device holds: the model service loads it here (on the first ready device).
-          ensureLoaded: modelService
-            ? async (modelId, signal) => {
-                const device = pool.list().find((w) => w.supervisor.state === 'ready') ?? pool.list()[0]!;
-                await call(
-                  modelService.loadModel,
-                  { modelId, deviceId: device.device.id, tier: modelV1.Tier.VRAM },
-                  { signal, deadlineMs: inference.maxGenerationMs },
-                );
-              }
-            : undefined,
+          // A job for a model no device holds: loaded here, on the device NodeLoader picks.
+          ensureLoaded: loader ? (modelId, signal) => loader!.ensureOnVram(modelId, signal) : undefined,
         });
       }
       return [
@@ -88,7 +98,10 @@ runMain('inference', async () => {
   });
   if (stage) {
     await stage.start();
-    running.server.onShutdown(() => stage!.stop());
+    running.server.onShutdown(() => {
+      loader?.close();
+      return stage!.stop();
+    });
     running.logger.info({ nodeId: stage.nodeId }, 'consuming the inference queues');
   }
 });

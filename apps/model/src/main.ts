@@ -1,14 +1,8 @@
 import { config, telemetry } from './register';
 import { delimiter } from 'node:path';
 import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
-import {
-  GrpcModelHosts,
-  GrpcReservations,
-  ModelLoader,
-  ModelRegistry,
-  modelService,
-  parseHostAddresses,
-} from '@dops/model';
+import { GrpcModelHosts, ModelLoader, ModelRegistry, modelService, parseHostAddresses } from '@dops/model';
+import { GrpcReservations } from '@dops/model-host';
 import { createServerSecurity, serviceClientCredentials } from '@dops/security';
 import { runMain } from '@dops/service-host';
 import { createLogger } from '@dops/telemetry';

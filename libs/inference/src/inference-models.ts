@@ -24,9 +24,12 @@ export interface HeldModel {
 }
 
 interface Entry extends HeldModel {
-  load: Pick<HostLoadOptions, 'configDir'>;
+  /** What a reload into a restarted worker passes again (the file's sha256 keeps its images named by hash). */
+  load: Pick<HostLoadOptions, 'configDir' | 'sha256'>;
   /** Settles `reloading`; set from the moment the worker is lost until the model is back (or given up). */
   settle?: () => void;
+  /** The device's current worker process answered this load; false from the moment that worker is lost. */
+  confirmed: boolean;
 }
 
 // A worker in one of these states has lost (or is about to lose) every model it held.
@@ -46,6 +49,7 @@ export class InferenceModels extends ModelHost {
   private readonly lanes = new Map<string, DeviceLane>();
   private readonly laneOptions: LaneOptions;
   private readonly unloadWaitMs: number;
+  private readonly changeListeners = new Set<() => void>();
 
   constructor(
     private readonly workers: WorkerPool,
@@ -116,13 +120,20 @@ export class InferenceModels extends ModelHost {
     );
     const key = keyOf(deviceId, modelId);
     this.capabilityCache.delete(key);
+    const previous = this.held.get(key);
     this.held.set(key, {
       modelId,
       deviceId,
       path,
       tier: result.tier,
-      load: { configDir: options.configDir },
+      confirmed: true,
+      // The worker keeps an earlier load's hash of the unchanged file; so does the book.
+      load: {
+        configDir: options.configDir,
+        sha256: options.sha256 ?? (previous?.path === path ? previous.load.sha256 : undefined),
+      },
     });
+    this.changed();
     // Warm the cache now so the first generation validates against the model without waiting.
     if (result.tier === 'vram') this.capabilities(deviceId, modelId).catch(() => undefined);
     return result;
@@ -151,7 +162,35 @@ export class InferenceModels extends ModelHost {
     const entry = this.held.get(key);
     if (entry && tier === 'ram') this.held.delete(key);
     else if (entry) entry.tier = 'ram';
+    this.changed();
     return unloaded;
+  }
+
+  /**
+   * The models the device's current worker holds on VRAM, as its own replies confirmed them: a
+   * model being loaded again into a restarted worker is not there yet. What the node announces.
+   */
+  residentOnVram(deviceId: string): string[] {
+    return [...this.held.values()]
+      .filter((e) => e.deviceId === deviceId && e.tier === 'vram' && e.confirmed)
+      .map((e) => e.modelId)
+      .sort();
+  }
+
+  /** The tier and load options the device's worker holds the model with; undefined when it holds none. */
+  heldOn(modelId: string, deviceId: string): { tier: HostTier; path: string; sha256?: string } | undefined {
+    const entry = this.held.get(keyOf(deviceId, modelId));
+    return entry && { tier: entry.tier, path: entry.path, sha256: entry.load.sha256 };
+  }
+
+  /** Calls `listener` after every change of what a worker holds (load, unload, lost worker, reload). */
+  onChange(listener: () => void): () => void {
+    this.changeListeners.add(listener);
+    return () => this.changeListeners.delete(listener);
+  }
+
+  private changed(): void {
+    for (const listener of this.changeListeners) listener();
   }
 
   /** Models on the VRAM tier, optionally of one model and/or one device. */
@@ -163,7 +202,7 @@ export class InferenceModels extends ModelHost {
           (!filter.modelId || e.modelId === filter.modelId) &&
           (!filter.deviceId || e.deviceId === filter.deviceId),
       )
-      .map(({ load: _load, settle: _settle, ...held }) => held);
+      .map(({ load: _load, settle: _settle, confirmed: _confirmed, ...held }) => held);
   }
 
   /**
@@ -225,6 +264,7 @@ export class InferenceModels extends ModelHost {
       if (key.startsWith(`${deviceId}\u0000`)) this.capabilityCache.delete(key);
     for (const entry of this.held.values()) {
       if (entry.deviceId !== deviceId) continue;
+      entry.confirmed = false;
       // A crash-looping (failed) or stopped worker comes back only on reset: let requests fail UNAVAILABLE now.
       if (state === 'failed' || state === 'stopped') {
         entry.settle?.();
@@ -232,6 +272,7 @@ export class InferenceModels extends ModelHost {
       }
       if (!entry.settle) entry.reloading = new Promise<void>((settle) => (entry.settle = settle));
     }
+    this.changed();
   }
 
   /** A restarted worker holds nothing: load again what it held, in the tiers it held them. */
@@ -245,6 +286,7 @@ export class InferenceModels extends ModelHost {
         done,
         (err: unknown) => {
           this.held.delete(keyOf(deviceId, entry.modelId));
+          this.changed();
           this.logger?.warn(
             { modelId: entry.modelId, deviceId, err: String(err) },
             'reloading a model into a restarted worker failed',

@@ -47,12 +47,7 @@ export {
 } from './registry';
 export { modelService } from './service/model-service';
 export { ModelLoader, type ModelLoaderEvents, type ModelLoaderOptions } from './service/model-loader';
-export {
-  GrpcModelHosts,
-  GrpcReservations,
-  type HostAddresses,
-  parseHostAddresses,
-} from './service/grpc-ports';
+export { GrpcModelHosts, type HostAddresses, parseHostAddresses } from './service/grpc-ports';
 export type {
   DeviceResidency,
   HostLoadRequest,

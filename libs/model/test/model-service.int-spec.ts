@@ -34,8 +34,9 @@ class RecordingHosts implements ModelHosts {
   }
   async unload(req: { modelId: string; deviceId: string; tier: Tier }) {
     this.calls.push(`unload ${req.modelId} ${req.deviceId} ${req.tier}`);
+    const held = this.held.has(req.modelId);
     if (req.tier === 'ram') this.held.delete(req.modelId);
-    return true;
+    return held;
   }
   close(): void {
     // nothing held
@@ -366,6 +367,27 @@ describe('ModelService over gRPC (real server, files in temp roots)', () => {
     ).toBe(false);
     abort.abort();
     await watching;
+  });
+
+  it('unloads through its host a model inference loaded for a queued job, and frees its reservation', async () => {
+    const lora = await idOf('loras/style.safetensors');
+    // A cold load decided by inference: the host holds it, the reservation exists, this loader never saw it.
+    await hosts.load({ modelId: lora, path: '/x', deviceId: 'cuda:1', tier: 'vram' });
+    await reservations.reserve({ deviceId: 'cuda:1', bytes: 1, modelId: lora });
+    hosts.calls.length = 0;
+    const unloaded = await call(client.unloadModel, {
+      modelId: lora,
+      deviceId: 'cuda:1',
+      tier: modelV1.Tier.RAM,
+    });
+    expect(unloaded.unloaded).toBe(true);
+    expect(hosts.calls).toEqual([`unload ${lora} cuda:1 ram`]);
+    expect(reservations.granted).not.toContain(lora);
+    // Not held any more: the host says so.
+    expect(
+      (await call(client.unloadModel, { modelId: lora, deviceId: 'cuda:1', tier: modelV1.Tier.RAM }))
+        .unloaded,
+    ).toBe(false);
   });
 
   it('bounds the RAM tier: budget evicts least recently used, keep-alive unloads idle models', async () => {

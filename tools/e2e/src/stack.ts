@@ -23,7 +23,7 @@ export const FIXTURES = path.join(ROOT, 'tools/fixtures/generated');
 /** Environment variable that marks every process of one stack (inherited by the Python workers). */
 const TAG_VAR = 'DOPS_E2E_STACK';
 
-/** One inference node: its model service (the host it loads through) and its inference process. */
+/** One inference node: its model service (the registry it asks about a model's file) and its inference process. */
 export interface InferenceNode {
   nodeId: string;
   model: ServiceProcess;
@@ -158,8 +158,8 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const addInferenceNode = async (): Promise<InferenceNode> => {
     const n = ++nodeCount;
     const nodeId = `node${n}`;
-    // The model service loads through its node's inference process, which asks it for loads:
-    // the two name each other, so the inference port is chosen first.
+    // The model service loads an operator's LoadModel through its node's inference process, which
+    // asks it about model files: the two name each other, so the inference port is chosen first.
     const inferencePort = await freePort();
     // An empty memory address (no reservations) can be given only by file: an empty variable means unset.
     const modelConfig = path.join(dir, `model-${nodeId}.yaml`);
@@ -171,8 +171,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       DOPS_MODEL_STATE_PATH: path.join(dir, `model-state-${nodeId}.json`),
       DOPS_MODEL_HOST_ADDRESS: `127.0.0.1:${inferencePort}`,
     });
+    // Nor does inference reserve the cold loads it decides (the stack's memory service, when
+    // started, comes later and knows no device until its hosts answer).
+    const inferenceConfig = path.join(dir, `inference-${nodeId}.yaml`);
+    writeFileSync(inferenceConfig, 'inference:\n  memoryAddress: ""\n');
     const inference = await start('inference', {
       ...queueEnv,
+      DOPS_CONFIG_FILE: inferenceConfig,
       DOPS_GRPC_PORT: String(inferencePort),
       DOPS_QUEUE_NODE_ID: nodeId,
       DOPS_INFERENCE_MODEL_ROOTS: FIXTURES,

@@ -18,10 +18,11 @@ import type { InferenceModels } from '../inference-models';
 export interface GenerateStageOptions {
   redisUrl: string;
   /**
-   * Brings a model this node does not hold onto a device's VRAM (through the model service, which
-   * reserves memory and plans evictions first). Unset: such a job fails FAILED_PRECONDITION.
+   * Brings a model this node does not hold onto a device's VRAM, decided here (NodeLoader:
+   * identity from the registry, reservation from the memory service, evictions and the load
+   * through the device's lane). Unset: such a job fails FAILED_PRECONDITION.
    */
-  ensureLoaded?: (modelId: string, signal: AbortSignal) => Promise<void>;
+  ensureLoaded?: (modelId: string, signal: AbortSignal) => Promise<unknown>;
   queue: QueueConfig;
   logger?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
   /** Cordoning every device of this node pauses the consumer: queued jobs wait, or another node takes them. */
@@ -34,7 +35,7 @@ export interface GenerateStageOptions {
  * The inference stage consumer: a StageWorker on `inference` and `inference@<nodeId>` that runs
  * `generate` stage jobs on the Generator (cancel → the worker stops within a step; the job's
  * deadline becomes the worker deadline), reports step progress, and returns `{images}`; plus
- * this node's announcement (devices, VRAM-resident models, active jobs). Concurrency defaults
+ * this node's announcement (devices, the models each worker holds on VRAM, active jobs). Concurrency defaults
  * to the number of devices.
  *
  * Processing routes a job to `inference@<node>` for model affinity, and only that node consumes
@@ -58,6 +59,7 @@ export class GenerateStage {
   private readonly prefix: string;
   private readonly logger?: GenerateStageOptions['logger'];
   private readonly fleet?: DeviceFleet;
+  private readonly stopFollowingModels: () => void;
 
   constructor(
     generator: Generator,
@@ -85,7 +87,6 @@ export class GenerateStage {
           const modelId = String(ctx.data.params['modelId'] ?? '');
           if (options.ensureLoaded && modelId && models.onVram({ modelId }).length === 0) {
             await options.ensureLoaded(modelId, ctx.signal);
-            await this.announce().catch(() => undefined);
           }
           const outcome = await generator.generate({
             params: inferenceV1.GenerationParams.fromJSON(ctx.data.params),
@@ -117,6 +118,10 @@ export class GenerateStage {
     });
     this.fleet = options.fleet;
     options.fleet?.on('change', () => void this.followCordon());
+    // Affinity follows every load, unload, eviction and lost worker at once, not at the next beat.
+    this.stopFollowingModels = models.onChange(() => {
+      if (!this.stopped) this.announce().catch(() => undefined);
+    });
     this.announcer = new NodeAnnouncer(this.redis, {
       prefix: queue.prefix,
       nodeId: this.nodeId,
@@ -128,7 +133,9 @@ export class GenerateStage {
           backend: w.device.backend ?? '',
           // A cordoned device takes no work: processing routes nothing to it.
           state: options.fleet?.isCordoned(w.device.id) ? 'cordoned' : w.supervisor.state,
-          residentModels: models.onVram({ deviceId: w.device.id }).map((m) => m.modelId),
+          // What the worker process itself confirmed holding: a model being loaded back into a
+          // restarted worker is not announced until it is there.
+          residentModels: models.residentOnVram(w.device.id),
           activeJobs: w.supervisor.health().activeRequests,
         })),
     });
@@ -212,6 +219,7 @@ export class GenerateStage {
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopFollowingModels();
     if (this.adoptTimer) clearInterval(this.adoptTimer);
     await this.adopting;
     await Promise.all([...this.adopted.values()].map((w) => w.close()));

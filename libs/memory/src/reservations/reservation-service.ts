@@ -54,7 +54,7 @@ export function reservationService(
       touch: (req) => ({ reservation: toProto(ledger.touch(req.deviceId, req.modelId)) }),
       markInUse: (req) => ({ reservation: toProto(ledger.markInUse(req.deviceId, req.modelId, req.inUse)) }),
     },
-    // Reservations are the model service's bookkeeping.
+    // Services only: inference reserves the loads it decides, the model service an operator's.
     { default: ['internal'] },
   );
 }

@@ -1,15 +1,8 @@
 import type { ChannelCredentials } from '@grpc/grpc-js';
 import { DopsError } from '@dops/errors';
 import { call, createClient } from '@dops/grpc-client';
-import { memoryReservationsV1, modelHostV1 } from '@dops/proto';
-import type {
-  HostLoadRequest,
-  HostLoadResult,
-  ModelHosts,
-  Reservations,
-  ReserveAnswer,
-  Tier,
-} from './load-types';
+import { modelHostV1 } from '@dops/proto';
+import type { HostLoadRequest, HostLoadResult, ModelHosts, Tier } from './load-types';
 import { toProtoTier } from './model-proto';
 
 /** Longer than the inference host's wait for a running generation (DOPS_INFERENCE_UNLOAD_WAIT_MS, 60 s). */
@@ -99,39 +92,5 @@ export class GrpcModelHosts implements ModelHosts {
       this.clients.set(address, client);
     }
     return client;
-  }
-}
-
-/** Reservations over `dops.memory.v1.MemoryReservationService`. */
-export class GrpcReservations implements Reservations {
-  private readonly client: memoryReservationsV1.MemoryReservationServiceClient;
-
-  /** `credentials`: this service's own mTLS identity (reservations admit `internal` only). */
-  constructor(address: string, credentials: ChannelCredentials) {
-    this.client = createClient(memoryReservationsV1.MemoryReservationServiceClient, address, { credentials });
-  }
-
-  async reserve(request: {
-    deviceId: string;
-    bytes: number;
-    modelId: string;
-    purpose: string;
-  }): Promise<ReserveAnswer> {
-    const res = await call(this.client.reserve, request);
-    if (res.granted) return { granted: { id: res.granted.id } };
-    if (res.evictionPlan) return { evictionPlan: { modelIds: res.evictionPlan.modelIds } };
-    throw new DopsError('INTERNAL', 'memory service answered Reserve with neither a grant nor a plan');
-  }
-
-  async release(request: { deviceId: string; modelId: string }): Promise<void> {
-    try {
-      await call(this.client.release, { id: '', ...request });
-    } catch (err) {
-      if (!(err instanceof DopsError && err.code === 'NOT_FOUND')) throw err;
-    }
-  }
-
-  close(): void {
-    this.client.close();
   }
 }

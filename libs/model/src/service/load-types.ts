@@ -34,21 +34,7 @@ export interface ModelHosts {
   close(): void;
 }
 
-export type ReserveAnswer = { granted: { id: string } } | { evictionPlan: { modelIds: string[] } };
-
-/** The memory service's reservation book, as the model service uses it. */
-export interface Reservations {
-  /** Rejects RESOURCE_EXHAUSTED when nothing can make room. */
-  reserve(request: {
-    deviceId: string;
-    bytes: number;
-    modelId: string;
-    purpose: string;
-  }): Promise<ReserveAnswer>;
-  /** Resolves whether or not a reservation existed. */
-  release(request: { deviceId: string; modelId: string }): Promise<void>;
-  close(): void;
-}
+export type { Reservations, ReserveAnswer } from '@dops/model-host';
 
 export type LoadEventKind = 'loaded' | 'unloaded' | 'evicted' | 'failed';
 

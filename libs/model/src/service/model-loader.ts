@@ -85,7 +85,10 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
     return true;
   }
 
-  /** `vram` moves the model back to RAM; `ram` drops it. False when it was not held in that tier. */
+  /**
+   * `vram` moves the model back to RAM; `ram` drops it. False when it was not held in that tier.
+   * A model this loader did not load (a queued job's, loaded by inference) is unloaded through its host too.
+   */
   unload(modelId: string, deviceId: string, tier: Tier): Promise<boolean> {
     return this.serial(deviceId, () => this.unloadNow(modelId, deviceId, tier, 'unloaded', 'requested'));
   }
@@ -297,8 +300,22 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
   ): Promise<boolean> {
     const key = keyOf(deviceId, modelId);
     const resident = this.residents.get(key);
-    if (!resident || (tier === 'vram' && resident.tier !== 'vram')) return false;
     const started = performance.now();
+    if (!resident) {
+      // Not loaded through this service (inference loads a queued job's model itself): the host
+      // knows whether it holds it, and the model's VRAM reservation goes with it.
+      if (kind !== 'unloaded') return false;
+      const unloaded = await this.options.hosts.unload({ modelId, deviceId, tier });
+      if (unloaded) {
+        await this.release(deviceId, modelId);
+        this.emitEvent(kind, modelId, deviceId, tier, 0, '', reason, {
+          ...ZERO_TIMINGS,
+          totalSeconds: (performance.now() - started) / 1000,
+        });
+      }
+      return unloaded;
+    }
+    if (tier === 'vram' && resident.tier !== 'vram') return false;
     await this.options.hosts.unload({ modelId, deviceId, tier });
     if (resident.tier === 'vram') await this.release(deviceId, modelId);
     if (tier === 'vram') resident.tier = 'ram';

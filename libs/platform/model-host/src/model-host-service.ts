@@ -69,7 +69,8 @@ export function modelHostService(
         })),
       }),
     },
-    // Only the model service drives a node's loads: it holds the reservations.
+    // Only services call it: the model service for an operator's LoadModel (it reserves first).
+    // A queued job's load never comes this way: inference decides it itself (NodeLoader).
     { default: ['internal'] },
   );
 }
