@@ -3,7 +3,18 @@ import { Clients, cliCredentials, type GlobalOptions } from './clients';
 import { getJobCommand, cancelJobsCommand, listJobsCommand, retryJobCommand } from './commands/jobs';
 import { devicesCommand } from './commands/devices';
 import { modelsCommand } from './commands/models';
-import { submitCommand, type SubmitOptions } from './commands/submit';
+import { createSessionCommand, sessionActionCommand, type SessionDefaultsOptions } from './commands/sessions';
+import {
+  isBatch,
+  parseControlNet,
+  parseLora,
+  parseSeeds,
+  submitBatchCommand,
+  submitCommand,
+  type SubmitOptions,
+} from './commands/submit';
+import { downloadCommand } from './commands/download';
+import { call } from '@dops/grpc-client';
 import { watchCommand } from './commands/watch';
 import { describeError, EXIT, exitCodeOf } from './exit-codes';
 import { createOutput, type Output } from './output';
@@ -79,8 +90,10 @@ function action<A extends unknown[]>(
 
 program
   .command('submit')
-  .description('queue a job; prints its id at once, then follows it unless --detach')
-  .requiredOption('-p, --prompt <text>', 'the prompt')
+  .description(
+    'queue a job (or a batch: --seeds, --repeat); prints its id at once, then follows it unless --detach',
+  )
+  .option('-p, --prompt <text>', 'the prompt (required)')
   .option('-m, --model <id|path>', "model id, or its path inside the model roots (default: the session's)")
   .addOption(
     new Option('-t, --template <name>', 'workflow template')
@@ -96,6 +109,14 @@ program
   .option('--scheduler <name>', 'Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC, LCM')
   .option('--strength <0..1>', 'img2img / inpaint strength', num)
   .option('-n, --batch-count <n>', 'images in the job', int)
+  .option('--seeds <list>', 'one job per seed (comma-separated), submitted as one batch', parseSeeds)
+  .option('--repeat <n>', 'each job this many times (seeds count up), submitted as one batch', int)
+  .option('--lora <path[:weight]>', 'a LoRA in the model roots, weight 1 unless given; repeatable', parseLora)
+  .option(
+    '--controlnet <model:image[:scale]>',
+    'a ControlNet in the model roots with a local conditioning image, scale 1 unless given; repeatable',
+    parseControlNet,
+  )
   .option('--init-image <file>', 'img2img / inpaint input image')
   .option('--mask <file>', 'inpaint mask')
   .option('--upscale <model path>', 'txt2img: upscale the result with this model')
@@ -104,24 +125,61 @@ program
   .option('--session <id>', 'session whose defaults apply')
   .option('--key <idempotency key>', 'the same key returns the same job on retry')
   .option('--deadline <seconds>', 'fail the job if not done by then', int)
-  .option('-o, --out <dir>', 'copy the images here when done')
+  .option('-o, --out <dir>', 'download the images here through the API when done (sha256 verified)')
   .option('-d, --detach', 'print the id and exit without following the job', false)
+  .addOption(
+    new Option(
+      '--on-interrupt <what>',
+      'Ctrl-C while following: cancel the job(s) it started, or leave them running',
+    )
+      .choices(['cancel', 'leave'])
+      .default('cancel'),
+  )
+  // Checked after parsing, so that an unknown option is named as such before a missing prompt.
+  .hook('preAction', (command) => {
+    if (!command.opts<{ prompt?: string }>().prompt)
+      command.error("error: required option '-p, --prompt <text>' not specified");
+  })
   .action(
-    action(async (clients, out, signal, o: SubmitOptions & { out?: string; detach: boolean }) => {
-      const job = await submitCommand(clients, out, o);
-      if (o.detach) {
-        out.result({ job }, () => job.id);
-        return EXIT.ok;
-      }
-      return watchCommand(clients, out, [job.id], { outDir: o.out, signal });
-    }),
+    action(
+      async (
+        clients,
+        out,
+        signal,
+        o: SubmitOptions & { out?: string; detach: boolean; onInterrupt: 'cancel' | 'leave' },
+      ) => {
+        const jobIds = isBatch(o)
+          ? await submitBatchCommand(clients, out, o)
+          : [(await submitCommand(clients, out, o)).id];
+        if (o.detach) {
+          out.result({ jobIds }, () => jobIds.join('\n'));
+          return EXIT.ok;
+        }
+        try {
+          return await watchCommand(clients, out, jobIds, { outDir: o.out, signal });
+        } catch (err) {
+          if (signal.aborted && o.onInterrupt === 'cancel') await cancelStarted(clients, out, jobIds);
+          throw err;
+        }
+      },
+    ),
   );
+
+/** Ctrl-C while following jobs this command started: cancel them (a second Ctrl-C exits at once). */
+async function cancelStarted(clients: Clients, out: Output, jobIds: string[]): Promise<void> {
+  for (const jobId of jobIds) {
+    const { job } = await call(clients.processing.cancelJob, { jobId }, { deadlineMs: 10_000 });
+    out.note(
+      `interrupted: ${jobId} ${job ? job.state.replace('JOB_STATE_', '').toLowerCase() : 'cancelled'}`,
+    );
+  }
+}
 
 program
   .command('watch')
   .description('follow jobs with a progress bar each until they end')
   .argument('<job...>', 'job ids')
-  .option('-o, --out <dir>', 'copy the images here when done')
+  .option('-o, --out <dir>', 'download the images here through the API when done (sha256 verified)')
   .action(
     action((clients, out, signal, jobIds: string[], o: { out?: string }) =>
       watchCommand(clients, out, jobIds, { outDir: o.out, signal }),
@@ -157,6 +215,44 @@ program
   .argument('<job>', 'job id')
   .description('queue a failed or cancelled job again')
   .action(action((clients, out, _signal, jobId: string) => retryJobCommand(clients, out, jobId)));
+
+program
+  .command('download')
+  .argument('<artifact>', 'artifact id (a job image id, `dops get <job> --json`)')
+  .requiredOption('-o, --out <file>', 'where to write it (only once its sha256 matches)')
+  .description("download one of the caller's images through the API")
+  .action(
+    action((clients, out, signal, artifactId: string, o: { out: string }) =>
+      downloadCommand(clients, out, artifactId, o.out, signal),
+    ),
+  );
+
+const session = program
+  .command('session')
+  .description('sessions: jobs that share defaults, paused and cancelled together');
+session
+  .command('create')
+  .description('create a session; prints its id')
+  .option('-m, --model <id|path>', 'default model')
+  .option('-W, --width <px>', 'default width', int)
+  .option('-H, --height <px>', 'default height', int)
+  .option('--lora <path[:weight]>', 'default LoRA; repeatable', parseLora)
+  .action(
+    action((clients, out, _signal, o: SessionDefaultsOptions) => createSessionCommand(clients, out, o)),
+  );
+for (const verb of ['get', 'pause', 'resume', 'cancel'] as const)
+  session
+    .command(verb)
+    .argument('<session>', 'session id')
+    .description(
+      {
+        get: 'show a session',
+        pause: 'hold its queued jobs',
+        resume: 'run its held jobs',
+        cancel: 'cancel its unfinished jobs; it takes no more',
+      }[verb],
+    )
+    .action(action((clients, out, _signal, id: string) => sessionActionCommand(clients, out, verb, id)));
 
 program
   .command('models')

@@ -1,11 +1,10 @@
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { MultiBar, Presets, type SingleBar } from 'cli-progress';
 import { stream } from '@dops/grpc-client';
 import { processingV1 } from '@dops/proto';
 import type { Clients } from '../clients';
 import { EXIT } from '../exit-codes';
 import { short, type Output } from '../output';
+import { downloadJobImages } from './download';
 
 const TERMINAL = new Set<processingV1.JobState>([
   processingV1.JobState.SUCCEEDED,
@@ -14,7 +13,7 @@ const TERMINAL = new Set<processingV1.JobState>([
 ]);
 
 export interface WatchOptions {
-  /** Copy each finished job's images here as `<job id>-<i>.<format>`. */
+  /** Download each finished job's images here through the API as `<job id>-<i>.<format>` (sha256 verified). */
   outDir?: string;
   signal: AbortSignal;
 }
@@ -42,12 +41,17 @@ export async function watchCommand(
         );
   try {
     const finals = await Promise.all(jobIds.map((id) => followJob(clients, out, id, bars, options)));
-    const written = options.outDir ? finals.flatMap((job) => copyImages(job, options.outDir!)) : [];
+    const written: string[] = [];
+    if (options.outDir)
+      for (const job of finals)
+        written.push(...(await downloadJobImages(clients, job, options.outDir, options.signal)));
     bars?.stop();
     out.result({ jobs: finals, files: written }, () =>
       finals
         .map((j) => {
-          const images = j.images.map((a) => `\n  ${a.path} ${a.width}x${a.height} ${a.format}`).join('');
+          const images = j.images
+            .map((a) => `\n  ${a.id ?? ''} ${a.width}x${a.height} ${a.format}${a.path ? ` ${a.path}` : ''}`)
+            .join('');
           const error = j.error ? ` ${j.error.code}: ${j.error.message}` : '';
           return `${j.id} ${short(j.state, 'JOB_STATE_')}${error}${images}`;
         })
@@ -94,13 +98,4 @@ async function followJob(
   }
   if (!last) throw new Error(`the watch of ${jobId} ended without a job`);
   return last;
-}
-
-function copyImages(job: processingV1.Job, outDir: string): string[] {
-  fs.mkdirSync(outDir, { recursive: true });
-  return job.images.map((image, i) => {
-    const target = path.resolve(outDir, `${job.id}-${i}.${image.format || 'png'}`);
-    fs.copyFileSync(image.path, target);
-    return target;
-  });
 }
