@@ -29,9 +29,11 @@ from typing import Any, Literal, Protocol
 
 from dops_worker.inference.artifacts import write_image, write_png
 from dops_worker.inference.conditioning import Conditioning, batch_conditioning, encode_prompts
+from dops_worker.inference.decode import decode_latents
 from dops_worker.inference.inputs import load_controlnets, load_inputs
 from dops_worker.inference.lora import applied_loras
 from dops_worker.inference.padding_mask import masked_padding
+from dops_worker.inference.png_writes import PngWrites
 from dops_worker.inference.pipelines import assemble_pipeline, check_preconditions, model_traits
 from dops_worker.inference.request import GenerateRequest
 from dops_worker.inference.schedulers import make_scheduler
@@ -123,18 +125,22 @@ def generate(
     inputs = load_inputs(request)
     prefix = name_prefix or uuid.uuid4().hex[:12]
     state = _RunState(batch_size=request.batch_count)
-    runner = _Runner(run_pipe, request, inputs, hooks, check_cancel, state, device, generator_device, prefix)
+    # Each image's PNG is encoded and written on the writer pool as soon as it is decoded.
+    writes = PngWrites()
+    runner = _Runner(run_pipe, request, inputs, hooks, check_cancel, state, device, generator_device, prefix,
+                     on_image=lambda index, image: writes.submit(index, lambda: _write(image, request, index, prefix)))
     succeeded = False
     try:
         with applied_loras(run_pipe, request.loras):
             check_cancel()
             # Inside: LoRAs that patch the text encoders change the embeddings.
-            images = runner.run(_encode(run_pipe, request, check_cancel))
+            runner.run(_encode(run_pipe, request, check_cancel))
         denoised = hooks.clock()
         check_cancel()
-        artifacts = [_write(image, request, index, prefix) for index, image in enumerate(images)]
+        artifacts = writes.results()
         succeeded = True
     finally:
+        writes.wait()
         runner.restore()
         if not succeeded:
             if hooks.defer is not None:
@@ -202,7 +208,7 @@ class _Runner:
 
     def __init__(self, pipe: Any, request: GenerateRequest, inputs: dict[str, Any], hooks: GenerateHooks,
                  check_cancel: Callable[[], None], state: _RunState, device: Any, generator_device: str,
-                 prefix: str) -> None:
+                 prefix: str, on_image: Callable[[int, Any], None] | None = None) -> None:
         self.pipe = pipe
         self.request = request
         self.inputs = inputs
@@ -212,13 +218,15 @@ class _Runner:
         self.device = device
         self.generator_device = generator_device
         self.prefix = prefix
+        self.on_image = on_image
         self.base = model_traits(pipe).base
         self.steps_done = 0
         self.last_preview = hooks.clock()
         self.conditionings: list[Conditioning] = []
 
     def run(self, conditionings: list[Conditioning]) -> list[Any]:
-        """The images, one per row of ``conditionings`` (one per image), in order."""
+        """The images, one per row of ``conditionings`` (one per image), in order; each one also
+        goes to ``on_image(index, image)`` as soon as its chunk is decoded."""
         self.conditionings = conditionings
         seeds = self.request.seeds()
         images: list[Any] = [None] * len(seeds)
@@ -235,6 +243,8 @@ class _Runner:
             decoded = self._with_oom_plan("decode", lambda: self._decode_all(latents))
             for index, image in zip(chunk, decoded):
                 images[index] = image
+                if self.on_image is not None:
+                    self.on_image(index, image)
             del latents
             pending = pending[len(chunk):]
         return images
@@ -361,31 +371,8 @@ class _Runner:
         return images
 
     def _decode(self, latents: Any) -> list[Any]:
-        """The pipelines' own decode (scale, SDXL mean/std, fp16 upcast), without the safety checker."""
-        import torch
-
-        pipe = self.pipe
-        vae = pipe.vae
-        config = vae.config
-        needs_upcasting = self.base == "sdxl" and vae.dtype == torch.float16 and config.get("force_upcast", False)
-        if needs_upcasting:
-            vae.to(dtype=torch.float32)
-        try:
-            latents = latents.to(dtype=vae.dtype)
-            mean, std = config.get("latents_mean"), config.get("latents_std")
-            if mean is not None and std is not None:
-                channels = latents.shape[1]
-                mean_t = torch.tensor(mean).view(1, channels, 1, 1).to(latents.device, latents.dtype)
-                std_t = torch.tensor(std).view(1, channels, 1, 1).to(latents.device, latents.dtype)
-                latents = latents * std_t / config.scaling_factor + mean_t
-            else:
-                latents = latents / config.scaling_factor
-            with torch.no_grad():
-                decoded = vae.decode(latents, return_dict=False)[0]
-            return pipe.image_processor.postprocess(decoded, output_type="pil")
-        finally:
-            if needs_upcasting:
-                vae.to(dtype=torch.float16)
+        """The pipelines' own decode (scale, SDXL mean/std), fp16 first where the VAE allows (decode.py)."""
+        return decode_latents(self.pipe, latents, self.base)
 
     def _preview_due(self) -> bool:
         now = self.hooks.clock()
