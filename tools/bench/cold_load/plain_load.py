@@ -1,0 +1,58 @@
+"""The baseline of tools/bench/cold_load: a plain diffusers load of the same single file.
+
+``StableDiffusionPipeline.from_single_file`` with the fixture's config folder and the shipped CLIP
+tokenizer (offline), no safety checker, float32 on the CPU — what a script that does not use dops
+would do to get a pipeline it can run. Each timed load builds a fresh pipeline from the file
+(page cache warm, as on the service side); warm-up loads are not counted (they include diffusers'
+own lazy imports).
+
+  .venv/bin/python tools/bench/cold_load/plain_load.py --model M --config-dir D [--n 10] [--warmup 2]
+Prints one JSON object on stdout: {python, torch, diffusers, threads, loads: [seconds...]}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(REPO / "python-workers" / "src"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--config-dir", required=True, help="the diffusers config folder of the model's base")
+    parser.add_argument("--n", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+
+    import diffusers
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from dops_worker.models.loader import clip_tokenizer
+
+    def load() -> float:
+        started = time.perf_counter()
+        pipe = StableDiffusionPipeline.from_single_file(
+            args.model, config=args.config_dir, tokenizer=clip_tokenizer(), local_files_only=True,
+            safety_checker=None, requires_safety_checker=False, torch_dtype=torch.float32)
+        pipe.to("cpu")
+        elapsed = time.perf_counter() - started
+        del pipe
+        return elapsed
+
+    diffusers.utils.logging.disable_progress_bar()
+    for _ in range(args.warmup):
+        load()
+    loads = [load() for _ in range(args.n)]
+    print(json.dumps({"python": sys.version.split()[0], "torch": torch.__version__, "diffusers": diffusers.__version__,
+                      "threads": torch.get_num_threads(), "loads": loads}))
+
+
+if __name__ == "__main__":
+    main()
