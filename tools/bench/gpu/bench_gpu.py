@@ -323,6 +323,80 @@ def phase_load(args, stack: Stack, bare: Bare, seed0: int) -> dict[str, Any]:
             "ratioStackOverBareBatch1": round(stack_rate / bare_rate, 3)}
 
 
+def _log_lines(path: Path, needle: str, start: int) -> list[dict[str, Any]]:
+    """JSON fields of the stack log's worker lines containing ``needle``, from byte ``start`` on."""
+    found = []
+    with open(path, "rb") as handle:
+        handle.seek(start)
+        for line in handle.read().decode(errors="replace").splitlines():
+            if needle in line and "{" in line:
+                try:
+                    found.append(json.loads(line[line.index("{"):]))
+                except ValueError:
+                    found.append({"raw": line[:400]})
+    return found
+
+
+def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bare: Bare, log_path: Path,
+                   workdir: Path, bare_rate: float | None) -> dict[str, Any]:
+    """The compiled lane: first compile at load, a restarted stack's load from the inductor cache,
+    then batch-1 rounds against bare eager and the concurrent load, counting recompiles."""
+    env = {**base_env, "DOPS_COMPILE_SHAPES": args.compile_shapes, "DOPS_COMPILE_CACHE_DIR": str(workdir / "inductor"),
+           "DOPS_INFERENCE_MAX_BATCH": str(args.max_batch)}
+    out: dict[str, Any] = {"shapes": args.compile_shapes}
+    loads = []
+    for attempt in ("first", "cached"):
+        start = log_path.stat().st_size if log_path.exists() else 0
+        stack = Stack(args.node, args.bundle, env, log_path)
+        try:
+            reply = stack.ask(load_cmd)
+            ready = _log_lines(log_path, "compiled lane ready", start)
+            failed = _log_lines(log_path, "compiling the UNet failed", start)
+            loads.append({"attempt": attempt, "loadModelS": round(reply["loadS"], 3), "lane": ready[-1] if ready else None,
+                          "failed": failed[-1] if failed else None})
+            log(f"compiled lane, {attempt} load: {reply['loadS']:.1f} s; {ready[-1] if ready else failed}")
+            if attempt == "first":
+                stack.close()
+                continue
+            rounds = []
+            for i in range(args.warmup):
+                bare.generate(gen_params(args, 70 + i))
+                stack.ask({"cmd": "gen", "params": stack_params(args, 70 + i)})
+            for r in range(args.compiled_rounds):
+                row: dict[str, Any] = {}
+                for side in (("bare", "stack") if r % 2 == 0 else ("stack", "bare")):
+                    row[side] = (bare.generate(gen_params(args, 700 + r)) if side == "bare"
+                                 else stack.ask({"cmd": "gen", "params": stack_params(args, 700 + r)}))
+                row["ratio"] = row["bare"]["wallS"] / row["stack"]["wallS"]
+                rounds.append(row)
+                log(f"compiled round {r}: bare eager {row['bare']['wallS']:.3f} s, stack compiled "
+                    f"{row['stack']['wallS']:.3f} s, ratio {row['ratio']:.3f}")
+            out["batch1"] = {"rounds": rounds,
+                             "ratioCompiledStackOverBareEager": round(median([r["ratio"] for r in rounds]), 4),
+                             "stackS": summary([r["stack"]["wallS"] for r in rounds]),
+                             "bareEagerS": summary([r["bare"]["wallS"] for r in rounds])}
+            if args.requests > 0:
+                stack.ask({"cmd": "concurrent", "params": stack_params(args, 9000), "clients": args.clients,
+                           "requests": args.clients})
+                reply = stack.ask({"cmd": "concurrent", "params": stack_params(args, 9500), "clients": args.clients,
+                                   "requests": args.requests})
+                rate = reply["images"] / reply["wallS"]
+                reference = bare_rate or 1 / out["batch1"]["bareEagerS"]["median"]
+                out["load"] = {"clients": args.clients, "maxBatch": args.max_batch, "requests": reply["images"],
+                               "wallS": round(reply["wallS"], 3), "stackImagesPerS": round(rate, 4),
+                               "ratioStackOverBareEagerBatch1": round(rate / reference, 3),
+                               "clientWallPerRequestS": summary(reply["perRequestS"]),
+                               "wallPerImageS": round(reply["wallS"] / reply["images"], 4)}
+                log(f"compiled load: {rate:.3f} images/s = {rate / reference:.2f}× bare eager batch 1; client wall "
+                    f"median {median(reply['perRequestS']):.2f} s")
+            out["recompileWarnings"] = _log_lines(log_path, "the compiled lane recompiled", start)
+            out["recompiles"] = max([w.get("recompiles", 0) for w in out["recompileWarnings"]], default=0)
+        finally:
+            stack.close()
+    out["loads"] = loads
+    return out
+
+
 # --------------------------------------------------------------------------------------------- #
 # Checkpoint, machine, report
 # --------------------------------------------------------------------------------------------- #
@@ -426,11 +500,44 @@ def markdown(report: dict[str, Any]) -> str:
                   f"median of {ld['bareBatch1S']['n']} bare images just before and after). Client wall time per "
                   f"request: median {ld['clientWallPerRequestS']['median']} s, p90 {ld['clientWallPerRequestS']['p90']} s; "
                   f"wall time per image (whole run ÷ images) {ld['wallPerImageS']} s.", ""]
+    if "compiled" in report:
+        c = report["compiled"]
+        lines += [f"## Compiled lane (DOPS_COMPILE_SHAPES={c['shapes']})", ""]
+        for load in c.get("loads", []):
+            lane = load.get("lane") or {}
+            lines.append(f"- {load['attempt']} load (LoadModel RPC, compile included): {load['loadModelS']} s; "
+                         f"compile+warm-up {lane.get('compileS', '-')} s per shape {lane.get('warmUpS', '-')}"
+                         + (f"; FAILED: {load['failed']}" if load.get("failed") else ""))
+        if "batch1" in c:
+            b1 = c["batch1"]
+            lines.append(f"- batch 1: compiled stack {b1['stackS']['median']} s vs bare eager {b1['bareEagerS']['median']} s: "
+                         f"**{b1['ratioCompiledStackOverBareEager']}×** (median of {len(b1['rounds'])} paired rounds)")
+        if "load" in c:
+            ld = c["load"]
+            lines.append(f"- {ld['clients']} clients, max batch {ld['maxBatch']}: **{ld['stackImagesPerS']} images/s = "
+                         f"{ld['ratioStackOverBareEagerBatch1']}×** bare eager batch 1; client wall per request median "
+                         f"{ld['clientWallPerRequestS']['median']} s, wall per image {ld['wallPerImageS']} s")
+        lines += [f"- recompiles after warm-up: {c.get('recompiles', '-')}", ""]
+    if "compiledError" in report:
+        lines += [f"Compiled phase failed: `{report['compiledError']}`", ""]
     lines += [f"Whole run {report['totalS']} s.", ""]
     return "\n".join(lines)
 
 
+_out: Path | None = None
+
+
+def save(report: dict[str, Any]) -> None:
+    """Writes the report so far (after each phase: a later failure keeps the earlier figures)."""
+    assert _out is not None
+    _out.parent.mkdir(parents=True, exist_ok=True)
+    _out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    _out.with_suffix(".md").write_text(markdown(report))
+    log(f"wrote {_out}.json and .md")
+
+
 def main() -> None:
+    global _out
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--checkpoint", default=None)
@@ -453,6 +560,9 @@ def main() -> None:
     parser.add_argument("--bundle", default=str(REPO / ".gpu-bench" / "js" / "dist" / "stack.cjs"))
     parser.add_argument("--workdir", default="/tmp/dops-gpu-bench")
     parser.add_argument("--out", default=None, help="results prefix (default: $OUT/gpu-<gpu> or tools/bench/results/gpu-<device>)")
+    parser.add_argument("--compile-shapes", default="1024x1024@1,1024x1024@4",
+                        help="DOPS_COMPILE_SHAPES of the compiled phase (add 'compiled' to --phases)")
+    parser.add_argument("--compiled-rounds", type=int, default=6)
     parser.add_argument("--baseline-src", default=None,
                         help="another python-workers/src for a third side of the paired phase (the 'baseline' stack)")
     parser.add_argument("--stack-env", action="append", default=[], help="KEY=VALUE for the stack's worker (repeatable)")
@@ -486,6 +596,10 @@ def main() -> None:
                      "steps": args.steps, "cfg": args.cfg, "rounds": args.rounds, "warmup": args.warmup,
                      "stackEnv": args.stack_env}}
 
+    default_name = "gpu-" + (info.get("gpu", "cpu").lower().replace("nvidia ", "").split()[0] if device.type == "cuda" else "cpu")
+    _out = Path(args.out) if args.out else (Path(os.environ["OUT"]) / default_name if os.environ.get("OUT")
+                                           else REPO / "tools" / "bench" / "results" / default_name)
+    report["totalS"] = None
     stack = Stack(args.node, args.bundle, {**base_env, "DOPS_INFERENCE_MAX_BATCH": "1"}, log_path)
     baseline = None
     try:
@@ -505,29 +619,32 @@ def main() -> None:
                 baseline.ask(load_cmd)
                 report["settings"]["baselineSrc"] = args.baseline_src
             report["paired"] = phase_paired(args, stack, bare, seed0=1, baseline=baseline)
+            save(report)
     finally:
         stack.close()
         if baseline is not None:
             baseline.close()
     if "batch" in phases and args.bare_batch > 0:
         report["bareBatch"] = phase_bare_batch(args, bare, seed0=5000)
+        save(report)
     if "load" in phases and args.requests > 0:
         stack = Stack(args.node, args.bundle, {**base_env, "DOPS_INFERENCE_MAX_BATCH": str(args.max_batch)}, log_path)
         try:
             stack.ask(load_cmd)
             report["load"] = phase_load(args, stack, bare, seed0=9000)
+            save(report)
         finally:
             stack.close()
+    if "compiled" in phases:  # on CPU the worker keeps no lane: the phase then only checks itself
+        bare_rate = report.get("load", {}).get("bareBatch1ImagesPerS")
+        try:
+            report["compiled"] = phase_compiled(args, base_env, load_cmd, bare, log_path, workdir, bare_rate)
+        except Exception as exc:  # noqa: BLE001 - keep what the other phases measured
+            log(f"compiled phase failed: {exc!r}")
+            report["compiledError"] = repr(exc)
     report["totalS"] = round(time.perf_counter() - started, 1)
-
-    default_name = "gpu-" + (info.get("gpu", "cpu").lower().replace("nvidia ", "").split()[0] if device.type == "cuda" else "cpu")
-    out = Path(args.out) if args.out else (Path(os.environ["OUT"]) / default_name if os.environ.get("OUT")
-                                          else REPO / "tools" / "bench" / "results" / default_name)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(markdown(report))
+    save(report)
     print(markdown(report))
-    log(f"wrote {out}.json and .md")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ const DEADLINE_MS = 900_000;
 
 const stderrLogger: SupervisorLogger = {
   debug: () => undefined,
-  info: () => undefined,
+  info: (fields, msg) => process.stderr.write(`worker info: ${msg ?? ''} ${JSON.stringify(fields)}\n`),
   warn: (fields, msg) => process.stderr.write(`worker warn: ${msg ?? ''} ${JSON.stringify(fields)}\n`),
   error: (fields, msg) => process.stderr.write(`worker error: ${msg ?? ''} ${JSON.stringify(fields)}\n`),
   child: () => stderrLogger,

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from dops_worker.inference.artifacts import write_image, write_png
+from dops_worker.inference.compiled import report_recompiles, select_unet
 from dops_worker.inference.conditioning import Conditioning, batch_conditioning, encode_prompts
 from dops_worker.inference.decode import decode_latents
 from dops_worker.inference.inputs import load_controlnets, load_inputs
@@ -122,6 +123,7 @@ def generate(
     controlnets = load_controlnets(pipe, request, device, hooks.load_controlnet)
     scheduler = make_scheduler(request.scheduler, pipe.scheduler.config)
     run_pipe = assemble_pipeline(pipe, request.mode, scheduler, controlnets)
+    select_unet(run_pipe, pipe)  # the compiled lane's router, when the model has one
     inputs = load_inputs(request)
     prefix = name_prefix or uuid.uuid4().hex[:12]
     state = _RunState(batch_size=request.batch_count)
@@ -148,6 +150,7 @@ def generate(
             else:
                 release_memory(hooks.release_memory)
     finished = hooks.clock()
+    report_recompiles(pipe)
     return {
         "images": artifacts,
         "seed": request.seed,

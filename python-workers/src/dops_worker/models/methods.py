@@ -93,6 +93,7 @@ class _Models:
                 # Asked for the RAM tier while on the device: hand the device copy back.
                 cache.unload(path, tier="device", config_dir=config_dir)
                 source = "ram"
+            compiled = _compiled_lane(loaded.pipeline, str(cache.device), source) if tier == "vram" else None
             stamp = _stamp(path)
             if sha256 is not None:
                 hashes = model_hashes(sha256)
@@ -116,6 +117,7 @@ class _Models:
                     "buildS": float(timings.get("build_s", 0.0)),
                     "toDeviceS": float(timings.get("to_device_s", 0.0)),
                 },
+                **({"compiled": compiled} if compiled is not None else {}),
             }
 
     def unload(self, ctx: RequestContext, model_id: str, tier: str) -> dict[str, Any]:
@@ -149,6 +151,24 @@ class _Models:
             if held is None or held.tier != "vram":
                 return None
             return ResidentModel(held.pipeline, dict(held.hashes), held.path.stem)
+
+
+def _compiled_lane(pipeline: Any, device: str, source: str) -> dict[str, Any] | None:
+    """The compiled lane's report when the node names compile shapes and this is CUDA (None
+    otherwise): compiled at load, warmed up again when the model came back to the device.
+    Throws FAILED_PRECONDITION naming the setting when DOPS_COMPILE_* is malformed."""
+    from dops_worker.inference.compiled import compile_settings, prepare_compiled_lane, router_of
+    from dops_worker.inference.warm_up import pipeline_warm_up
+
+    try:
+        settings = compile_settings()
+    except ValueError as exc:
+        raise WorkerError(ErrorCode.FAILED_PRECONDITION, str(exc), details={"setting": str(exc).split(":")[0]}) from exc
+    if not settings.shapes or not device.startswith("cuda"):
+        return None
+    if source == "device" and router_of(pipeline) is not None:
+        return None  # already there, warm
+    return prepare_compiled_lane(pipeline, device, settings, pipeline_warm_up(pipeline))
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
