@@ -21,6 +21,20 @@ describe('inference config', () => {
     expect(modelRootsOf(config.inference.modelRoots)).toEqual(['/m/a', '/m/b']);
   });
 
+  it('asks the model and memory services on this node about cold loads by default', () => {
+    const { inference } = inferenceConfig.load({
+      env: { ...devSecurityEnv('inference'), DOPS_INFERENCE_MEMORY_ADDRESS: 'memory:50052' },
+    });
+    expect(inference).toMatchObject({
+      modelServiceAddress: '127.0.0.1:50053',
+      memoryAddress: 'memory:50052',
+      workingMemoryBytes: 1024 ** 3,
+    });
+    expect(inferenceConfig.load({ env: { ...devSecurityEnv('inference') } }).inference.memoryAddress).toBe(
+      '127.0.0.1:50052',
+    );
+  });
+
   it('lists no model roots by default', () => {
     expect(
       modelRootsOf(inferenceConfig.load({ env: { ...devSecurityEnv('inference') } }).inference.modelRoots),
