@@ -68,6 +68,6 @@ describe('evaluate', () => {
     expect(
       failed([submit()], jobs({ cancelTargets: { JOB_STATE_SUCCEEDED: 11, JOB_STATE_FAILED: 1 } })),
     ).toEqual(['cancel targets not CANCELLED or SUCCEEDED', 'cancel targets CANCELLED']);
-    expect(failed([submit()], jobs({ images: 4, spanS: 40 }))).toEqual(['images per second']);
+    expect(failed([submit()], jobs({ images: 2, spanS: 40 }))).toEqual(['images per second']);
   });
 });
