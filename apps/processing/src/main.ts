@@ -4,9 +4,11 @@ import { createClient } from '@dops/grpc-client';
 import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
 import { modelV1 } from '@dops/proto';
 import { Processing, modelServiceCatalog, processingService } from '@dops/processing';
-import { redisUrlOf } from '@dops/queue';
+import { processMetrics } from '@dops/metrics';
+import { QueueDepths, createRedis, redisUrlOf } from '@dops/queue';
+import { startQueueDashboard } from '@dops/queue-dashboard';
 import { createServerSecurity, serviceClientCredentials } from '@dops/security';
-import { runMain } from '@dops/service-host';
+import { runMain, serveMetrics, shutdownDeadlineMs } from '@dops/service-host';
 import { createLogger } from '@dops/telemetry';
 
 runMain('processing', async () => {
@@ -23,6 +25,7 @@ runMain('processing', async () => {
     catalog: models ? modelServiceCatalog(models) : undefined,
     redisUrl: redisUrlOf(config.queue),
     prefix: config.queue.prefix,
+    logger,
     artifacts: {
       store: createArtifactStore(config.artifact),
       root: config.artifact.root,
@@ -41,7 +44,35 @@ runMain('processing', async () => {
     services: [processingService(processing)],
   });
   server.onShutdown(() => processing.close());
-  installSignalHandlers(server, { logger, hooks: [() => telemetry.shutdown()] });
+  // Queue depth per queue, read with BullMQ's getJobCounts at each scrape.
+  const depthReader = createRedis(redisUrlOf(config.queue), { onError: () => undefined });
+  const depths = new QueueDepths(depthReader, redisUrlOf(config.queue), config.queue.prefix);
+  processMetrics().addQueueSource(() => depths.read());
+  server.onShutdown(async () => {
+    await depths.close();
+    depthReader.disconnect();
+  });
+  const metrics = await serveMetrics('processing', config, logger);
+  if (metrics) server.onShutdown(() => metrics.close());
+  const dashboard = config.admin.enabled
+    ? await startQueueDashboard({
+        redisUrl: redisUrlOf(config.queue),
+        prefix: config.queue.prefix,
+        security: config.security,
+        host: config.admin.host,
+        port: config.admin.port,
+        logger,
+      })
+    : undefined;
+  if (dashboard) server.onShutdown(() => dashboard.close());
+  installSignalHandlers(server, {
+    logger,
+    hooks: [() => telemetry.shutdown()],
+    deadlineMs: shutdownDeadlineMs(config),
+  });
   const port = await server.start();
-  logger.info({ port }, `processing service listening on ${config.grpc.host}:${port}`);
+  logger.info(
+    { port, metricsPort: metrics?.port, adminPort: dashboard?.port },
+    `processing service listening on ${config.grpc.host}:${port}`,
+  );
 });

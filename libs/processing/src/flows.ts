@@ -1,15 +1,18 @@
 import { FlowProducer, Job, Queue, type FlowJob } from 'bullmq';
 import { DopsError } from '@dops/errors';
 import {
+  ErrorThrottle,
   STAGE_QUEUE,
   connectionOptions,
   jobsAhead,
   listNodes,
   nodeQueueName,
+  queueTelemetry,
   stageBackoff,
   stageJobId,
   type Redis,
   type StageJobData,
+  type WarnLogger,
 } from '@dops/queue';
 import type { JobRecord } from './job-record';
 
@@ -23,6 +26,8 @@ export interface FlowOptions {
   /** BullMQ attempts of a stage (retryable codes only). */
   attempts: number;
   backoffMs: number;
+  /** Where Redis connection errors go, one line each (throttled). */
+  logger?: WarnLogger;
 }
 
 /**
@@ -33,6 +38,7 @@ export interface FlowOptions {
 export class Flows {
   private readonly producer: FlowProducer;
   private readonly queues = new Map<string, Queue>();
+  private readonly errors: ErrorThrottle;
 
   constructor(
     private readonly redis: Redis,
@@ -40,10 +46,14 @@ export class Flows {
     /** Called with every queue a flow is added to, before it is added (its events are listened to). */
     private readonly onQueue: (name: string) => Promise<void>,
   ) {
+    this.errors = new ErrorThrottle(options.logger, 'queue connection error');
+    // BullMQ's telemetry: each stage job continues the trace of the call that added the flow.
     this.producer = new FlowProducer({
       connection: connectionOptions(options.redisUrl),
       prefix: options.prefix,
+      telemetry: queueTelemetry(),
     });
+    this.producer.on('error', (err) => this.errors.report(err, { component: 'flow-producer' }));
   }
 
   async close(): Promise<void> {
@@ -152,7 +162,9 @@ export class Flows {
       q = new Queue(name, {
         connection: connectionOptions(this.options.redisUrl),
         prefix: this.options.prefix,
+        telemetry: queueTelemetry(),
       });
+      q.on('error', (err) => this.errors.report(err, { queue: name }));
       this.queues.set(name, q);
     }
     return q;

@@ -3,6 +3,7 @@ import { DopsError } from '@dops/errors';
 import { TERMINAL, type JobEvent, type JobRecord } from './job-record';
 import type { Keys } from './keys';
 import { notFound, ownedBy } from './ownership';
+import { processMetrics } from '@dops/metrics';
 
 const MAX_EVENTS = 1_000;
 
@@ -103,7 +104,15 @@ export class JobStore {
       } else {
         multi.persist(key).persist(events);
       }
-      if ((await multi.exec()) !== null) return after;
+      if ((await multi.exec()) !== null) {
+        // Counted once: only the replica whose transaction moved the job to its terminal state.
+        if (!TERMINAL.has(before.state) && TERMINAL.has(after.state))
+          processMetrics().jobsFinished.inc({
+            state: after.state.toLowerCase(),
+            code: after.error?.code ?? '',
+          });
+        return after;
+      }
     }
     throw DopsError.unavailable(`job '${id}' is being updated too often; try again`);
   }

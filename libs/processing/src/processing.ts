@@ -1,7 +1,15 @@
 import { Job } from 'bullmq';
 import { DopsError } from '@dops/errors';
 import type { processingV1 } from '@dops/proto';
-import { clearCancel, createRedis, listNodes, nodeQueueName, type Redis } from '@dops/queue';
+import {
+  ErrorThrottle,
+  clearCancel,
+  createRedis,
+  listNodes,
+  nodeQueueName,
+  type Redis,
+  type WarnLogger,
+} from '@dops/queue';
 import type { ArtifactStore } from '@dops/artifact-store';
 import { downloadArtifact } from './artifact-download';
 import { ArtifactRetention, type ArtifactRetentionOptions } from './artifact-retention';
@@ -55,6 +63,8 @@ export interface ProcessingOptions extends WorkflowLimits, ClientQuotaOptions, S
    * Unset: only models some inference node announces are accepted.
    */
   catalog?: ModelCatalog;
+  /** Where Redis connection errors go: one JSON line each, the same error at most every 30 s. */
+  logger?: WarnLogger;
   /** Where finished jobs' images go and how long they stay. */
   artifacts: ProcessingArtifactOptions;
 }
@@ -98,7 +108,8 @@ export class Processing {
 
   constructor(private readonly options: ProcessingOptions) {
     this.keys = new Keys(options.prefix);
-    this.redis = createRedis(options.redisUrl);
+    const errors = new ErrorThrottle(options.logger, 'redis connection error');
+    this.redis = createRedis(options.redisUrl, { onError: (err) => errors.report(err) });
     this.store = new JobStore(this.redis, this.keys, options);
     this.quotas = new ClientQuotas(this.redis, this.keys, options);
     this.sessions = new SessionStore(this.redis, this.keys, options);

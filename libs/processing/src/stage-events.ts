@@ -1,7 +1,9 @@
 import { Job, QueueEvents } from 'bullmq';
 import { DopsError, ensureDopsError } from '@dops/errors';
 import {
+  ErrorThrottle,
   connectionOptions,
+  errorFields,
   decodeStageError,
   isCancelled,
   isStageProgress,
@@ -9,6 +11,7 @@ import {
   type Artifact,
   type Redis,
   type StageResult,
+  type WarnLogger,
 } from '@dops/queue';
 import { TERMINAL, type JobRecord } from './job-record';
 import type { JobArtifacts } from './job-artifacts';
@@ -19,6 +22,8 @@ import type { Keys } from './keys';
 export interface StageEventsOptions {
   redisUrl: string;
   prefix: string;
+  /** Where Redis connection errors go, one line each (throttled). */
+  logger?: WarnLogger;
 }
 
 /**
@@ -29,6 +34,7 @@ export interface StageEventsOptions {
  */
 export class StageEvents {
   private readonly events = new Map<string, QueueEvents>();
+  private readonly errors: ErrorThrottle;
 
   constructor(
     private readonly redis: Redis,
@@ -38,7 +44,9 @@ export class StageEvents {
     /** The BullMQ job of a stage job id in a queue (to tell a stage that ran from a parent failed by its child). */
     private readonly stageJob: (queueName: string, stageJobId: string) => Promise<Job | undefined>,
     private readonly artifacts: JobArtifacts,
-  ) {}
+  ) {
+    this.errors = new ErrorThrottle(options.logger, 'queue connection error');
+  }
 
   async close(): Promise<void> {
     await Promise.all([...this.events.values()].map((e) => e.close()));
@@ -52,6 +60,7 @@ export class StageEvents {
       prefix: this.options.prefix,
       lastEventId,
     });
+    events.on('error', (err) => this.errors.report(err, { queue: queueName, component: 'queue-events' }));
     this.events.set(queueName, events);
     // One queue's events are applied in the order BullMQ wrote them (an `active` before the
     // `delayed` that hands the same job back), one after the other.
@@ -65,7 +74,12 @@ export class StageEvents {
           await apply();
           await this.redis.set(this.keys.lastEvent(queueName), id);
         })
-        .catch(() => undefined);
+        .catch((err: unknown) =>
+          this.options.logger?.warn(
+            { queue: queueName, event: id, ...errorFields(err) },
+            'applying a queue event failed',
+          ),
+        );
     };
     events.on('active', ({ jobId }, id) => {
       const s = parseStageJobId(jobId);
@@ -156,6 +170,10 @@ export class StageEvents {
   private async completed(jobId: string, stage: string, images: Artifact[]): Promise<void> {
     const paths = images.map((i) => i.path);
     const record = await this.store.get(jobId);
+    this.options.logger?.warn(
+      { DEBUGB: 1, jobId, stage, paths, state: record?.state, outputs: record?.outputs },
+      'DEBUGB completed',
+    );
     const event = { kind: 'stage', stage, status: 'completed' } as const;
     const outputs = (r: JobRecord) => [...(r.outputs ?? []), ...paths];
     if (record && !TERMINAL.has(record.state) && record.plan[record.plan.length - 1]?.stage !== stage) {

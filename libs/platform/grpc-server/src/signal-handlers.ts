@@ -9,11 +9,17 @@ export interface SignalHandlerOptions {
   exit?: (code: number) => void;
   /** Default SIGTERM and SIGINT. */
   signals?: NodeJS.Signals[];
+  /**
+   * The whole shutdown's bound: past it the process exits 1 whatever is still closing (a Redis
+   * that is down, a worker that ignores SIGTERM). Default 30 000 ms.
+   */
+  deadlineMs?: number;
 }
 
 /**
  * On SIGTERM/SIGINT: graceful `server.shutdown()`, then the hooks, then exit 0 (1 when a hook
- * throws). A second signal exits 1 at once. Returns a function that removes the handlers.
+ * throws); exit 1 when all that takes longer than `deadlineMs`. A second signal exits 1 at once.
+ * Returns a function that removes the handlers.
  */
 export function installSignalHandlers(server: GrpcServer, options: SignalHandlerOptions = {}): () => void {
   const exit = options.exit ?? ((code: number) => process.exit(code));
@@ -26,7 +32,12 @@ export function installSignalHandlers(server: GrpcServer, options: SignalHandler
       return;
     }
     shuttingDown = true;
-    options.logger?.info({ signal }, 'shutting down');
+    const deadlineMs = options.deadlineMs ?? 30_000;
+    options.logger?.info({ signal, deadlineMs }, 'shutting down');
+    setTimeout(() => {
+      options.logger?.error({ deadlineMs }, 'shutdown did not finish in time; exiting now');
+      exit(1);
+    }, deadlineMs).unref();
     void (async () => {
       let code = 0;
       await server.shutdown();

@@ -60,6 +60,14 @@ export type { CancelRegistration } from './cancel';
 export { NodeAnnouncer, listNodes } from './node-announcer';
 export type { AnnouncedDevice, NodeAnnouncement, NodeAnnouncerOptions } from './node-announcer';
 export { StageWorker } from './stage-worker';
+// Observability:   queueTelemetry() — BullMQ's own OpenTelemetry integration for every Queue,
+//                  Worker and FlowProducer; QueueDepths — job counts per queue for metrics;
+//                  ErrorThrottle — connection errors as one JSON line, at most one per interval
+export { queueTelemetry } from './queue-telemetry';
+export { QueueDepths } from './queue-depth';
+export type { QueueCounts } from './queue-depth';
+export { ErrorThrottle, errorFields } from './error-throttle';
+export type { WarnLogger } from './error-throttle';
 export type { StageContext, StageProcessor, StageWorkerOptions } from './stage-worker';
 // Tests:           startTestRedis({aof?, tls?}) — a real redis-server on a free port, restartable,
 //                  loopback only, ACL user dops with a random password (in its url), owner-only files.

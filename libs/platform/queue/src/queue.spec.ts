@@ -154,7 +154,10 @@ describe('StageWorker', () => {
     await new Promise((r) => setTimeout(r, 300));
     await publishCancel(client, p, 'long');
     await expect(long.waitUntilFinished(h.events, 5_000)).rejects.toThrow(/CANCELLED/);
-    await expect(flakyJob.waitUntilFinished(h.events, 5_000)).resolves.toEqual({ images: [] });
+    await expect(flakyJob.waitUntilFinished(h.events, 5_000)).resolves.toEqual({
+      images: [],
+      finishedAt: expect.any(Number),
+    });
     expect(flaky).toBe(2);
     await h.close();
   });

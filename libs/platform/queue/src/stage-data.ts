@@ -22,6 +22,8 @@ export interface StageJobData<P = Record<string, unknown>> {
 /** Return value of every stage. */
 export interface StageResult {
   images: Artifact[];
+  /** Epoch ms the stage ended (set by StageWorker): the next stage's queue wait starts here. */
+  finishedAt?: number;
   [extra: string]: unknown;
 }
 

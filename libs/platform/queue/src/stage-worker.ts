@@ -1,6 +1,10 @@
-import { DelayedError, Worker, type Job } from 'bullmq';
+import { DelayedError, Worker, type Job, type Telemetry } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { DopsError } from '@dops/errors';
+import { processMetrics } from '@dops/metrics';
+import { contextFromTraceparent, currentTraceparent, withSpan } from '@dops/telemetry';
+import { context, trace } from '@opentelemetry/api';
+import { ErrorThrottle } from './error-throttle';
 import { CancelListener, cancelledError, isCancelled } from './cancel';
 import { connectionOptions, createRedis } from './connection';
 import type { StageName } from './names';
@@ -45,6 +49,11 @@ export interface StageWorkerOptions<P> {
   /** Only stages named here run; a job of another stage fails INVALID_ARGUMENT. Default any. */
   stages?: readonly StageName[];
   logger?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
+  /**
+   * BullMQ's telemetry (`queueTelemetry()`): each job runs in a consumer span that continues the
+   * producer's trace. Default none; the stage span then continues `data.traceparent`.
+   */
+  telemetry?: Telemetry;
 }
 
 /**
@@ -60,11 +69,13 @@ export class StageWorker<P = Record<string, unknown>> {
   private readonly redis: Redis;
   private readonly prefix: string;
   private paused = false;
+  private readonly errors: ErrorThrottle;
 
   constructor(private readonly options: StageWorkerOptions<P>) {
     this.prefix = options.prefix ?? 'dops';
     this.cancels = new CancelListener(options.redisUrl, this.prefix);
-    this.redis = createRedis(options.redisUrl);
+    this.errors = new ErrorThrottle(options.logger, 'queue connection error');
+    this.redis = createRedis(options.redisUrl, { onError: (err) => this.errors.report(err) });
   }
 
   async start(): Promise<void> {
@@ -81,11 +92,10 @@ export class StageWorker<P = Record<string, unknown>> {
           stalledInterval: this.options.stalledIntervalMs ?? 30_000,
           maxStalledCount: this.options.maxStalledCount ?? 1,
           autorun: false,
+          telemetry: this.options.telemetry,
         },
       );
-      worker.on('error', (err) =>
-        this.options.logger?.warn({ err: String(err), queue: name }, 'queue worker error'),
-      );
+      worker.on('error', (err) => this.errors.report(err, { queue: name }));
       this.workers.push(worker);
       void worker.run();
       await worker.waitUntilReady();
@@ -149,33 +159,80 @@ export class StageWorker<P = Record<string, unknown>> {
     const signal = AbortSignal.any(signals);
     // A cancel published between the check above and the registration must not be lost.
     if (await isCancelled(this.redis, this.prefix, data.jobId)) this.cancels.abort(data.jobId);
-    try {
-      this.options.logger?.info(
-        { jobId: data.jobId, stage: data.stage, attempt: job.attemptsMade + 1 },
-        'stage started',
+    const metrics = processMetrics();
+    if (job.attemptsMade === 0)
+      metrics.stageQueueWait.observe(
+        { queue: job.queueName, stage: data.stage },
+        (await queueWaitMs(job)) / 1000,
       );
-      return await this.options.process({
-        data,
-        signal,
-        deadline: new Date(data.deadlineAt),
-        attempt: job.attemptsMade + 1,
-        reportProgress: (progress) => {
-          job
-            .updateProgress({ stage: data.stage, ...progress })
-            .catch((err: unknown) =>
-              this.options.logger?.warn({ err: String(err), jobId: data.jobId }, 'progress update failed'),
-            );
-        },
-        inputs: async () => Object.values(await job.getChildrenValues<StageResult>()),
-        job,
+    const started = performance.now();
+    try {
+      const result = await this.inStageSpan(data, () => {
+        this.options.logger?.info(
+          { jobId: data.jobId, stage: data.stage, attempt: job.attemptsMade + 1 },
+          'stage started',
+        );
+        return this.options.process({
+          // The worker's spans hang under this stage's span.
+          data: { ...data, traceparent: currentTraceparent() ?? data.traceparent },
+          signal,
+          deadline: new Date(data.deadlineAt),
+          attempt: job.attemptsMade + 1,
+          reportProgress: (progress) => {
+            job
+              .updateProgress({ stage: data.stage, ...progress })
+              .catch((err: unknown) =>
+                this.options.logger?.warn({ err: String(err), jobId: data.jobId }, 'progress update failed'),
+              );
+          },
+          inputs: async () => Object.values(await job.getChildrenValues<StageResult>()),
+          job,
+        });
       });
+      metrics.stageCompute.observe(
+        { stage: data.stage, outcome: 'succeeded' },
+        (performance.now() - started) / 1000,
+      );
+      metrics.images.inc({ stage: data.stage }, result.images.length);
+      // The next stage's queue wait starts here.
+      return { ...result, finishedAt: Date.now() };
     } catch (err) {
+      metrics.stageCompute.observe(
+        { stage: data.stage, outcome: 'failed' },
+        (performance.now() - started) / 1000,
+      );
       throw encodeStageError(signal.aborted && signal.reason instanceof DopsError ? signal.reason : err);
     } finally {
       clearTimeout(timer);
       registration.release();
     }
   }
+
+  /**
+   * Runs `fn` in a span `stage <name>` with the job's id: under BullMQ's consumer span when
+   * telemetry is on, else continuing the job's `traceparent` (the SubmitJob call's trace).
+   */
+  private inStageSpan<T>(data: StageJobData<P>, fn: () => Promise<T>): Promise<T> {
+    const active = trace.getSpan(context.active())?.spanContext();
+    const parent =
+      active && trace.isSpanContextValid(active)
+        ? context.active()
+        : contextFromTraceparent(data.traceparent);
+    return context.with(parent, () =>
+      withSpan(`stage ${data.stage}`, fn, {
+        attributes: { 'dops.job_id': data.jobId, 'dops.stage': data.stage },
+      }),
+    );
+  }
+}
+
+/** Milliseconds the job waited: since it was added (or its delay ended), or since its last child finished. */
+async function queueWaitMs(job: Job<StageJobData<unknown>, StageResult>): Promise<number> {
+  let ready = job.timestamp + (job.opts.delay ?? 0);
+  const children = Object.values(await job.getChildrenValues<StageResult>().catch(() => ({})));
+  for (const child of children as StageResult[])
+    if (typeof child.finishedAt === 'number') ready = Math.max(ready, child.finishedAt);
+  return Math.max(0, (job.processedOn ?? Date.now()) - ready);
 }
 
 function deadlineError(jobId: string): DopsError {

@@ -8,7 +8,7 @@ import {
 import { createServerSecurity } from '@dops/security';
 import { createLogger, type Logger, type Telemetry } from '@dops/telemetry';
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import { serveMetrics } from './serve-metrics';
+import { serveMetrics, shutdownDeadlineMs } from './serve-metrics';
 
 export interface ServiceSpec {
   /** Service name in logs, e.g. `device`. */
@@ -49,7 +49,11 @@ export async function runService(spec: ServiceSpec): Promise<RunningService> {
   const metrics = await serveMetrics(name, config, logger);
   if (metrics) server.onShutdown(() => metrics.close());
   if (spec.handleSignals ?? true)
-    installSignalHandlers(server, { logger, hooks: [() => spec.telemetry.shutdown()] });
+    installSignalHandlers(server, {
+      logger,
+      hooks: [() => spec.telemetry.shutdown()],
+      deadlineMs: shutdownDeadlineMs(config),
+    });
   const port = await server.start();
   logger.info(
     { port, metricsPort: metrics?.port },

@@ -9,7 +9,7 @@ import { createServerSecurity } from '@dops/security';
 import { createLogger, type Logger, type Telemetry } from '@dops/telemetry';
 import { reportWorkerHealth, workerPoolFromConfig, type WorkerPool } from '@dops/worker-pool';
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import { serveMetrics } from './serve-metrics';
+import { serveMetrics, shutdownDeadlineMs } from './serve-metrics';
 import { watchPoolMetrics } from './pool-metrics';
 
 export interface WorkerServiceSpec {
@@ -59,7 +59,11 @@ export async function runWorkerService(spec: WorkerServiceSpec): Promise<Running
   const metrics = await serveMetrics(name, config, logger);
   if (metrics) server.onShutdown(() => metrics.close());
   if (spec.handleSignals ?? true)
-    installSignalHandlers(server, { logger, hooks: [() => spec.telemetry.shutdown()] });
+    installSignalHandlers(server, {
+      logger,
+      hooks: [() => spec.telemetry.shutdown()],
+      deadlineMs: shutdownDeadlineMs(config),
+    });
   const port = await server.start();
   logger.info(
     { port, metricsPort: metrics?.port, devices: pool.list().map((w) => w.device.id) },

@@ -24,3 +24,11 @@ export async function serveMetrics(
   );
   return server;
 }
+
+/**
+ * The bound on a service's whole shutdown (`installSignalHandlers`' deadline): the calls' grace,
+ * the workers' graceful stop, and 5 s for the rest (queues, telemetry flush).
+ */
+export function shutdownDeadlineMs(config: Pick<BaseServiceConfig, 'shutdownGraceMs' | 'worker'>): number {
+  return config.shutdownGraceMs + config.worker.stopTimeoutMs + 5_000;
+}
