@@ -5,6 +5,7 @@ import { processMetrics } from '@dops/metrics';
 import { contextFromTraceparent, currentTraceparent, withSpan } from '@dops/telemetry';
 import { context, trace } from '@opentelemetry/api';
 import { ErrorThrottle } from './error-throttle';
+import { queueTelemetry } from './queue-telemetry';
 import { CancelListener, cancelledError, isCancelled } from './cancel';
 import { connectionOptions, createRedis } from './connection';
 import type { StageName } from './names';
@@ -50,8 +51,8 @@ export interface StageWorkerOptions<P> {
   stages?: readonly StageName[];
   logger?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
   /**
-   * BullMQ's telemetry (`queueTelemetry()`): each job runs in a consumer span that continues the
-   * producer's trace. Default none; the stage span then continues `data.traceparent`.
+   * BullMQ's telemetry: each job runs in a consumer span that continues the trace of the call
+   * that added its flow. Default `queueTelemetry()`.
    */
   telemetry?: Telemetry;
 }
@@ -92,7 +93,7 @@ export class StageWorker<P = Record<string, unknown>> {
           stalledInterval: this.options.stalledIntervalMs ?? 30_000,
           maxStalledCount: this.options.maxStalledCount ?? 1,
           autorun: false,
-          telemetry: this.options.telemetry,
+          telemetry: this.options.telemetry ?? queueTelemetry(),
         },
       );
       worker.on('error', (err) => this.errors.report(err, { queue: name }));

@@ -42,7 +42,10 @@ export interface RunningWorkerService {
 export async function runWorkerService(spec: WorkerServiceSpec): Promise<RunningWorkerService> {
   const { name, config } = spec;
   const logger = createLogger({ name, level: config.logLevel });
-  const pool = workerPoolFromConfig(name, config.worker, logger, spec.workerEnv);
+  const pool = workerPoolFromConfig(name, config.worker, logger, {
+    ...workerTelemetryEnv(config.telemetry),
+    ...spec.workerEnv,
+  });
   await pool.start();
   const services = spec.services(pool, logger);
   const server = createGrpcServer({
@@ -80,4 +83,17 @@ export function runMain(name: string, start: () => Promise<unknown>): void {
     );
     process.exit(1);
   });
+}
+
+/**
+ * The service's one telemetry setting, handed to its workers: they export their spans to the
+ * same endpoint with the same protocol, as `<service name>-worker`. No endpoint: the variables are
+ * passed empty, so a worker never exports on its own.
+ */
+export function workerTelemetryEnv(telemetry: BaseServiceConfig['telemetry']): Record<string, string> {
+  return {
+    DOPS_TELEMETRY_OTLP_ENDPOINT: telemetry.otlpEndpoint ?? '',
+    DOPS_TELEMETRY_OTLP_PROTOCOL: telemetry.otlpProtocol,
+    DOPS_TELEMETRY_SERVICE_NAME: `${telemetry.serviceName}-worker`,
+  };
 }

@@ -18,6 +18,7 @@ describe('runWorkerService', () => {
       grpc: { host: '127.0.0.1', port: 0 },
       logLevel: 'silent',
       telemetry: { serviceName: 'svc-test' },
+      metrics: { host: '127.0.0.1', port: 0 },
       worker: testWorkerConfig(),
       security: devSecuritySettings('inference'),
     });

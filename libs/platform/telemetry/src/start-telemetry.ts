@@ -1,14 +1,30 @@
 import { diag } from '@opentelemetry/api';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+import { OTLPTraceExporter as GrpcTraceExporter } from '@opentelemetry/exporter-trace-otlp-grpc';
+import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as ProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { GrpcInstrumentation } from '@opentelemetry/instrumentation-grpc';
 import { NodeSDK } from '@opentelemetry/sdk-node';
-import { BatchSpanProcessor, NoopSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import {
+  BatchSpanProcessor,
+  NoopSpanProcessor,
+  type SpanExporter,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
+
+/** OTLP transports: gRPC, or HTTP with protobuf or JSON bodies. */
+export type OtlpProtocol = 'grpc' | 'http/protobuf' | 'http/json';
 
 export interface TelemetryOptions {
   /** `service.name` resource attribute, e.g. `dops-device`. */
   serviceName: string;
-  /** OTLP gRPC collector, e.g. `http://otel-collector:4317`. Unset: spans are made (ids in logs, context propagated) but not exported. */
+  /**
+   * OTLP collector, e.g. `http://otel-collector:4317` (grpc) or `http://otel-collector:4318`
+   * (http/*: `/v1/traces` is appended when the URL has no path). Unset: spans are made (ids in
+   * logs, context propagated) but not exported.
+   */
   otlpEndpoint?: string;
+  /** Default `grpc`. */
+  otlpProtocol?: OtlpProtocol;
 }
 
 export interface Telemetry {
@@ -33,7 +49,7 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
     return started;
   }
   const spanProcessor: SpanProcessor = options.otlpEndpoint
-    ? new BatchSpanProcessor(new OTLPTraceExporter({ url: options.otlpEndpoint }))
+    ? new BatchSpanProcessor(otlpExporter(options.otlpEndpoint, options.otlpProtocol ?? 'grpc'))
     : // A processor that drops spans still makes the SDK register a real tracer provider, so
       // trace ids exist for logs and for the traceparent handed to workers and queue jobs.
       new NoopSpanProcessor();
@@ -58,4 +74,21 @@ export function startTelemetry(options: TelemetryOptions): Telemetry {
   };
   started = handle;
   return handle;
+}
+
+/** The span exporter of `protocol` towards `endpoint`. */
+function otlpExporter(endpoint: string, protocol: OtlpProtocol): SpanExporter {
+  if (protocol === 'grpc') return new GrpcTraceExporter({ url: endpoint });
+  const url = otlpHttpTracesUrl(endpoint);
+  return protocol === 'http/json' ? new JsonTraceExporter({ url }) : new ProtoTraceExporter({ url });
+}
+
+/**
+ * The traces URL of an OTLP/HTTP endpoint: `<endpoint>/v1/traces` when it has no path, else the
+ * endpoint as given (the same rule the workers apply). Throws TypeError for a malformed URL.
+ */
+export function otlpHttpTracesUrl(endpoint: string): string {
+  const u = new URL(endpoint);
+  if (u.pathname === '' || u.pathname === '/') u.pathname = '/v1/traces';
+  return u.toString();
 }

@@ -13,6 +13,10 @@ export interface ServiceProcess {
   exited: Promise<number | null>;
   /** `127.0.0.1:<port>` once `listening()` resolved. */
   address: string;
+  /** The /metrics port once `listening()` resolved (undefined when metrics are off). */
+  metricsPort: number | undefined;
+  /** The admin (queue dashboard) port once `listening()` resolved, for processing. */
+  adminPort: number | undefined;
   /** Waits for the service's "<name> service listening" log line; rejects after `timeoutMs`. */
   listening(timeoutMs?: number): Promise<string>;
   /** SIGTERM, then the exit code (SIGKILL after `timeoutMs`). */
@@ -32,6 +36,11 @@ export function startServiceProcess(app: string, env: Record<string, string> = {
       DOPS_BACKEND: 'cpu',
       DOPS_GRPC_HOST: '127.0.0.1',
       DOPS_GRPC_PORT: '0',
+      // Many services of one kind run at once in the tests: every port is a free one.
+      DOPS_METRICS_HOST: '127.0.0.1',
+      DOPS_METRICS_PORT: '0',
+      DOPS_ADMIN_HOST: '127.0.0.1',
+      DOPS_ADMIN_PORT: '0',
       DOPS_LOG_LEVEL: 'info',
       // The service's own development identity (mTLS) and the token file: the real auth path.
       ...devSecurityEnv(app),
@@ -47,6 +56,8 @@ export function startServiceProcess(app: string, env: Record<string, string> = {
     output: () => out,
     exited,
     address: '',
+    metricsPort: undefined,
+    adminPort: undefined,
     async listening(timeoutMs = 90_000) {
       const marker = `"msg":"${app} service listening`;
       await waitFor(() => out.includes(marker) || child.exitCode !== null, {
@@ -55,7 +66,10 @@ export function startServiceProcess(app: string, env: Record<string, string> = {
       });
       const line = out.split('\n').find((l) => l.includes(marker));
       if (!line) throw new Error(`${app} exited before listening:\n${out}`);
-      proc.address = `127.0.0.1:${(JSON.parse(line) as { port: number }).port}`;
+      const fields = JSON.parse(line) as { port: number; metricsPort?: number; adminPort?: number };
+      proc.address = `127.0.0.1:${fields.port}`;
+      proc.metricsPort = fields.metricsPort;
+      proc.adminPort = fields.adminPort;
       return proc.address;
     },
     async stop(timeoutMs = 30_000) {
