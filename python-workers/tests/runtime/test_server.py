@@ -66,6 +66,16 @@ def make_registry() -> MethodRegistry:
     def needs_init(params, ctx):
         return {}
 
+    @registry.method("t.steps", requires_init=False)
+    def steps(params, ctx):
+        for step in (1, 2):
+            ctx.progress(step, 2)
+        return {}
+
+    @registry.method("worker.ping", requires_init=False)
+    def ping(params, ctx):
+        return {}
+
     @registry.method("t.block", requires_init=False)
     def block(params, ctx):
         ctx.token.wait(5)
@@ -185,3 +195,44 @@ def test_a_node_setting_in_any_request_is_refused_before_the_handler(name):
     assert reply["error"]["data"]["details"]["field"] == name
     assert "node setting (DOPS_ALLOW_UNSAFE_PICKLE)" in reply["error"]["message"]
     harness.close()
+
+
+def test_progress_steps_become_events_of_the_request_span():
+    harness = Harness(make_registry())
+    harness.send({"jsonrpc": "2.0", "id": 7, "method": "t.steps",
+                  "params": {"_meta": {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4737-00f067aa0ba902b7-01"}}})
+    replies = [harness.read() for _ in range(3)]
+    assert [r.get("method") for r in replies] == ["$/progress", "$/progress", None]
+    harness.close()
+    span = [s for s in EXPORTER.get_finished_spans() if s.name == "t.steps"][-1]
+    assert [(e.name, e.attributes["dops.step"], e.attributes["dops.total"]) for e in span.events] == [
+        ("step", 1, 2), ("step", 2, 2)]
+
+
+def test_heartbeats_are_not_traced():
+    harness = Harness(make_registry())
+    before = len(EXPORTER.get_finished_spans())
+    for i in range(3):
+        harness.send({"jsonrpc": "2.0", "id": 100 + i, "method": "worker.ping", "params": {}})
+        assert harness.read()["id"] == 100 + i
+    harness.send({"jsonrpc": "2.0", "id": 200, "method": "t.echo", "params": {}})
+    harness.read()
+    harness.close()
+    names = [s.name for s in EXPORTER.get_finished_spans()[before:]]
+    assert names == ["t.echo"]
+
+
+def test_otlp_settings_pick_the_exporter_and_the_traces_url():
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as Grpc
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as Http
+
+    from dops_worker.runtime.telemetry import _exporter, otlp_http_traces_url
+
+    assert otlp_http_traces_url("http://collector:4318") == "http://collector:4318/v1/traces"
+    assert otlp_http_traces_url("http://collector:4318/custom") == "http://collector:4318/custom"
+    assert isinstance(_exporter("http://collector:4317", "grpc"), Grpc)
+    http = _exporter("http://collector:4318", "http/protobuf")
+    assert isinstance(http, Http) and http._endpoint == "http://collector:4318/v1/traces"
+    assert isinstance(_exporter("http://collector:4318", "http/json"), Http)
+    with pytest.raises(ValueError):
+        _exporter("http://collector:4318", "carrier-pigeon")

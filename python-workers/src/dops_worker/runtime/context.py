@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from dops_worker.protocol.messages import RequestId
 from dops_worker.runtime.cancellation import CancelToken
+from dops_worker.runtime.telemetry import step_event
 
 if TYPE_CHECKING:
     from dops_worker.runtime.session import Session
@@ -29,6 +30,7 @@ class RequestContext:
 
     def progress(self, step: int, total: int, preview: dict[str, Any] | None = None) -> None:
         """Sends ``$/progress {id, step, total, preview?}``; never raises on a closed pipe."""
+        step_event(step, total)
         params: dict[str, Any] = {"id": self.request_id, "step": step, "total": total}
         if preview is not None:
             params["preview"] = preview

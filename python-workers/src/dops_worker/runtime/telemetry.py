@@ -1,7 +1,11 @@
 """OpenTelemetry: each request is a span whose parent is the supervisor's ``_meta.traceparent``.
 
-The API is always used (a no-op without an SDK); the SDK and the OTLP/HTTP exporter are set up
-only when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, and read their usual OTEL_* variables.
+The API is always used (a no-op without an SDK). The SDK and an OTLP exporter are set up only
+when the supervisor passes ``DOPS_TELEMETRY_OTLP_ENDPOINT`` (the service's own setting) with
+``DOPS_TELEMETRY_OTLP_PROTOCOL`` (``grpc``, the default, or ``http/protobuf``; ``http/json``,
+which the Python SDK has no exporter for, is sent as ``http/protobuf`` to the same URL, which
+OTLP/HTTP receivers accept) and ``DOPS_TELEMETRY_SERVICE_NAME``. Heartbeats (``worker.ping``) are
+never traced, nor are ``memory.stats`` calls that carry no traceparent (metrics scrapes).
 """
 
 from __future__ import annotations
@@ -10,29 +14,53 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import INVALID_SPAN, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _log = logging.getLogger(__name__)
 _propagator = TraceContextTextMapPropagator()
 _TRACER_NAME = "dops_worker"
+_NEVER_TRACED = frozenset({"worker.ping"})
+_TRACED_ONLY_WITH_PARENT = frozenset({"memory.stats"})
+
+
+def otlp_http_traces_url(endpoint: str) -> str:
+    """``<endpoint>/v1/traces`` when the URL has no path, else the URL as given (as the services do)."""
+    parts = urlsplit(endpoint)
+    if parts.path in ("", "/"):
+        parts = parts._replace(path="/v1/traces")
+    return urlunsplit(parts)
+
+
+def _exporter(endpoint: str, protocol: str):  # noqa: ANN202 - the SDK's SpanExporter, imported lazily
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    if protocol not in ("http/protobuf", "http/json"):
+        raise ValueError(f"unknown OTLP protocol {protocol!r} (grpc, http/protobuf, http/json)")
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter(endpoint=otlp_http_traces_url(endpoint))
 
 
 def configure_tracing() -> bool:
     """Installs the SDK + OTLP exporter when configured; returns whether it did. Never raises."""
-    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+    endpoint = os.environ.get("DOPS_TELEMETRY_OTLP_ENDPOINT", "").strip()
+    if not endpoint:
         return False
+    protocol = os.environ.get("DOPS_TELEMETRY_OTLP_PROTOCOL", "").strip() or "grpc"
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", "dops-worker")})
-        provider = TracerProvider(resource=resource)
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        name = os.environ.get("DOPS_TELEMETRY_SERVICE_NAME", "").strip() or "dops-worker"
+        provider = TracerProvider(resource=Resource.create({"service.name": name}))
+        provider.add_span_processor(BatchSpanProcessor(_exporter(endpoint, protocol)))
         trace.set_tracer_provider(provider)
         return True
     except Exception:  # telemetry must never stop the worker
@@ -53,7 +81,13 @@ def shutdown_tracing() -> None:
 
 @contextmanager
 def request_span(method: str, request_id: object, traceparent: str | None) -> Iterator[Span]:
-    """A SERVER span for one request, current for the block; an invalid traceparent starts a new trace."""
+    """A SERVER span for one request, current for the block; an invalid traceparent starts a new trace.
+
+    Heartbeats, and memory reads no traced call asked for, get the invalid (non-recording) span.
+    """
+    if method in _NEVER_TRACED or (method in _TRACED_ONLY_WITH_PARENT and not traceparent):
+        yield INVALID_SPAN
+        return
     parent = _propagator.extract({"traceparent": traceparent}) if traceparent else None
     tracer = trace.get_tracer(_TRACER_NAME)
     with tracer.start_as_current_span(
@@ -70,3 +104,10 @@ def request_span(method: str, request_id: object, traceparent: str | None) -> It
 def mark_span_error(span: Span, code: str, message: str) -> None:
     span.set_attribute("dops.error.code", code)
     span.set_status(Status(StatusCode.ERROR, message))
+
+
+def step_event(step: int, total: int) -> None:
+    """Adds a ``step`` event (step, total) to the current request's span; a no-op outside one."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.add_event("step", {"dops.step": step, "dops.total": total})
