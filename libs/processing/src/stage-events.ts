@@ -170,10 +170,6 @@ export class StageEvents {
   private async completed(jobId: string, stage: string, images: Artifact[]): Promise<void> {
     const paths = images.map((i) => i.path);
     const record = await this.store.get(jobId);
-    this.options.logger?.warn(
-      { DEBUGB: 1, jobId, stage, paths, state: record?.state, outputs: record?.outputs },
-      'DEBUGB completed',
-    );
     const event = { kind: 'stage', stage, status: 'completed' } as const;
     const outputs = (r: JobRecord) => [...(r.outputs ?? []), ...paths];
     if (record && !TERMINAL.has(record.state) && record.plan[record.plan.length - 1]?.stage !== stage) {

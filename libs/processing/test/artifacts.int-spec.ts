@@ -191,6 +191,24 @@ describe('outputs of failed and cancelled jobs', () => {
       },
     });
 
+  it('removes the generated image once the upscaled one is published', async () => {
+    const { prefix, alice } = await setup();
+    const generated: string[] = [];
+    await consumer(prefix, 'inference', async (ctx) => {
+      const image = writeStageImage(`${ctx.data.jobId}-gen.png`);
+      generated.push(image.path);
+      return { images: [image] };
+    });
+    await consumer(prefix, 'postprocessing', async (ctx) => ({
+      images: [writeStageImage(`${ctx.data.jobId}-up.png`)],
+    }));
+    const { job } = await call(alice.submitJob, upscaled());
+    const done = await until(alice, job!.id, S.SUCCEEDED);
+    expect(done.images[0]!.path).toBe(join(ARTIFACT_ROOT, `${job!.id}-up.png`));
+    expect(existsSync(done.images[0]!.path)).toBe(true);
+    await waitFor(() => !existsSync(generated[0]!), { description: 'generated image removed' });
+  });
+
   it('removes the generated image when a later stage fails', async () => {
     const { prefix, alice } = await setup();
     const generated: string[] = [];
