@@ -2,6 +2,7 @@ import { isAbsolute } from 'node:path';
 import { DopsError } from '@dops/errors';
 import type { WorkerPool } from '@dops/worker-pool';
 import type { ProgressParams } from '@dops/worker-supervisor';
+import { processMetrics } from '@dops/metrics';
 
 /** Where a loaded model lives in the worker: `ram` (pinned where the backend allows) or `vram`. */
 export type HostTier = 'ram' | 'vram';
@@ -69,12 +70,22 @@ export class ModelHost {
     const params: Record<string, unknown> = { modelId, path, tier };
     if (options.configDir) params.configDir = options.configDir;
     if (options.sha256) params.sha256 = options.sha256.toLowerCase();
-    return supervisor.request<HostLoadResult>('model.load', params, {
-      signal: options.signal,
-      traceparent: options.traceparent,
-      timeoutMs: options.timeoutMs,
-      onProgress: options.onProgress,
-    });
+    const started = performance.now();
+    const metrics = processMetrics();
+    try {
+      const result = await supervisor.request<HostLoadResult>('model.load', params, {
+        signal: options.signal,
+        traceparent: options.traceparent,
+        timeoutMs: options.timeoutMs,
+        onProgress: options.onProgress,
+      });
+      metrics.modelLoads.inc({ source: result.source, outcome: 'loaded' });
+      metrics.modelLoadSeconds.observe({ source: result.source }, (performance.now() - started) / 1000);
+      return result;
+    } catch (err) {
+      metrics.modelLoads.inc({ source: 'unknown', outcome: 'failed' });
+      throw err;
+    }
   }
 
   /** `vram` keeps the RAM copy; `ram` drops both. False when not held. Throws INVALID_ARGUMENT, NOT_FOUND (device). */

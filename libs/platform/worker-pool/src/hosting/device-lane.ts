@@ -1,5 +1,6 @@
 import { DopsError } from '@dops/errors';
 import type { ProgressParams, WorkerSupervisor } from '@dops/worker-supervisor';
+import { processMetrics } from '@dops/metrics';
 
 export interface LaneOptions {
   /** Most requests one worker call may carry (dynamic batching, for requests with a batching); 1 = none. */
@@ -240,6 +241,7 @@ export class DeviceLane {
       .filter((d): d is number => d !== undefined);
     try {
       const head = batch[0]!;
+      if (head.batching) processMetrics().batchSize.observe({ method: head.method }, batch.length);
       const params =
         batch.length > 1 && head.batching ? head.batching.combine(batch.map((t) => t.params)) : head.params;
       const raw = await this.supervisor().request<unknown>(head.method, params, {
