@@ -19,3 +19,5 @@ export type { ServiceProcess } from './service-process';
 export { descendants, listProcesses } from './processes';
 export type { ProcInfo } from './processes';
 export { INFERENCE_WORKER_MAIN } from './worker-main';
+export { startOtlpReceiver } from './otlp-receiver';
+export type { OtlpReceiver, ReceivedSpan } from './otlp-receiver';
