@@ -4,7 +4,7 @@ import { createGrpcServer, installSignalHandlers } from '@dops/grpc-server';
 import { GrpcModelHosts, ModelLoader, ModelRegistry, modelService, parseHostAddresses } from '@dops/model';
 import { GrpcReservations } from '@dops/model-host';
 import { createServerSecurity, serviceClientCredentials } from '@dops/security';
-import { runMain } from '@dops/service-host';
+import { runMain, serveMetrics, shutdownDeadlineMs } from '@dops/service-host';
 import { createLogger } from '@dops/telemetry';
 
 runMain('model', async () => {
@@ -53,7 +53,16 @@ runMain('model', async () => {
     reservations?.close();
     await registry.close();
   });
-  installSignalHandlers(server, { logger, hooks: [() => telemetry.shutdown()] });
+  const metrics = await serveMetrics('model', config, logger);
+  if (metrics) server.onShutdown(() => metrics.close());
+  installSignalHandlers(server, {
+    logger,
+    hooks: [() => telemetry.shutdown()],
+    deadlineMs: shutdownDeadlineMs(config),
+  });
   const port = await server.start();
-  logger.info({ port, roots: settings.roots }, `model service listening on ${config.grpc.host}:${port}`);
+  logger.info(
+    { port, metricsPort: metrics?.port, roots: settings.roots },
+    `model service listening on ${config.grpc.host}:${port}`,
+  );
 });
