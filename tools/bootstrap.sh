@@ -9,13 +9,13 @@ log() { printf '\033[1;34m[bootstrap]\033[0m %s\n' "$*"; }
 stamp_ok() { [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]; }
 export NX_DAEMON=false NX_NO_CLOUD=true NX_SKIP_NX_CACHE=${NX_SKIP_NX_CACHE:-false}
 
-# 1. npm packages, as the lockfile pins them. `npm ci` refuses lockfiles written by npm builds
-#    that leave other platforms' optional binaries out (seen with npm 11 here); `npm install`
-#    then installs the same pinned versions.
+# 1. npm packages, exactly as the lockfile pins them: `npm ci` never writes package-lock.json (the
+#    former `npm install` fallback rewrote it on a fresh clone, +367 lines). A lockfile out of step
+#    with package.json or a workspace fails here, loudly: run `npm install`, commit the lockfile.
 npm_hash=$(cat package.json package-lock.json | sha256sum | cut -c1-16)
 if ! stamp_ok node_modules/.dops-stamp "$npm_hash"; then
   log "installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error 2>/dev/null || npm install --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error
   echo "$(cat package.json package-lock.json | sha256sum | cut -c1-16)" > node_modules/.dops-stamp
 fi
 
