@@ -70,6 +70,7 @@ export interface ProcessingOptions extends WorkflowLimits, ClientQuotaOptions, S
 }
 
 export interface ProcessingArtifactOptions {
+  /** Closed by Processing.close(). */
   store: ArtifactStore;
   /** The stage workers' artifact root (DOPS_ARTIFACT_ROOT): the directory store's root too. */
   root: string;
@@ -174,6 +175,7 @@ export class Processing {
     await this.events.close();
     await this.flows.close();
     this.redis.disconnect();
+    this.options.artifacts.store.close();
   }
 
   // ---- jobs -------------------------------------------------------------------------------

@@ -184,11 +184,18 @@ export class StageEvents {
     let ended: JobRecord | undefined;
     try {
       const published = await this.artifacts.publish(record, images);
-      ended = await this.store.update(
-        jobId,
-        (r) => ({ ...r, state: 'SUCCEEDED', images: published, outputs: outputs(r), counted: false }),
-        { event },
-      );
+      ended = await this.store
+        .update(
+          jobId,
+          (r) => ({ ...r, state: 'SUCCEEDED', images: published, outputs: outputs(r), counted: false }),
+          { event },
+        )
+        // A failure after the change was stored (a hook of the store) must not leave its files.
+        .catch(async (err: unknown) => {
+          const now = await this.store.get(jobId);
+          if (now?.state !== 'SUCCEEDED') throw err;
+          return now;
+        });
       if (!ended) await this.artifacts.retract(record.clientId, published);
     } catch (err) {
       const error = ensureDopsError(err);

@@ -32,6 +32,8 @@ export interface ArtifactStore {
   listExpired(before: Date): AsyncIterable<string>;
   /** The local file holding `key` where this store keeps objects as files (the directory store); else undefined. */
   localPath(key: string): string | undefined;
+  /** Releases its connections (S3); the store is not used after. */
+  close(): void;
 }
 
 const SEGMENT = /^[A-Za-z0-9._-]+$/;

@@ -25,6 +25,10 @@ export class DirectoryArtifactStore implements ArtifactStore {
     this.root = path.resolve(root);
   }
 
+  close(): void {
+    // Files only: nothing to release.
+  }
+
   localPath(key: string): string {
     return path.join(this.root, checkKey(key));
   }
