@@ -236,3 +236,16 @@ def test_otlp_settings_pick_the_exporter_and_the_traces_url():
     assert isinstance(_exporter("http://collector:4318", "http/json"), Http)
     with pytest.raises(ValueError):
         _exporter("http://collector:4318", "carrier-pigeon")
+
+
+def test_log_lines_inside_a_request_carry_its_trace_id_as_the_services_do():
+    import logging
+
+    from dops_worker.runtime.logs import JsonLineFormatter
+
+    record = logging.makeLogRecord({"msg": "step done", "levelno": logging.INFO, "name": "dops_worker.t"})
+    assert "trace_id" not in json.loads(JsonLineFormatter().format(record))
+    with trace.get_tracer("t").start_as_current_span("job") as span:
+        line = json.loads(JsonLineFormatter().format(record))
+    assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
+    assert line["span_id"] == f"{span.get_span_context().span_id:016x}"

@@ -47,7 +47,8 @@ def _trace_fields() -> dict[str, str]:
     span_context = trace.get_current_span().get_span_context()
     if not span_context.is_valid:
         return {}
-    return {"traceId": f"{span_context.trace_id:032x}", "spanId": f"{span_context.span_id:016x}"}
+    # The names the services' own log lines use, so one query finds a job's lines in both.
+    return {"trace_id": f"{span_context.trace_id:032x}", "span_id": f"{span_context.span_id:016x}"}
 
 
 def configure_logging(stream: TextIO | None = None) -> None:
