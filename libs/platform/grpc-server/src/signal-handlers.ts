@@ -34,7 +34,7 @@ export function installSignalHandlers(server: GrpcServer, options: SignalHandler
     shuttingDown = true;
     const deadlineMs = options.deadlineMs ?? 30_000;
     options.logger?.info({ signal, deadlineMs }, 'shutting down');
-    setTimeout(() => {
+    const deadline = setTimeout(() => {
       options.logger?.error({ deadlineMs }, 'shutdown did not finish in time; exiting now');
       exit(1);
     }, deadlineMs).unref();
@@ -49,6 +49,7 @@ export function installSignalHandlers(server: GrpcServer, options: SignalHandler
           options.logger?.error({ err }, 'shutdown hook failed');
         }
       }
+      clearTimeout(deadline);
       exit(code);
     })();
   };
