@@ -19,7 +19,7 @@ export function dashboardAccess(
   if (!header) return { ok: false, status: 401, reason: 'a bearer token is required' };
   const match = BEARER.exec(header);
   if (!match) return { ok: false, status: 401, reason: 'the authorization header is not "Bearer <token>"' };
-  const principal = tokens?.lookup(match[1]!);
+  const principal = match[1] ? tokens?.lookup(match[1]) : undefined;
   if (!principal) return { ok: false, status: 401, reason: 'the bearer token is not valid' };
   if (!roles.some((r) => principal.roles.has(r)))
     return {
