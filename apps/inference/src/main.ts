@@ -83,6 +83,8 @@ runMain('inference', async () => {
           jobsPerDevice: inference.maxBatch,
           // A job for a model no device holds: loaded here, on the device NodeLoader picks.
           ensureLoaded: loader ? (modelId, signal) => loader!.ensureOnVram(modelId, signal) : undefined,
+          // Eviction plans take the least recently used model, not the earliest loaded.
+          onUse: loader ? (modelId, deviceId) => loader!.used(modelId, deviceId) : undefined,
         });
       }
       return [

@@ -103,6 +103,11 @@ class OneModelLedger {
   readonly log: string[] = [];
   private holder = new Map<string, string>();
 
+  /** Grants, plans and releases (touches left out). */
+  get decisions(): string[] {
+    return this.log.filter((l) => !l.startsWith('touch '));
+  }
+
   service() {
     const reservation = (deviceId: string, modelId: string) => ({
       id: `${deviceId}/${modelId}`,
@@ -133,7 +138,10 @@ class OneModelLedger {
           return { released: reservation(req.deviceId, req.modelId) };
         },
         listReservations: () => ({ devices: [] }),
-        touch: (req) => ({ reservation: reservation(req.deviceId, req.modelId) }),
+        touch: (req) => {
+          this.log.push(`touch ${req.modelId}`);
+          return { reservation: reservation(req.deviceId, req.modelId) };
+        },
         markInUse: (req) => ({ reservation: reservation(req.deviceId, req.modelId) }),
       },
       { default: ['internal'] },
@@ -200,7 +208,8 @@ class OneModelLedger {
         },
       });
       await pool.start();
-      models = new InferenceModels(pool, silent);
+      // A shared 2-core box can be slow: an unload waits as long as the long generation below takes.
+      models = new InferenceModels(pool, silent, { unloadWaitMs: 300_000 });
       const credentials = testCredentials('inference', 'mtls');
       loader = new NodeLoader(models, pool, {
         identities: new GrpcModelIdentities(server.address, credentials),
@@ -214,6 +223,9 @@ class OneModelLedger {
         redisUrl: redis.url,
         queue: queueConfig.parse({ redisUrl: redis.url, prefix, nodeId: NODE }),
         ensureLoaded: (modelId, signal) => loader.ensureOnVram(modelId, signal),
+        onUse: (modelId, deviceId) => loader.used(modelId, deviceId),
+        // Two jobs at once on the one device: one can wait in the lane while the other runs.
+        jobsPerDevice: 2,
       });
       await stage.start();
       queue = new Queue('inference', { connection: connectionOptions(redis.url), prefix });
@@ -231,11 +243,11 @@ class OneModelLedger {
       await server?.stop();
       await redis?.stop();
       if (root) await rm(root, { recursive: true, force: true });
-    });
+    }, 120_000);
 
     let jobs = 0;
     /** Queues one generate stage job for `modelId` and resolves to its PNG's bytes once it succeeded. */
-    async function generate(modelId: string): Promise<Buffer> {
+    async function generate(modelId: string, steps = 2): Promise<Buffer> {
       const jobId = `job${++jobs}`;
       const data: StageJobData = {
         jobId,
@@ -247,7 +259,7 @@ class OneModelLedger {
             prompt: 'a tiny red cube',
             width: 64,
             height: 64,
-            steps: 2,
+            steps,
             seed: 7,
             scheduler: 'Euler',
           }),
@@ -294,7 +306,9 @@ class OneModelLedger {
       expect(answers.every((a) => a.sha256 === '')).toBe(true);
       // Inference asked the registry for identities only; nothing went back into it (no LoadModel).
       expect(new Set(registry.calls)).toEqual(new Set(['getModel']));
-      expect(ledger.log).toEqual([`grant ${A}`]);
+      expect(ledger.decisions).toEqual([`grant ${A}`]);
+      // The job's generation counted as a use of the reservation (eviction plans are least recently used first).
+      expect(ledger.log).toContain(`touch ${A}`);
       // An image made before the hash is known does not name the model by hash.
       expect(png.toString('latin1')).not.toContain('Model hash:');
       await announcedEquals([A]);
@@ -315,7 +329,7 @@ class OneModelLedger {
     it('carries out an eviction plan through its own lane, and announces exactly what the worker holds', async () => {
       await generate(B);
       // The ledger had room for one: A was evicted (to RAM) between generations, its reservation released.
-      expect(ledger.log.slice(1)).toEqual([`plan ${B}: evict ${A}`, `release ${A}`, `grant ${B}`]);
+      expect(ledger.decisions.slice(1)).toEqual([`plan ${B}: evict ${A}`, `release ${A}`, `grant ${B}`]);
       expect(models.heldOn(A, DEVICE)?.tier).toBe('ram');
       await announcedEquals([B]);
 
@@ -365,5 +379,26 @@ class OneModelLedger {
       const png = await generate(B);
       expect(png.toString('latin1')).toContain(`Model hash: ${shaA.slice(0, 10)}`);
     }, 180_000);
+
+    it('loads a model back when it left the device while a job for it waited in the lane, and runs the job', async () => {
+      const asked = () => registry.answered.filter((a) => a.id === B).length;
+      const before = asked();
+      const long = generate(B, 16);
+      await waitFor(() => pool.get(DEVICE).supervisor.health().activeRequests > 0 || undefined, {
+        timeoutMs: 60_000,
+        intervalMs: 20,
+        description: 'the long generation runs',
+      });
+      // Queued behind the running generation, as an eviction for another job's model would be.
+      const unloading = models.unload(B, DEVICE, 'vram');
+      const short = generate(B);
+      expect(await unloading).toBe(true);
+      await long;
+      // The short job reached the worker after the unload, found its model gone, had it loaded back and ran.
+      const png = await short;
+      expect(png.subarray(1, 4).toString('latin1')).toBe('PNG');
+      expect(asked()).toBeGreaterThan(before);
+      expect(models.residentOnVram(DEVICE)).toEqual([B]);
+    }, 240_000);
   },
 );

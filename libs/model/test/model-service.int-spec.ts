@@ -59,6 +59,9 @@ class SmallReservations implements Reservations {
     const at = this.granted.indexOf(req.modelId);
     if (at >= 0) this.granted.splice(at, 1);
   }
+  async touch() {
+    // this stand-in plans by grant order only
+  }
   close(): void {
     // nothing held
   }

@@ -104,6 +104,9 @@ class Ledger implements Reservations {
     if (at >= 0) this.granted.splice(at, 1);
     this.log.push(`release ${req.modelId}`);
   }
+  async touch(req: { modelId: string }): Promise<void> {
+    this.log.push(`touch ${req.modelId}`);
+  }
   close(): void {
     // nothing held
   }
@@ -220,5 +223,21 @@ describe('NodeLoader', () => {
     open();
     // The shared load went on for the caller that stayed.
     expect(await stayed).toBe('cpu:0');
+  });
+
+  it('counts a generation as a use of the reservation, at most once per touchEveryMs per model', async () => {
+    const m = fakeModels();
+    const ledger = new Ledger(2);
+    const loader = new NodeLoader(m.models, fakePool({ id: 'cpu:0' }), {
+      identities: new Identities({}),
+      reservations: ledger,
+      modelRoots: [root],
+      touchEveryMs: 60_000,
+    });
+    loader.used('a', 'cpu:0');
+    loader.used('a', 'cpu:0');
+    loader.used('b', 'cpu:0');
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(ledger.log).toEqual(['touch a', 'touch b']);
   });
 });

@@ -21,6 +21,8 @@ export interface NodeLoaderOptions extends HostRoots {
   hashPollMs?: number;
   /** A model evicted to the RAM tier and not loaded again for this long is dropped from RAM; 0 = kept. Default 600 000 ms. */
   ramKeepAliveMs?: number;
+  /** Least time between two Touch calls for one model on one device. Default 5 000 ms. */
+  touchEveryMs?: number;
   /** Cordoned devices take no cold load. */
   fleet?: DeviceFleet;
   logger?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
@@ -36,6 +38,8 @@ export interface NodeLoaderOptions extends HostRoots {
 export class NodeLoader {
   private readonly loading = new Map<string, Promise<string>>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  /** When each model's reservation was last touched, by device and model. */
+  private readonly touchedAt = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -60,6 +64,23 @@ export class NodeLoader {
       this.loading.set(modelId, load);
     }
     return signal ? abortable(load, signal) : load;
+  }
+
+  /**
+   * A generation of `modelId` starts on the device: its reservation counts as used now, so
+   * eviction plans take the models used least recently (not loaded earliest). At most one
+   * Touch per model and device every `touchEveryMs`. Never throws; a failed touch is logged.
+   */
+  used(modelId: string, deviceId: string): void {
+    const { reservations } = this.options;
+    if (!reservations) return;
+    const key = `${deviceId}\0${modelId}`;
+    const now = Date.now();
+    if (now - (this.touchedAt.get(key) ?? -Infinity) < (this.options.touchEveryMs ?? 5_000)) return;
+    this.touchedAt.set(key, now);
+    reservations.touch({ deviceId, modelId }).catch((err: unknown) => {
+      this.options.logger?.warn({ modelId, deviceId, err: String(err) }, 'touching a reservation failed');
+    });
   }
 
   /** Stops the hash and keep-alive timers and closes the identities and reservations clients it was given. */

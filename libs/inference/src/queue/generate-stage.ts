@@ -12,7 +12,7 @@ import {
   type StageWorkerOptions,
 } from '@dops/queue';
 import type { DeviceFleet, WorkerPool } from '@dops/worker-pool';
-import type { Generator } from '../generator';
+import type { GenerateOutcome, Generator } from '../generator';
 import type { InferenceModels } from '../inference-models';
 
 export interface GenerateStageOptions {
@@ -23,6 +23,8 @@ export interface GenerateStageOptions {
    * through the device's lane). Unset: such a job fails FAILED_PRECONDITION.
    */
   ensureLoaded?: (modelId: string, signal: AbortSignal) => Promise<unknown>;
+  /** Called once the job's device is chosen (NodeLoader.used: the model's reservation counts as used now). */
+  onUse?: (modelId: string, deviceId: string) => void;
   queue: QueueConfig;
   logger?: { info(o: object, m?: string): void; warn(o: object, m?: string): void };
   /** Cordoning every device of this node pauses the consumer: queued jobs wait, or another node takes them. */
@@ -88,13 +90,35 @@ export class GenerateStage {
           if (options.ensureLoaded && modelId && models.onVram({ modelId }).length === 0) {
             await options.ensureLoaded(modelId, ctx.signal);
           }
-          const outcome = await generator.generate({
-            params: inferenceV1.GenerationParams.fromJSON(ctx.data.params),
-            signal: ctx.signal,
-            deadline: ctx.deadline,
-            traceparent: ctx.data.traceparent,
-            onProgress: (p) => ctx.reportProgress({ step: p.step, total: p.total }),
-          });
+          const run = () =>
+            generator.generate({
+              params: inferenceV1.GenerationParams.fromJSON(ctx.data.params),
+              signal: ctx.signal,
+              deadline: ctx.deadline,
+              traceparent: ctx.data.traceparent,
+              onScheduled: (deviceId) => options.onUse?.(modelId, deviceId),
+              onProgress: (p) => ctx.reportProgress({ step: p.step, total: p.total }),
+            });
+          let outcome: GenerateOutcome;
+          try {
+            outcome = await run();
+          } catch (err) {
+            // The model left every device while this job waited for its turn (evicted for another
+            // job's model, or unloaded): load it back once and run again; any other failure stands.
+            if (
+              !options.ensureLoaded ||
+              ctx.signal.aborted ||
+              !modelId ||
+              models.onVram({ modelId }).length > 0
+            )
+              throw err;
+            this.logger?.info(
+              { modelId, err: String(err) },
+              'model left the node before the job ran: loading it back',
+            );
+            await options.ensureLoaded(modelId, ctx.signal);
+            outcome = await run();
+          }
           return {
             images: outcome.images.map((i) => ({
               path: i.path,

@@ -17,6 +17,8 @@ export interface Reservations {
   }): Promise<ReserveAnswer>;
   /** Resolves whether or not a reservation existed. */
   release(request: { deviceId: string; modelId: string }): Promise<void>;
+  /** Counts as a use of the model's reservation now (eviction plans take the least recently used first). Resolves whether or not it existed. */
+  touch(request: { deviceId: string; modelId: string }): Promise<void>;
   close(): void;
 }
 
@@ -44,6 +46,14 @@ export class GrpcReservations implements Reservations {
   async release(request: { deviceId: string; modelId: string }): Promise<void> {
     try {
       await call(this.client.release, { id: '', ...request });
+    } catch (err) {
+      if (!(err instanceof DopsError && err.code === 'NOT_FOUND')) throw err;
+    }
+  }
+
+  async touch(request: { deviceId: string; modelId: string }): Promise<void> {
+    try {
+      await call(this.client.touch, request);
     } catch (err) {
       if (!(err instanceof DopsError && err.code === 'NOT_FOUND')) throw err;
     }
