@@ -49,7 +49,11 @@ export class StageEvents {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.events.values()].map((e) => e.close()));
+    const closing = Promise.all([...this.events.values()].map((e) => e.close()));
+    // With Redis down, BullMQ 6.7's QueueEvents.close waits for an 'end' that its reconnecting
+    // connection never emits: the shutdown does not wait for it then.
+    if (this.redis.status === 'ready') await closing;
+    else closing.catch(() => undefined);
   }
 
   async listen(queueName: string): Promise<void> {
