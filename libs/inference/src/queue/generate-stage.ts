@@ -37,8 +37,8 @@ export interface GenerateStageOptions {
  * The inference stage consumer: a StageWorker on `inference` and `inference@<nodeId>` that runs
  * `generate` stage jobs on the Generator (cancel → the worker stops within a step; the job's
  * deadline becomes the worker deadline), reports step progress, and returns `{images}`; plus
- * this node's announcement (devices, the models each worker holds on VRAM, active jobs). Concurrency defaults
- * to the number of devices.
+ * this node's announcement (devices, the models each worker holds on VRAM, active jobs).
+ * Concurrency defaults to the number of devices.
  *
  * Processing routes a job to `inference@<node>` for model affinity, and only that node consumes
  * that queue, so BullMQ's stalled-job check of that queue runs only there: a node that dies
