@@ -6,8 +6,11 @@
 // with the model dropped from the worker (RAM tier too) and its reservation released, so the
 // worker reads and builds it from the file (page cache warm on both sides). The two sides run one
 // after the other, never sharing the cores.
-// Writes tools/bench/results/cold_load-<host>.{json,md}.
+// Writes tools/bench/results/cold_load-<DOPS_BENCH_LABEL, default cpu>.{json,md}.
 //   npx tsx tools/bench/cold_load/bench-cold-load.ts [--n 10] [--warmup 2] [--threads 1]
+//     [--backend cpu|cuda] [--model <file.safetensors> --config-dir <its diffusers config folder>]
+// With --model the file's own folder is the model root (no copy) and the worker builds it from its
+// shipped configs; plain_load.py then loads fp16 onto the device on cuda, as the worker does.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -29,16 +32,18 @@ const warmup = Number(arg('warmup', '2'));
 // One torch thread on both sides by default: on a small shared box more threads than free cores
 // make both sides slower and far noisier (see tools/bench/overhead).
 const threads = arg('threads', '1');
+const backend = arg('backend', 'cpu');
+const customModel = process.argv.includes('--model');
 
 const REPO_ROOT = path.resolve(__dirname, '../../..');
 const FIXTURES = path.join(REPO_ROOT, 'tools/fixtures/generated');
-const CHECKPOINT = path.join(FIXTURES, 'sd15-tiny.safetensors');
+const CHECKPOINT = path.resolve(arg('model', path.join(FIXTURES, 'sd15-tiny.safetensors')));
+const PLAIN_CONFIG_DIR = path.resolve(arg('config-dir', path.join(FIXTURES, 'configs/sd15')));
 const PYTHON_WORKERS = path.join(REPO_ROOT, 'python-workers');
-const DEVICE = 'cpu:0';
 const python = resolvePythonExecutable({ repoRoot: REPO_ROOT });
 const childEnv = {
   ...process.env,
-  DOPS_BACKEND: 'cpu',
+  DOPS_BACKEND: backend,
   HF_HUB_OFFLINE: '1',
   OMP_NUM_THREADS: threads,
   MKL_NUM_THREADS: threads,
@@ -80,11 +85,14 @@ function timed<T extends object>(target: T, into: Record<string, number[]>): T {
 }
 
 async function timeStack(root: string) {
-  const modelRoot = path.join(root, 'models');
-  fs.mkdirSync(modelRoot, { recursive: true });
-  // A fresh copy: the registry has never hashed it, as with a file dropped onto a node.
-  fs.copyFileSync(CHECKPOINT, path.join(modelRoot, 'bench.safetensors'));
-  fs.cpSync(path.join(FIXTURES, 'configs'), path.join(modelRoot, 'configs'), { recursive: true });
+  const modelRoot = customModel ? path.dirname(CHECKPOINT) : path.join(root, 'models');
+  if (!customModel) {
+    fs.mkdirSync(modelRoot, { recursive: true });
+    // A fresh copy: the registry has never hashed it, as with a file dropped onto a node.
+    fs.copyFileSync(CHECKPOINT, path.join(modelRoot, 'bench.safetensors'));
+    fs.cpSync(path.join(FIXTURES, 'configs'), path.join(modelRoot, 'configs'), { recursive: true });
+  }
+  const modelPath = customModel ? CHECKPOINT : path.join(modelRoot, 'bench.safetensors');
   const registry = new ModelRegistry({
     roots: [modelRoot],
     statePath: path.join(root, 'state.json'),
@@ -92,7 +100,7 @@ async function timeStack(root: string) {
     pollIntervalMs: 0,
   });
   await registry.start();
-  const entry = registry.list({ type: 'checkpoint' }).entries[0]!;
+  const entry = await registry.getByPath(modelPath);
   const hashedAtFirstLoad = entry.hashes !== undefined;
   const credentials = testCredentials('inference', 'mtls');
   const hostsNeverUsed = new GrpcModelHosts({}, credentials);
@@ -127,9 +135,11 @@ async function timeStack(root: string) {
     identities,
     reservations,
     modelRoots: [modelRoot],
-    configDir: path.join(modelRoot, 'configs'),
+    // The tiny fixture's own configs; a real model is built from the worker's shipped ones.
+    configDir: customModel ? undefined : path.join(modelRoot, 'configs'),
     hashPollMs: 0,
   });
+  const DEVICE = pool.list()[0]!.device.id;
   const loads: number[] = [];
   try {
     for (let i = 0; i < warmup + n; i += 1) {
@@ -164,7 +174,9 @@ function timePlain(): { loads: number[]; versions: Record<string, unknown> } {
       '--model',
       CHECKPOINT,
       '--config-dir',
-      path.join(FIXTURES, 'configs/sd15'),
+      PLAIN_CONFIG_DIR,
+      '--device',
+      backend === 'cpu' ? 'cpu' : 'cuda',
       '--n',
       String(n),
       '--warmup',
@@ -202,6 +214,7 @@ async function main(): Promise<void> {
       },
       model: path.basename(CHECKPOINT),
       threads: Number(threads),
+      backend,
       warmup,
       stack: { load: stackStats, getModel: stack.getModel, reserve: stack.reserve },
       plain: { load: plainStats },
@@ -218,10 +231,10 @@ async function main(): Promise<void> {
       '',
       `Machine: ${doc.machine.cpus}, ${doc.machine.memGiB} GiB RAM; Node ${process.version}, Python ${String(plain.versions['python'])}, torch ${String(plain.versions['torch'])}, diffusers ${String(plain.versions['diffusers'])}, torch threads ${threads}. 1-min load average ${load1.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after (shared box: the two sides ran back to back).`,
       '',
-      `Model: ${doc.model} (tiny SD 1.5, float32, cpu). n = ${n} timed loads per side after ${warmup} warm-up loads; page cache warm.`,
+      `Model: ${doc.model} (${customModel ? 'given file' : 'tiny SD 1.5, float32'}, backend ${backend}). n = ${n} timed loads per side after ${warmup} warm-up loads; page cache warm.`,
       '',
       '- **stack**: `NodeLoader.ensureOnVram` as a queued job calls it: GetModel over gRPC (a real registry; the file is a fresh copy, hashed in the background), Reserve over gRPC (a real reservation ledger), then `model.load` through the device lane into the Python worker (project loader: read, build, to device). Before each, the model is dropped from the worker (RAM tier too) and its reservation released.',
-      '- **plain**: `StableDiffusionPipeline.from_single_file(file, config=configs/sd15, tokenizer=<shipped CLIP>)` in one Python process, a fresh pipeline each time.',
+      '- **plain**: `<pipeline class of the config folder>.from_single_file(file, config=<config folder>, tokenizer=<shipped CLIP>)` in one Python process, a fresh pipeline each time (fp16 and moved to the GPU on cuda).',
       '',
       '| side | median / p90 ms | min ms |',
       '|---|---|---|',

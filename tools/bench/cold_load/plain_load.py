@@ -1,12 +1,13 @@
 """The baseline of tools/bench/cold_load: a plain diffusers load of the same single file.
 
-``StableDiffusionPipeline.from_single_file`` with the fixture's config folder and the shipped CLIP
-tokenizer (offline), no safety checker, float32 on the CPU — what a script that does not use dops
-would do to get a pipeline it can run. Each timed load builds a fresh pipeline from the file
+``<pipeline>.from_single_file`` (the class the config folder's ``model_index.json`` names) with that
+config folder and the shipped CLIP tokenizer(s) (offline), no safety checker; float32 on the CPU,
+fp16 moved to the GPU with ``--device cuda`` — what a script that does not use dops would do to get
+a pipeline it can run. Each timed load builds a fresh pipeline from the file
 (page cache warm, as on the service side); warm-up loads are not counted (they include diffusers'
 own lazy imports).
 
-  .venv/bin/python tools/bench/cold_load/plain_load.py --model M --config-dir D [--n 10] [--warmup 2]
+  .venv/bin/python tools/bench/cold_load/plain_load.py --model M --config-dir D [--device cpu|cuda] [--n 10] [--warmup 2]
 Prints one JSON object on stdout: {python, torch, diffusers, threads, loads: [seconds...]}.
 """
 
@@ -26,22 +27,32 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--config-dir", required=True, help="the diffusers config folder of the model's base")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--n", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
 
     import diffusers
     import torch
-    from diffusers import StableDiffusionPipeline
 
     from dops_worker.models.loader import clip_tokenizer
 
+    index = json.loads((Path(args.config_dir) / "model_index.json").read_text())
+    pipeline_class = getattr(diffusers, index["_class_name"])
+    extra: dict = {"tokenizer": clip_tokenizer()}
+    if "tokenizer_2" in index:
+        extra["tokenizer_2"] = clip_tokenizer("!")  # SDXL's second tokenizer pads with "!"
+    if "safety_checker" in index:
+        extra.update(safety_checker=None, requires_safety_checker=False)
+    dtype = torch.float16 if args.device == "cuda" else torch.float32
+
     def load() -> float:
         started = time.perf_counter()
-        pipe = StableDiffusionPipeline.from_single_file(
-            args.model, config=args.config_dir, tokenizer=clip_tokenizer(), local_files_only=True,
-            safety_checker=None, requires_safety_checker=False, torch_dtype=torch.float32)
-        pipe.to("cpu")
+        pipe = pipeline_class.from_single_file(args.model, config=args.config_dir, local_files_only=True,
+                                               torch_dtype=dtype, **extra)
+        pipe.to(args.device)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
         elapsed = time.perf_counter() - started
         del pipe
         return elapsed
