@@ -16,7 +16,8 @@ describe('deploy/grafana/dops.json', () => {
     const served = new Set<string>();
     for (const m of await metrics.registry.getMetricsAsJSON()) {
       served.add(m.name);
-      if (String(m.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) served.add(`${m.name}${s}`);
+      if (String(m.type) === 'histogram')
+        for (const s of ['_bucket', '_sum', '_count']) served.add(`${m.name}${s}`);
     }
     const queried = dashboard.panels.flatMap((p) =>
       p.targets.flatMap((t) =>
