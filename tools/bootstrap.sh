@@ -61,7 +61,9 @@ npx nx run proto:generate --outputStyle=static >/dev/null
 
 # 5. tiny model fixtures in the real file formats (deterministic; regenerated when the generator changes)
 if [ -f tools/fixtures/generate.py ]; then
-  fx_hash=$(cat tools/fixtures/*.py | sha256sum | cut -c1-16)
+  # the generator, and the trained digits model it copies (tools/fixtures/trained, committed)
+  fx_hash=$( (cat tools/fixtures/*.py; find tools/fixtures/trained -type f 2>/dev/null | LC_ALL=C sort | xargs -r cat) \
+    | sha256sum | cut -c1-16)
   if ! stamp_ok tools/fixtures/generated/.dops-stamp "$fx_hash"; then
     log "generating tiny model fixtures"
     HF_HUB_OFFLINE=1 .venv/bin/python tools/fixtures/generate.py --out tools/fixtures/generated

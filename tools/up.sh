@@ -94,11 +94,12 @@ echo "  redis      127.0.0.1:6379   (user dops, password in var/credentials/redi
 echo
 echo "try:  .venv/bin/python tools/grpc/stranger_client.py --token var/credentials/tokens/ops.token 127.0.0.1:50051 call dops.device.v1.DeviceService/ListDevices '{}'"
 
-echo; echo "demo: txt2img → upscale → safety check with the bundled tiny models, through the processing service"
+# The trained digits model (tools/fixtures/train_digits.py) draws what it is asked for; the bundled
+# upscaler is random (it would turn the picture into noise), so this workflow is txt2img → safety check.
+echo; echo "demo: txt2img → safety check with the trained digits model, through the processing service"
 mkdir -p var/out
-apps/cli/bin/dops submit --model sd15-tiny.safetensors --prompt "a lighthouse on a cliff at dawn" \
-  --width 64 --height 64 --steps 4 --seed 42 \
-  --upscale "$fx/upscaler-compact-2x-tiny.safetensors" --safety flag --out var/out
+apps/cli/bin/dops submit --model digits-sd15.safetensors --prompt "a handwritten digit 7" \
+  --width 64 --height 64 --steps 15 --cfg 7 --scheduler "DPM++ 2M" --seed 42 --safety flag --out var/out
 $ONCE && exit 0
 echo; echo "up; Ctrl-C stops everything"
 wait

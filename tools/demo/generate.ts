@@ -1,7 +1,7 @@
-// The demo job of `npm run up`: find the bundled tiny SD 1.5 model in the model service, load it
+// A direct demo (no queue): find the trained digits model in the model service, load it
 // onto the first device through the model service (→ inference's model host → its worker), then
 // stream a txt2img from the inference service and print where the image was written.
-//   npx tsx tools/demo/generate.ts [--model sd15-tiny.safetensors] [--prompt "..."] [--steps 4]
+//   npx tsx tools/demo/generate.ts [--model digits-sd15.safetensors] [--prompt "a handwritten digit 7"] [--steps 15]
 import { call, createClient, stream } from '@dops/grpc-client';
 import { deviceV1, inferenceV1, modelV1 } from '@dops/proto';
 import { testCredentials } from '@dops/testing';
@@ -26,7 +26,7 @@ async function main(): Promise<void> {
   try {
     const [device] = (await call(devices.listDevices, {})).devices;
     if (!device) throw new Error('the device service lists no device');
-    const { model } = await call(models.getModel, { path: arg('model', 'sd15-tiny.safetensors') });
+    const { model } = await call(models.getModel, { path: arg('model', 'digits-sd15.safetensors') });
     if (!model) throw new Error('model not found');
     process.stdout.write(`model  ${model.relativePath} (${model.type}, ${model.base}) id ${model.id}\n`);
     const loaded = await call(
@@ -37,11 +37,13 @@ async function main(): Promise<void> {
     process.stdout.write(
       `loaded on ${device.id} in ${loaded.event?.timings?.totalSeconds?.toFixed(2) ?? '?'} s\n`,
     );
-    const steps = Number(arg('steps', '4'));
+    const steps = Number(arg('steps', '15'));
     const params = inferenceV1.GenerationParams.fromPartial({
       modelId: model.id,
       mode: inferenceV1.Mode.TXT2IMG,
-      prompt: arg('prompt', 'a lighthouse on a cliff at dawn'),
+      prompt: arg('prompt', 'a handwritten digit 7'),
+      cfgScale: 7,
+      scheduler: 'DPM++ 2M',
       width: 64,
       height: 64,
       steps,

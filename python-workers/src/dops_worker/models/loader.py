@@ -118,11 +118,16 @@ def _require_materialised(name: str, component: Any, config_folder: Path) -> Non
 
 
 def resolve_config_folder(identification: Identification, path: Path, config_dir: str | os.PathLike[str] | None) -> Path:
-    """``config_dir`` is a root holding folders named like the shipped ones (sd15, sdxl-base, …), or one such folder."""
+    """``config_dir`` is a root holding folders named like the shipped ones (sd15, sdxl-base, …), or one such folder.
+    In a root, a folder named after the checkpoint's file (``<stem>/``) comes first: the config of
+    that one model, whose widths differ from others of its kind (as A1111's ``<stem>.yaml``)."""
     name = require_config(identification, path)
     root = Path(config_dir) if config_dir is not None else CONFIG_ROOT
     if (root / "model_index.json").is_file():
         return root
+    own = root / path.stem
+    if (own / "model_index.json").is_file():
+        return own
     folder = root / name
     if not (folder / "model_index.json").is_file():
         raise WorkerError(ErrorCode.NOT_FOUND, f"no config folder {folder} for {path.name} ({name})",
