@@ -2,9 +2,9 @@
 // real services (Redis, BullMQ, the model service, inference and its Python worker) with the
 // trained digits model (tools/fixtures/train_digits.py), read by a digit classifier trained on
 // the same data (tools/fixtures/digit_judge.py, an SVC: ~99 % on real digits it has not seen).
-// Each digit is asked for with two seeds; the rate must reach 90 % at CFG 3 and 7 (measured when
-// written: 100 % at both, here and in python-workers/tests/inference/test_digits_meaning.py, which
-// also shows CFG 1 reading worse: 82.5 %).
+// Each digit is asked for with two seeds; the rate must reach 90 % at CFG 3 and 7 (it did when
+// written; through the worker's generate the same model reads 100 % at both and 82.5 % at CFG 1:
+// python-workers/tests/inference/test_digits_meaning.py, which tests CFG 1 against CFG 7).
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
