@@ -6,6 +6,7 @@ are decoded and resized to the requested size. ControlNets are safetensors only,
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -80,6 +81,9 @@ def default_controlnet_loader(pipe: Any, device: Any) -> Callable[[Path], Any]:
         from diffusers import ControlNetModel
 
         dtype = pipe.unet.dtype
+        if path.is_file() and _is_folder_weights(path):
+            # The registry lists a diffusers ControlNet folder's weights as a file; its config is beside it.
+            path = path.parent
         if path.is_dir():
             model = ControlNetModel.from_pretrained(str(path), dtype=dtype, local_files_only=True, use_safetensors=True)
         elif path.suffix.lower() == ".safetensors":
@@ -89,3 +93,15 @@ def default_controlnet_loader(pipe: Any, device: Any) -> Callable[[Path], Any]:
         return model.to(device)
 
     return load
+
+
+def _is_folder_weights(path: Path) -> bool:
+    """True for the weights file of a diffusers ControlNet folder (its config.json beside it names
+    ControlNetModel), which from_single_file cannot read without a hub download."""
+    if not path.name.startswith("diffusion_pytorch_model") or path.suffix.lower() != ".safetensors":
+        return False
+    config = path.parent / "config.json"
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("_class_name") == "ControlNetModel"
+    except (OSError, ValueError, AttributeError):
+        return False
