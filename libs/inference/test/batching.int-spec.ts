@@ -4,7 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { inferenceV1 } from '@dops/proto';
-import { INFERENCE_WORKER_MAIN } from '@dops/testing';
+import { inferenceWorkerProcess } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
 import { resolvePythonExecutable, silentLogger as silent } from '@dops/worker-supervisor';
 import { Generator, InferenceModels } from '../src/index';
@@ -12,7 +12,6 @@ import { Generator, InferenceModels } from '../src/index';
 const REPO_ROOT = resolve(__dirname, '../../..');
 const FIXTURES = join(REPO_ROOT, 'tools/fixtures/generated');
 const CHECKPOINT = join(FIXTURES, 'sd15-tiny.safetensors');
-const PYTHON_WORKERS = join(REPO_ROOT, 'python-workers');
 const PYTHON = resolvePythonExecutable({ repoRoot: REPO_ROOT });
 
 /** Largest per-value pixel difference of two PNGs and the share of values that differ (PIL + numpy). */
@@ -56,18 +55,11 @@ const params = (i: number, over: Partial<inferenceV1.GenerationParams> = {}) =>
         backend: 'cpu',
         logger: silent,
         supervisor: {
-          command: PYTHON,
-          args: ['-c', INFERENCE_WORKER_MAIN],
-          cwd: PYTHON_WORKERS,
-          env: {
-            ...process.env,
-            DOPS_BACKEND: 'cpu',
-            HF_HUB_OFFLINE: '1',
-            PYTHONPATH: join(PYTHON_WORKERS, 'src'),
-            DOPS_ARTIFACT_ROOT: join(root, 'artifacts'),
-            DOPS_INPUT_ROOT: join(root, 'inputs'),
-            DOPS_MODEL_ROOTS: FIXTURES,
-          },
+          ...inferenceWorkerProcess({
+            artifactRoot: join(root, 'artifacts'),
+            inputRoot: join(root, 'inputs'),
+            modelRoots: FIXTURES,
+          }),
           handshakeTimeoutMs: 60_000,
           requestTimeoutMs: 120_000,
           heartbeatIntervalMs: 60_000,

@@ -7,15 +7,14 @@ import { DopsError } from '@dops/errors';
 import { call, createClient, stream } from '@dops/grpc-client';
 import { modelHostService } from '@dops/model-host';
 import { inferenceV1, modelHostV1, modelV1 } from '@dops/proto';
-import { startTestServer, testCredentials, type TestServer, INFERENCE_WORKER_MAIN } from '@dops/testing';
+import { startTestServer, testCredentials, type TestServer, inferenceWorkerProcess } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
-import { resolvePythonExecutable, type SupervisorLogger } from '@dops/worker-supervisor';
+import { type SupervisorLogger } from '@dops/worker-supervisor';
 import { Generator, InferenceModels, inferenceService } from '../src/index';
 
 const REPO_ROOT = resolve(__dirname, '../../..');
 const FIXTURES = join(REPO_ROOT, 'tools/fixtures/generated');
 const CHECKPOINT = join(FIXTURES, 'sd15-tiny.safetensors');
-const PYTHON_WORKERS = join(REPO_ROOT, 'python-workers');
 const haveFixtures = existsSync(CHECKPOINT) && existsSync(join(FIXTURES, 'configs'));
 const MODEL_ID = 'sd15-tiny';
 const DEVICE_ID = 'cpu:0';
@@ -120,18 +119,7 @@ const quietLogger: SupervisorLogger = {
       backend: 'cpu',
       logger: quietLogger,
       supervisor: {
-        command: resolvePythonExecutable({ repoRoot: REPO_ROOT }),
-        args: ['-c', INFERENCE_WORKER_MAIN],
-        cwd: PYTHON_WORKERS,
-        env: {
-          ...process.env,
-          DOPS_BACKEND: 'cpu',
-          HF_HUB_OFFLINE: '1',
-          PYTHONPATH: join(PYTHON_WORKERS, 'src'),
-          DOPS_ARTIFACT_ROOT: artifactRoot,
-          DOPS_INPUT_ROOT: inputRoot,
-          DOPS_MODEL_ROOTS: models,
-        },
+        ...inferenceWorkerProcess({ artifactRoot: artifactRoot, inputRoot: inputRoot, modelRoots: models }),
         handshakeTimeoutMs: 30_000,
         requestTimeoutMs: 30_000,
         cancelGraceMs: 5_000,

@@ -20,20 +20,19 @@ import {
   type TestRedis,
 } from '@dops/queue';
 import {
-  INFERENCE_WORKER_MAIN,
+  inferenceWorkerProcess,
   startTestServer,
   testCredentials,
   waitFor,
   type TestServer,
 } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
-import { resolvePythonExecutable, silentLogger as silent } from '@dops/worker-supervisor';
+import { silentLogger as silent } from '@dops/worker-supervisor';
 import { GenerateStage, Generator, GrpcModelIdentities, InferenceModels, NodeLoader } from '../src/index';
 
 const REPO_ROOT = resolve(__dirname, '../../..');
 const FIXTURES = join(REPO_ROOT, 'tools/fixtures/generated');
 const CHECKPOINT = join(FIXTURES, 'sd15-tiny.safetensors');
-const PYTHON_WORKERS = join(REPO_ROOT, 'python-workers');
 const DEVICE = 'cpu:0';
 const NODE = 'loads-node';
 // Registry ids (16 hex) of two copies of the tiny checkpoint.
@@ -190,18 +189,11 @@ class OneModelLedger {
         backend: 'cpu',
         logger: silent,
         supervisor: {
-          command: resolvePythonExecutable({ repoRoot: REPO_ROOT }),
-          args: ['-c', INFERENCE_WORKER_MAIN],
-          cwd: PYTHON_WORKERS,
-          env: {
-            ...process.env,
-            DOPS_BACKEND: 'cpu',
-            HF_HUB_OFFLINE: '1',
-            PYTHONPATH: join(PYTHON_WORKERS, 'src'),
-            DOPS_ARTIFACT_ROOT: artifactRoot,
-            DOPS_INPUT_ROOT: join(root, 'inputs'),
-            DOPS_MODEL_ROOTS: modelRoot,
-          },
+          ...inferenceWorkerProcess({
+            artifactRoot: artifactRoot,
+            inputRoot: join(root, 'inputs'),
+            modelRoots: modelRoot,
+          }),
           handshakeTimeoutMs: 60_000,
           requestTimeoutMs: 120_000,
           heartbeatIntervalMs: 60_000,

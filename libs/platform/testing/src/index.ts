@@ -18,6 +18,6 @@ export { startServiceProcess } from './service-process';
 export type { ServiceProcess } from './service-process';
 export { descendants, listProcesses } from './processes';
 export type { ProcInfo } from './processes';
-export { INFERENCE_WORKER_MAIN } from './worker-main';
+export { INFERENCE_WORKER_MAIN, inferenceWorkerProcess, type InferenceWorkerRoots } from './worker-main';
 export { startOtlpReceiver } from './otlp-receiver';
 export type { OtlpReceiver, ReceivedSpan } from './otlp-receiver';
