@@ -10,9 +10,9 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Generator, InferenceModels } from '@dops/inference';
 import { inferenceV1 } from '@dops/proto';
-import { INFERENCE_WORKER_MAIN } from '@dops/testing';
+import { inferenceWorkerProcess } from '@dops/testing';
 import { WorkerPool } from '@dops/worker-pool';
-import { resolvePythonExecutable, silentLogger as silent } from '@dops/worker-supervisor';
+import { silentLogger as silent } from '@dops/worker-supervisor';
 
 function arg(name: string, fallback: string): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -26,7 +26,6 @@ const size = arg('size', '64');
 
 const REPO_ROOT = path.resolve(__dirname, '../../..');
 const FIXTURES = path.join(REPO_ROOT, 'tools/fixtures/generated');
-const PYTHON_WORKERS = path.join(REPO_ROOT, 'python-workers');
 
 interface Side {
   label: string;
@@ -41,18 +40,11 @@ async function side(label: string, batch: number, root: string): Promise<Side> {
     backend: 'cpu',
     logger: silent,
     supervisor: {
-      command: resolvePythonExecutable({ repoRoot: REPO_ROOT }),
-      args: ['-c', INFERENCE_WORKER_MAIN],
-      cwd: PYTHON_WORKERS,
-      env: {
-        ...process.env,
-        DOPS_BACKEND: 'cpu',
-        HF_HUB_OFFLINE: '1',
-        PYTHONPATH: path.join(PYTHON_WORKERS, 'src'),
-        DOPS_ARTIFACT_ROOT: path.join(root, 'artifacts'),
-        DOPS_INPUT_ROOT: path.join(root, 'inputs'),
-        DOPS_MODEL_ROOTS: FIXTURES,
-      },
+      ...inferenceWorkerProcess({
+        artifactRoot: path.join(root, 'artifacts'),
+        inputRoot: path.join(root, 'inputs'),
+        modelRoots: FIXTURES,
+      }),
       handshakeTimeoutMs: 60_000,
       requestTimeoutMs: 300_000,
       heartbeatIntervalMs: 60_000,
