@@ -14,13 +14,14 @@ export const processingConfig = defineConfig(
     /**
      * The read-only queue dashboard (bull-board) at `https://<host>:<port>/queues`: HTTPS with this
      * service's certificate, a bearer token of the role `operator` (the same token file). 0 = a free
-     * port (tests). DOPS_ADMIN_ENABLED (default true), DOPS_ADMIN_HOST (default `0.0.0.0`),
+     * port (tests). DOPS_ADMIN_ENABLED (default true), DOPS_ADMIN_HOST (default `127.0.0.1`:
+     * loopback unless a deployment opens it, as the manifests do behind their network policies),
      * DOPS_ADMIN_PORT (default 9465).
      */
     admin: z
       .object({
         enabled: z.boolean().default(true),
-        host: z.string().min(1).default('0.0.0.0'),
+        host: z.string().min(1).default('127.0.0.1'),
         port: z.int().min(0).max(65535).default(9465),
       })
       .prefault({}),

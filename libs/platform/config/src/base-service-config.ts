@@ -59,8 +59,8 @@ export const baseServiceConfig = z.object({
     .object({
       /** Serve /metrics. Default true. */
       enabled: z.boolean().default(true),
-      /** Interface to bind. Default `0.0.0.0`. */
-      host: z.string().min(1).default('0.0.0.0'),
+      /** Interface to bind. Default `127.0.0.1`: plaintext and unauthenticated, so a deployment opens it on purpose. */
+      host: z.string().min(1).default('127.0.0.1'),
       /** TCP port; 0 asks the OS for a free one (tests). Default: the service's (see above). */
       port: z.int().min(0).max(65535).default(9450),
     })

@@ -52,7 +52,7 @@ describe('loadConfig', () => {
     const config = deviceConfig.load({ env: {} });
     expect(config.grpc).toEqual({ host: '0.0.0.0', port: 50051 });
     expect(config.telemetry).toEqual({ serviceName: 'dops-device', otlpProtocol: 'grpc' });
-    expect(config.metrics).toEqual({ enabled: true, host: '0.0.0.0', port: 9450 });
+    expect(config.metrics).toEqual({ enabled: true, host: '127.0.0.1', port: 9450 });
     expect(config.worker.backend).toBe('auto');
     expect(config.device.probeOnStart).toBe(true);
     expect(Object.isFrozen(config.grpc)).toBe(true);

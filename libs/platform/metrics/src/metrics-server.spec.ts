@@ -59,4 +59,13 @@ describe('metrics endpoint', () => {
     expect((await get('/')).status).toBe(404);
     expect((await get('/metrics', 'POST')).status).toBe(405);
   });
+
+  it('binds loopback unless told otherwise (the endpoint is plaintext and unauthenticated)', async () => {
+    const local = await startMetricsServer({ registry: new DopsMetrics().registry, port: 0 });
+    try {
+      expect(local.address).toBe('127.0.0.1');
+    } finally {
+      await local.close();
+    }
+  });
 });

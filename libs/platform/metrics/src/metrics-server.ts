@@ -4,7 +4,7 @@ import type { Registry } from 'prom-client';
 
 export interface MetricsServerOptions {
   registry: Registry;
-  /** Default `0.0.0.0`. */
+  /** Default `127.0.0.1` (loopback). */
   host?: string;
   /** 0 binds a free port. */
   port: number;
@@ -15,6 +15,8 @@ export interface MetricsServerOptions {
 export interface MetricsServer {
   /** The bound port. */
   readonly port: number;
+  /** The bound interface, e.g. `127.0.0.1`. */
+  readonly address: string;
   /** Stops listening and ends open connections; resolves when closed. */
   close(): Promise<void>;
 }
@@ -52,13 +54,14 @@ export async function startMetricsServer(options: MetricsServerOptions): Promise
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host ?? '0.0.0.0', () => {
+    server.listen(options.port, options.host ?? '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });
   });
   return {
     port: (server.address() as AddressInfo).port,
+    address: (server.address() as AddressInfo).address,
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -16,7 +16,7 @@ export interface QueueDashboardOptions {
   prefix: string;
   /** The service's TLS files and token file: HTTPS with its certificate, bearer tokens from its token file. */
   security: SecuritySettings;
-  /** Default `0.0.0.0`. */
+  /** Default `127.0.0.1` (loopback). */
   host?: string;
   /** 0 binds a free port. */
   port: number;
@@ -92,7 +92,7 @@ export async function startQueueDashboard(options: QueueDashboardOptions): Promi
   );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host ?? '0.0.0.0', () => {
+    server.listen(options.port, options.host ?? '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });
@@ -100,7 +100,7 @@ export async function startQueueDashboard(options: QueueDashboardOptions): Promi
   const port = (server.address() as AddressInfo).port;
   options.logger?.info(
     { adminPort: port },
-    `queue dashboard on https://${options.host ?? '0.0.0.0'}:${port}${DASHBOARD_PATH}`,
+    `queue dashboard on https://${options.host ?? '127.0.0.1'}:${port}${DASHBOARD_PATH}`,
   );
   return {
     port,
