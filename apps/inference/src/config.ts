@@ -1,5 +1,6 @@
 import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { DEFAULT_ARTIFACT_ROOT } from '@dops/artifact-store';
 import { baseServiceConfig, defineConfig } from '@dops/config';
 import { queueConfig } from '@dops/queue';
 import { z } from 'zod';
@@ -15,11 +16,7 @@ export const inferenceConfig = defineConfig(
     queue: queueConfig,
     inference: z.object({
       /** Where generated images (and previews) are written. Default `<tmp>/dops-artifacts`. */
-      artifactRoot: z
-        .string()
-        .min(1)
-        .default(join(tmpdir(), 'dops-artifacts'))
-        .meta({ env: 'DOPS_ARTIFACT_ROOT' }),
+      artifactRoot: z.string().min(1).default(DEFAULT_ARTIFACT_ROOT).meta({ env: 'DOPS_ARTIFACT_ROOT' }),
       /** The only folder init images, masks and ControlNet hints are read from. Default `<tmp>/dops-inputs`. */
       inputRoot: z.string().min(1).default(join(tmpdir(), 'dops-inputs')).meta({ env: 'DOPS_INPUT_ROOT' }),
       /** LoRA and ControlNet roots, separated by the platform's path delimiter (`:` / `;`). Default none. */

@@ -1,5 +1,6 @@
 import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
+import { DEFAULT_ARTIFACT_ROOT } from '@dops/artifact-store';
 import { baseServiceConfig, defineConfig } from '@dops/config';
 import { queueConfig } from '@dops/queue';
 import { z } from 'zod';
@@ -14,11 +15,7 @@ export const postprocessingConfig = defineConfig(
     queue: queueConfig,
     postprocessing: z.object({
       /** Where outputs are written; also read from (a workflow stage's input is the previous stage's output). Default `<tmp>/dops-artifacts`. */
-      artifactRoot: z
-        .string()
-        .min(1)
-        .default(join(tmpdir(), 'dops-artifacts'))
-        .meta({ env: 'DOPS_ARTIFACT_ROOT' }),
+      artifactRoot: z.string().min(1).default(DEFAULT_ARTIFACT_ROOT).meta({ env: 'DOPS_ARTIFACT_ROOT' }),
       /** The folder client images are read from. Default `<tmp>/dops-inputs`. */
       inputRoot: z.string().min(1).default(join(tmpdir(), 'dops-inputs')).meta({ env: 'DOPS_INPUT_ROOT' }),
       /** Upscaler, face restorer and safety checker roots, separated by the platform's path delimiter. Default none. */

@@ -1,6 +1,5 @@
 export { Processing, fairPriority } from './processing';
 export type { ProcessingArtifactOptions, ProcessingOptions } from './processing';
-export { MAX_INLINE_BYTES } from './artifact-download';
 export { processingService } from './processing-service';
 export { expandBatch } from './batch-expansion';
 export type { ParamOverrides } from './batch-expansion';

@@ -39,7 +39,7 @@ export class JobArtifacts {
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
-    readonly store: ArtifactStore,
+    private readonly store: ArtifactStore,
     private readonly options: JobArtifactsOptions,
   ) {}
 

@@ -106,11 +106,16 @@ export class JobStore {
       }
       if ((await multi.exec()) !== null) {
         // Counted once: only the replica whose transaction moved the job to its terminal state.
-        if (!TERMINAL.has(before.state) && TERMINAL.has(after.state))
-          processMetrics().jobsFinished.inc({
-            state: after.state.toLowerCase(),
-            code: after.error?.code ?? '',
-          });
+        if (!TERMINAL.has(before.state) && TERMINAL.has(after.state)) {
+          try {
+            processMetrics().jobsFinished.inc({
+              state: after.state.toLowerCase(),
+              code: after.error?.code ?? '',
+            });
+          } catch {
+            // A metric never fails a change that is stored.
+          }
+        }
         return after;
       }
     }

@@ -176,13 +176,13 @@ export class StageEvents {
     const record = await this.store.get(jobId);
     const event = { kind: 'stage', stage, status: 'completed' } as const;
     const outputs = (r: JobRecord) => [...(r.outputs ?? []), ...paths];
-    if (record && !TERMINAL.has(record.state) && record.plan[record.plan.length - 1]?.stage !== stage) {
-      const noted = await this.store.update(jobId, (r) => ({ ...r, outputs: outputs(r) }), { event });
-      if (!noted) await this.artifacts.discard(paths);
-      return;
-    }
     if (!record || TERMINAL.has(record.state)) {
       await this.artifacts.discard(paths);
+      return;
+    }
+    if (record.plan[record.plan.length - 1]?.stage !== stage) {
+      const noted = await this.store.update(jobId, (r) => ({ ...r, outputs: outputs(r) }), { event });
+      if (!noted) await this.artifacts.discard(paths);
       return;
     }
     let ended: JobRecord | undefined;
@@ -194,7 +194,8 @@ export class StageEvents {
           (r) => ({ ...r, state: 'SUCCEEDED', images: published, outputs: outputs(r), counted: false }),
           { event },
         )
-        // A failure after the change was stored (a hook of the store) must not leave its files.
+        // A lost Redis reply (the exec committed, its answer never came) rejects a stored change:
+        // the job SUCCEEDED with these files, so they must stay.
         .catch(async (err: unknown) => {
           const now = await this.store.get(jobId);
           if (now?.state !== 'SUCCEEDED') throw err;

@@ -5,6 +5,9 @@ import type { ArtifactStore } from './artifact-store';
 import { DirectoryArtifactStore } from './directory-store';
 import { S3ArtifactStore } from './s3-store';
 
+/** The shared folder the workers write images to when DOPS_ARTIFACT_ROOT is unset. */
+export const DEFAULT_ARTIFACT_ROOT = join(tmpdir(), 'dops-artifacts');
+
 /**
  * Artifact settings a service extends its config with under `artifact`: DOPS_ARTIFACT_ROOT,
  * DOPS_ARTIFACT_BACKEND, DOPS_ARTIFACT_TTL_HOURS, DOPS_ARTIFACT_SWEEP_INTERVAL_MS,
@@ -15,7 +18,7 @@ import { S3ArtifactStore } from './s3-store';
 export const artifactStoreConfig = z
   .object({
     /** The shared folder the workers write images to (their DOPS_ARTIFACT_ROOT). Default `<tmp>/dops-artifacts`. */
-    root: z.string().min(1).default(join(tmpdir(), 'dops-artifacts')),
+    root: z.string().min(1).default(DEFAULT_ARTIFACT_ROOT),
     /** `directory`: the artifact root is the store; `s3`: finished jobs' images go to a bucket. Default `directory`. */
     backend: z.enum(['directory', 's3']).default('directory'),
     /** Hours an artifact is kept; then it is deleted, whether downloaded or not. Default 24. */
