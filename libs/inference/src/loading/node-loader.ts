@@ -1,5 +1,5 @@
 import { DopsError } from '@dops/errors';
-import { loadPaths, type HostRoots, type Reservations } from '@dops/model-host';
+import { loadPaths, reserveWithEvictions, type HostRoots, type Reservations } from '@dops/model-host';
 import type { DeviceFleet, PooledWorker, WorkerPool } from '@dops/worker-pool';
 import type { InferenceModels } from '../inference-models';
 import type { ModelIdentities, ModelIdentity } from './model-identities';
@@ -95,10 +95,7 @@ export class NodeLoader {
   private async coldLoad(modelId: string): Promise<string> {
     const identity = await this.options.identities.identify(modelId);
     if (identity.status === 'invalid' || identity.status === 'refused') {
-      const reason = `model is ${identity.status}: ${identity.reason || 'not loadable'}`;
-      throw new DopsError('FAILED_PRECONDITION', `params.model_id: ${reason}`, {
-        violations: [{ field: 'params.model_id', description: reason }],
-      });
+      throw modelIdUnusable(`model is ${identity.status}: ${identity.reason || 'not loadable'}`);
     }
     const { path, configDir } = this.confined(identity);
     const deviceId = this.chooseDevice(modelId).device.id;
@@ -123,11 +120,7 @@ export class NodeLoader {
     try {
       return loadPaths(identity.path, '', this.options);
     } catch (err) {
-      const reason = `the model's file is not loadable here: ${(err as Error).message}`;
-      throw new DopsError('FAILED_PRECONDITION', `params.model_id: ${reason}`, {
-        violations: [{ field: 'params.model_id', description: reason }],
-        cause: err,
-      });
+      throw modelIdUnusable(`the model's file is not loadable here: ${(err as Error).message}`, err);
     }
   }
 
@@ -155,22 +148,13 @@ export class NodeLoader {
     const { reservations } = this.options;
     if (!reservations) return false;
     const bytes = identity.sizeBytes + (this.options.workingMemoryBytes ?? 0);
-    const rounds = this.options.maxEvictionRounds ?? 4;
-    for (let round = 0; round < rounds; round += 1) {
-      const answer = await reservations.reserve({
-        deviceId,
-        bytes,
-        modelId: identity.id,
-        purpose: 'model-load',
-      });
-      if ('granted' in answer) return true;
-      for (const victim of answer.evictionPlan.modelIds) await this.evict(victim, deviceId, identity.id);
-    }
-    throw new DopsError(
-      'RESOURCE_EXHAUSTED',
-      `no VRAM on ${deviceId} for model ${identity.id} after ${rounds} eviction rounds`,
-      { retryable: true },
+    await reserveWithEvictions(
+      reservations,
+      { deviceId, bytes, modelId: identity.id, purpose: 'model-load' },
+      this.options.maxEvictionRounds ?? 4,
+      (victim) => this.evict(victim, deviceId, identity.id),
     );
+    return true;
   }
 
   /** Moves a planned victim to the RAM tier between generations and frees its reservation. */
@@ -262,5 +246,13 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
         reject(err);
       },
     );
+  });
+}
+
+/** FAILED_PRECONDITION on `params.model_id`: the job's model cannot be loaded here. */
+function modelIdUnusable(reason: string, cause?: unknown): DopsError {
+  return new DopsError('FAILED_PRECONDITION', `params.model_id: ${reason}`, {
+    violations: [{ field: 'params.model_id', description: reason }],
+    ...(cause === undefined ? {} : { cause }),
   });
 }

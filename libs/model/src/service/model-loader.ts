@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { DopsError } from '@dops/errors';
+import { reserveWithEvictions } from '@dops/model-host';
 import type { ModelEntry } from '../model-entry';
 import type { ModelRegistry } from '../registry';
 import type {
@@ -233,16 +234,11 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
     const reservations = this.options.reservations;
     if (!reservations) return false;
     const bytes = entry.sizeBytes + (this.options.workingMemoryBytes ?? 0);
-    const rounds = this.options.maxEvictionRounds ?? 4;
-    for (let round = 0; round < rounds; round += 1) {
-      const answer = await reservations.reserve({
-        deviceId,
-        bytes,
-        modelId: entry.id,
-        purpose: 'model-load',
-      });
-      if ('granted' in answer) return true;
-      for (const victim of answer.evictionPlan.modelIds) {
+    await reserveWithEvictions(
+      reservations,
+      { deviceId, bytes, modelId: entry.id, purpose: 'model-load' },
+      this.options.maxEvictionRounds ?? 4,
+      async (victim) => {
         const unloaded = await this.unloadNow(
           victim,
           deviceId,
@@ -255,13 +251,9 @@ export class ModelLoader extends EventEmitter<ModelLoaderEvents> {
           await this.options.hosts.unload({ modelId: victim, deviceId, tier: 'vram' }).catch(() => false);
           await this.release(deviceId, victim);
         }
-      }
-    }
-    throw new DopsError(
-      'RESOURCE_EXHAUSTED',
-      `no VRAM on ${deviceId} for model ${entry.id} after ${rounds} eviction rounds`,
-      { retryable: true },
+      },
     );
+    return true;
   }
 
   /** Unloads RAM-tier models, least recently used first, until `bytes` more fit the RAM budget. */

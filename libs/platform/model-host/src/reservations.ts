@@ -63,3 +63,25 @@ export class GrpcReservations implements Reservations {
     this.client.close();
   }
 }
+
+/**
+ * Reserve → carry out the eviction plan (each victim through `evict`) → reserve again, up to
+ * `rounds` times. Resolves once granted; throws RESOURCE_EXHAUSTED after the last round.
+ */
+export async function reserveWithEvictions(
+  reservations: Reservations,
+  request: { deviceId: string; bytes: number; modelId: string; purpose: string },
+  rounds: number,
+  evict: (victim: string) => Promise<void>,
+): Promise<void> {
+  for (let round = 0; round < rounds; round += 1) {
+    const answer = await reservations.reserve(request);
+    if ('granted' in answer) return;
+    for (const victim of answer.evictionPlan.modelIds) await evict(victim);
+  }
+  throw new DopsError(
+    'RESOURCE_EXHAUSTED',
+    `no VRAM on ${request.deviceId} for model ${request.modelId} after ${rounds} eviction rounds`,
+    { retryable: true },
+  );
+}

@@ -24,7 +24,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,11 +199,3 @@ def prepare_compiled_lane(pipe: Any, device: str, settings: CompileSettings,
     _log.info("compiled lane ready", extra=report)
     return report
 
-
-def max_relative_error(outputs: Sequence[Any], references: Sequence[Any]) -> float:
-    """max over pairs of ‖out − ref‖ / ‖ref‖ in fp32 (the tolerance check of compiled vs eager)."""
-    worst = 0.0
-    for out, ref in zip(outputs, references):
-        ref32 = ref.float()
-        worst = max(worst, float((out.float() - ref32).norm() / ref32.norm().clamp_min(1e-12)))
-    return worst

@@ -211,7 +211,7 @@ class _Runner:
 
     def __init__(self, pipe: Any, request: GenerateRequest, inputs: dict[str, Any], hooks: GenerateHooks,
                  check_cancel: Callable[[], None], state: _RunState, device: Any, generator_device: str,
-                 prefix: str, on_image: Callable[[int, Any], None] | None = None) -> None:
+                 prefix: str, on_image: Callable[[int, Any], None]) -> None:
         self.pipe = pipe
         self.request = request
         self.inputs = inputs
@@ -227,12 +227,11 @@ class _Runner:
         self.last_preview = hooks.clock()
         self.conditionings: list[Conditioning] = []
 
-    def run(self, conditionings: list[Conditioning]) -> list[Any]:
-        """The images, one per row of ``conditionings`` (one per image), in order; each one also
-        goes to ``on_image(index, image)`` as soon as its chunk is decoded."""
+    def run(self, conditionings: list[Conditioning]) -> None:
+        """Makes one image per row of ``conditionings``; each one goes to ``on_image(index, image)``
+        as soon as its chunk is decoded (nothing here keeps it)."""
         self.conditionings = conditionings
         seeds = self.request.seeds()
-        images: list[Any] = [None] * len(seeds)
         pending = list(range(len(seeds)))
         while pending:
             chunk: list[int] = []
@@ -245,12 +244,9 @@ class _Runner:
             latents = self._with_oom_plan("denoise", denoise)
             decoded = self._with_oom_plan("decode", lambda: self._decode_all(latents))
             for index, image in zip(chunk, decoded):
-                images[index] = image
-                if self.on_image is not None:
-                    self.on_image(index, image)
+                self.on_image(index, image)
             del latents
             pending = pending[len(chunk):]
-        return images
 
     def restore(self) -> None:
         """Undoes what the OOM plan changed on the shared modules; never raises."""
