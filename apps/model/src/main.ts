@@ -53,8 +53,7 @@ runMain('model', async () => {
     reservations?.close();
     await registry.close();
   });
-  const metrics = await serveMetrics('model', config, logger);
-  if (metrics) server.onShutdown(() => metrics.close());
+  const metrics = await serveMetrics('model', config, logger, server);
   installSignalHandlers(server, {
     logger,
     hooks: [() => telemetry.shutdown()],

@@ -52,8 +52,7 @@ runMain('processing', async () => {
     await depths.close();
     depthReader.disconnect();
   });
-  const metrics = await serveMetrics('processing', config, logger);
-  if (metrics) server.onShutdown(() => metrics.close());
+  const metrics = await serveMetrics('processing', config, logger, server);
   const dashboard = config.admin.enabled
     ? await startQueueDashboard({
         redisUrl: redisUrlOf(config.queue),

@@ -162,11 +162,6 @@ export class DopsMetrics {
   addWorkerRestartSource(source: Source<WorkerRestarts>): void {
     this.restartSources.push(source);
   }
-
-  /** The text exposition format, as served on /metrics. */
-  scrape(): Promise<string> {
-    return this.registry.metrics();
-  }
 }
 
 async function readAll<T>(sources: readonly Source<T>[]): Promise<T[]> {

@@ -1,14 +1,9 @@
 import { Queue } from 'bullmq';
+import type { QueueDepth } from '@dops/metrics';
 import type { Redis } from 'ioredis';
 import { connectionOptions } from './connection';
 import { QUEUE_NAMES, nodeQueueName } from './names';
 import { listNodes } from './node-announcer';
-
-/** Job counts of one queue by BullMQ state. */
-export interface QueueCounts {
-  queue: string;
-  counts: Record<string, number>;
-}
 
 /**
  * Reads the job counts of every dops queue (the shared stage queues and each announced inference
@@ -24,7 +19,7 @@ export class QueueDepths {
     private readonly prefix: string,
   ) {}
 
-  async read(): Promise<QueueCounts[]> {
+  async read(): Promise<QueueDepth[]> {
     const nodes = await listNodes(this.redis, this.prefix);
     const names = [
       ...QUEUE_NAMES,

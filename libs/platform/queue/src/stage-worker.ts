@@ -160,11 +160,14 @@ export class StageWorker<P = Record<string, unknown>> {
     const signal = AbortSignal.any(signals);
     // A cancel published between the check above and the registration must not be lost.
     if (await isCancelled(this.redis, this.prefix, data.jobId)) this.cancels.abort(data.jobId);
+    // Read once per job: the wait metric and the stage's inputs both need the children's results.
+    let kids: Promise<Record<string, StageResult>> | undefined;
+    const childValues = () => (kids ??= job.getChildrenValues<StageResult>());
     const metrics = processMetrics();
     if (job.attemptsMade === 0)
       metrics.stageQueueWait.observe(
         { queue: job.queueName, stage: data.stage },
-        (await queueWaitMs(job)) / 1000,
+        (await queueWaitMs(job, childValues)) / 1000,
       );
     const started = performance.now();
     try {
@@ -186,7 +189,7 @@ export class StageWorker<P = Record<string, unknown>> {
                 this.options.logger?.warn({ err: String(err), jobId: data.jobId }, 'progress update failed'),
               );
           },
-          inputs: async () => Object.values(await job.getChildrenValues<StageResult>()),
+          inputs: async () => Object.values(await childValues()),
           job,
         });
       });
@@ -228,9 +231,12 @@ export class StageWorker<P = Record<string, unknown>> {
 }
 
 /** Milliseconds the job waited: since it was added (or its delay ended), or since its last child finished. */
-async function queueWaitMs(job: Job<StageJobData<unknown>, StageResult>): Promise<number> {
+async function queueWaitMs(
+  job: Job<StageJobData<unknown>, StageResult>,
+  childValues: () => Promise<Record<string, StageResult>>,
+): Promise<number> {
   let ready = job.timestamp + (job.opts.delay ?? 0);
-  const children = Object.values(await job.getChildrenValues<StageResult>().catch(() => ({})));
+  const children = Object.values(await childValues().catch(() => ({})));
   for (const child of children as StageResult[])
     if (typeof child.finishedAt === 'number') ready = Math.max(ready, child.finishedAt);
   return Math.max(0, (job.processedOn ?? Date.now()) - ready);

@@ -46,8 +46,7 @@ export async function runService(spec: ServiceSpec): Promise<RunningService> {
     services: spec.services(logger),
   });
   if (spec.onShutdown) server.onShutdown(spec.onShutdown);
-  const metrics = await serveMetrics(name, config, logger);
-  if (metrics) server.onShutdown(() => metrics.close());
+  const metrics = await serveMetrics(name, config, logger, server);
   if (spec.handleSignals ?? true)
     installSignalHandlers(server, {
       logger,

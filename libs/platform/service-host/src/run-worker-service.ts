@@ -59,8 +59,7 @@ export async function runWorkerService(spec: WorkerServiceSpec): Promise<Running
   for (const s of services) reportWorkerHealth(pool, server.health, s.serviceName);
   server.onShutdown(() => pool.stop());
   watchPoolMetrics(pool, name);
-  const metrics = await serveMetrics(name, config, logger);
-  if (metrics) server.onShutdown(() => metrics.close());
+  const metrics = await serveMetrics(name, config, logger, server);
   if (spec.handleSignals ?? true)
     installSignalHandlers(server, {
       logger,

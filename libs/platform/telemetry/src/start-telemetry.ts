@@ -87,7 +87,7 @@ function otlpExporter(endpoint: string, protocol: OtlpProtocol): SpanExporter {
  * The traces URL of an OTLP/HTTP endpoint: `<endpoint>/v1/traces` when it has no path, else the
  * endpoint as given (the same rule the workers apply). Throws TypeError for a malformed URL.
  */
-export function otlpHttpTracesUrl(endpoint: string): string {
+function otlpHttpTracesUrl(endpoint: string): string {
   const u = new URL(endpoint);
   if (u.pathname === '' || u.pathname === '/') u.pathname = '/v1/traces';
   return u.toString();
