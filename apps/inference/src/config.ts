@@ -1,7 +1,6 @@
 import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { DEFAULT_ARTIFACT_ROOT } from '@dops/artifact-store';
-import { baseServiceConfig, defineConfig } from '@dops/config';
+import { baseServiceConfig, defineConfig, DEFAULT_ARTIFACT_ROOT } from '@dops/config';
 import { queueConfig } from '@dops/queue';
 import { z } from 'zod';
 

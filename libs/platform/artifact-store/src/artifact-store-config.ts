@@ -1,12 +1,8 @@
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { z } from 'zod';
+import { DEFAULT_ARTIFACT_ROOT } from '@dops/config';
 import type { ArtifactStore } from './artifact-store';
 import { DirectoryArtifactStore } from './directory-store';
 import { S3ArtifactStore } from './s3-store';
-
-/** The shared folder the workers write images to when DOPS_ARTIFACT_ROOT is unset. */
-export const DEFAULT_ARTIFACT_ROOT = join(tmpdir(), 'dops-artifacts');
 
 /**
  * Artifact settings a service extends its config with under `artifact`: DOPS_ARTIFACT_ROOT,

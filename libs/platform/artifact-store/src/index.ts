@@ -3,5 +3,5 @@ export type { ArtifactStore, StoredObject } from './artifact-store';
 export { DirectoryArtifactStore } from './directory-store';
 export { S3ArtifactStore } from './s3-store';
 export type { S3StoreOptions } from './s3-store';
-export { DEFAULT_ARTIFACT_ROOT, artifactStoreConfig, createArtifactStore } from './artifact-store-config';
+export { artifactStoreConfig, createArtifactStore } from './artifact-store-config';
 export type { ArtifactStoreConfig } from './artifact-store-config';

@@ -7,3 +7,4 @@ export { toEnvName } from './env-name';
 export type { ConfigLeaf } from './schema-walk';
 export { BACKENDS, LOG_LEVELS, OTLP_PROTOCOLS, baseServiceConfig } from './base-service-config';
 export type { BackendName, BaseServiceConfig, LogLevel, OtlpProtocol } from './base-service-config';
+export { DEFAULT_ARTIFACT_ROOT } from './shared-defaults';
