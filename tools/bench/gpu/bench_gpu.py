@@ -76,6 +76,65 @@ def summary(values: list[float]) -> dict[str, float]:
             "min": round(ordered[0], 4), "max": round(ordered[-1], 4)} if ordered else {"n": 0}
 
 
+class CpuMeter:
+    """CPU seconds per thread of a process tree (the stack's Node process and its Python worker),
+    read from /proc through psutil before and after a request: where a request's CPU time goes
+    (the launch thread, the reader/writer threads, Node) when batch 1 is CPU-bound."""
+
+    def __init__(self, pid: int) -> None:
+        import psutil
+
+        self._root = psutil.Process(pid)
+
+    def _processes(self) -> list[Any]:
+        import psutil
+
+        try:
+            return [self._root, *self._root.children(recursive=True)]
+        except psutil.Error:
+            return [self._root]
+
+    def snapshot(self) -> dict[tuple[int, int], float]:
+        import psutil
+
+        times: dict[tuple[int, int], float] = {}
+        for proc in self._processes():
+            try:
+                for thread in proc.threads():
+                    times[(proc.pid, thread.id)] = thread.user_time + thread.system_time
+            except psutil.Error:
+                continue
+        return times
+
+    def names(self) -> dict[tuple[int, int], str]:
+        found: dict[tuple[int, int], str] = {}
+        for proc in self._processes():
+            for key in list(self.snapshot()):
+                if key[0] != proc.pid:
+                    continue
+                try:
+                    comm = Path(f"/proc/{key[0]}/task/{key[1]}/comm").read_text().strip()
+                except OSError:
+                    comm = "?"
+                found[key] = f"{'node' if proc.pid == self._root.pid else 'worker'}:{comm}:{key[1]}"
+        return found
+
+    @staticmethod
+    def delta(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> dict[tuple[int, int], float]:
+        return {key: after[key] - before.get(key, 0.0) for key in after if after[key] - before.get(key, 0.0) > 0.0005}
+
+
+def cpu_summary(meter: CpuMeter, deltas: list[dict[tuple[int, int], float]]) -> dict[str, Any]:
+    """Median CPU seconds per request of each thread (the busiest first) and of the whole tree."""
+    names = meter.names()
+    keys = {key for d in deltas for key in d}
+    per_thread = {names.get(key, f"{key[0]}:{key[1]}"): round(median([d.get(key, 0.0) for d in deltas]), 4)
+                  for key in keys}
+    busiest = dict(sorted(per_thread.items(), key=lambda item: -item[1])[:8])
+    return {"perThreadMedianS": busiest, "totalMedianS": round(median([sum(d.values()) for d in deltas]), 4),
+            "nodeMedianS": round(median([sum(v for k, v in d.items() if k[0] == meter._root.pid) for d in deltas]), 4)}
+
+
 # --------------------------------------------------------------------------------------------- #
 # The stack: stack.cjs in Node, NDJSON over its stdin/stdout
 # --------------------------------------------------------------------------------------------- #
@@ -166,6 +225,7 @@ class Bare:
         from dops_worker.inference.artifacts import write_image
 
         request = self._request(params)
+        cpu_started, proc_started = time.thread_time(), time.process_time()
         started = time.perf_counter()
         images = self.pipe(
             prompt=[request.prompt] * batch,
@@ -178,13 +238,30 @@ class Bare:
             output_type="pil",
         ).images
         denoised = time.perf_counter()
+        launch_cpu = time.thread_time() - cpu_started
         shas = []
         for i, image in enumerate(images):
             self.counter += 1
             shas.append(write_image(image, request, request.seed + i, i, f"bare-{self.counter:05d}.png")["sha256"])
         finished = time.perf_counter()
         return {"wallS": finished - started, "generateS": denoised - started, "writeS": finished - denoised,
-                "sha256": shas}
+                "sha256": shas, "launchThreadCpuS": launch_cpu, "processCpuS": time.process_time() - proc_started}
+
+
+    def worker_generate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The worker's own ``inference.generate`` function on this process's pipeline (no runtime,
+        no Node): what the worker's code costs apart from the process it runs in. Seconds."""
+        from dops_worker.inference.generate import generate
+
+        request = self._request(params)
+        cpu_started = time.thread_time()
+        started = time.perf_counter()
+        result = generate(self.pipe, request, device=self.device, generator_device="cpu")
+        finished = time.perf_counter()
+        timings = result["timings"]
+        return {"wallS": finished - started, "generateS": timings["generateS"], "writeS": timings["writeS"],
+                "sha256": [image["sha256"] for image in result["images"]],
+                "launchThreadCpuS": time.thread_time() - cpu_started}
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -235,14 +312,22 @@ def phase_loads(args, stack: Stack, bare: Bare, load_cmd: dict[str, Any]) -> dic
 def phase_paired(args, stack: Stack, bare: Bare, seed0: int, baseline: Stack | None = None) -> dict[str, Any]:
     """Bare and stack (and the baseline stack, when given) one image each per round, in an order
     that rotates from round to round."""
-    sides = ["bare", "stack"] + (["baseline"] if baseline is not None else [])
+    sides = ["bare", "stack"] + (["baseline"] if baseline is not None else []) + (["inproc"] if args.inproc else [])
+    meter = CpuMeter(stack.proc.pid)
+    stack_cpu: list[dict[tuple[int, int], float]] = []
 
     def run(side: str, seed: int) -> dict[str, Any]:
         if side == "bare":
             return bare.generate(gen_params(args, seed))
+        if side == "inproc":
+            return bare.worker_generate(gen_params(args, seed))
         target = stack if side == "stack" else baseline
         assert target is not None
-        return target.ask({"cmd": "gen", "params": stack_params(args, seed)})
+        before = meter.snapshot() if side == "stack" else {}
+        reply = target.ask({"cmd": "gen", "params": stack_params(args, seed)})
+        if side == "stack":
+            stack_cpu.append(CpuMeter.delta(before, meter.snapshot()))
+        return reply
 
     for i in range(args.warmup):
         for side in sides:
@@ -259,18 +344,31 @@ def phase_paired(args, stack: Stack, bare: Bare, seed0: int, baseline: Stack | N
         row["ratio"] = row["bare"]["wallS"] / row["stack"]["wallS"]
         if baseline is not None:
             row["ratioBaseline"] = row["bare"]["wallS"] / row["baseline"]["wallS"]
+        if "inproc" in row:
+            row["ratioInproc"] = row["bare"]["wallS"] / row["inproc"]["wallS"]
         row["sameImage"] = row["bare"]["sha256"] == row["stack"]["sha256"]
         rounds.append(row)
         log(f"round {r}: bare {row['bare']['wallS']:.3f} s, stack {row['stack']['wallS']:.3f} s "
             f"(worker generate {row['stack']['generateS']:.3f} + write {row['stack']['writeS']:.3f}), "
             f"ratio {row['ratio']:.3f}"
             + (f"; baseline {row['baseline']['wallS']:.3f} s (generate {row['baseline']['generateS']:.3f} + write "
-               f"{row['baseline']['writeS']:.3f}), ratio {row['ratioBaseline']:.3f}" if baseline is not None else ""))
+               f"{row['baseline']['writeS']:.3f}), ratio {row['ratioBaseline']:.3f}" if baseline is not None else "")
+            + (f"; in-process worker generate {row['inproc']['wallS']:.3f} s, ratio {row['ratioInproc']:.3f}"
+               if "inproc" in row else ""))
     ratios = [r["ratio"] for r in rounds]
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"stackCpuPerRequest": cpu_summary(meter, stack_cpu),
+                             "bareLaunchThreadCpuS": summary([r["bare"]["launchThreadCpuS"] for r in rounds]),
+                             "bareProcessCpuS": summary([r["bare"]["processCpuS"] for r in rounds])}
+    if args.inproc:
+        inproc_ratios = [r["ratioInproc"] for r in rounds]
+        extra.update(ratioInprocSpeedOverBare={"median": round(median(inproc_ratios), 4),
+                                               "min": round(min(inproc_ratios), 4), "max": round(max(inproc_ratios), 4)},
+                     inprocS=summary([r["inproc"]["wallS"] for r in rounds]),
+                     inprocGenerateS=summary([r["inproc"]["generateS"] for r in rounds]),
+                     inprocLaunchThreadCpuS=summary([r["inproc"]["launchThreadCpuS"] for r in rounds]))
     if baseline is not None:
         base_ratios = [r["ratioBaseline"] for r in rounds]
-        extra = {"ratioBaselineSpeedOverBare": {"median": round(median(base_ratios), 4),
+        extra |= {"ratioBaselineSpeedOverBare": {"median": round(median(base_ratios), 4),
                                                 "min": round(min(base_ratios), 4), "max": round(max(base_ratios), 4)},
                  "baselineS": summary([r["baseline"]["wallS"] for r in rounds]),
                  "baselineWorkerGenerateS": summary([r["baseline"]["generateS"] for r in rounds]),
@@ -487,6 +585,17 @@ def markdown(report: dict[str, Any]) -> str:
                 lines.append(f"| {label} | {v.get('median')} | {v.get('p90')} | {v.get('min')} | {v.get('max')} |")
             lines += ["", f"Baseline stack (worker sources `{s.get('baselineSrc')}`) ÷ bare = **{rb['median']}** "
                           f"(min {rb['min']}, max {rb['max']}), in the same rounds."]
+        if "inprocS" in p:
+            ri = p["ratioInprocSpeedOverBare"]
+            lines += ["", f"The worker's `generate` function in the bench's own process (no runtime, no Node) ÷ bare = "
+                          f"**{ri['median']}** (min {ri['min']}, max {ri['max']}); median {p['inprocS']['median']} s, "
+                          f"its launch thread's CPU {p['inprocLaunchThreadCpuS']['median']} s."]
+        cpu = p.get("stackCpuPerRequest")
+        if cpu:
+            lines += ["", f"CPU per request: bare launch thread {p['bareLaunchThreadCpuS']['median']} s (process "
+                          f"{p['bareProcessCpuS']['median']} s); stack tree {cpu['totalMedianS']} s, of which Node "
+                          f"{cpu['nodeMedianS']} s; busiest threads (median s): "
+                          + ", ".join(f"`{k}` {v}" for k, v in cpu["perThreadMedianS"].items()) + "."]
         lines += ["", f"Same PNG bytes on both sides in {p['sameImageRounds']} of {len(p['rounds'])} rounds.", ""]
     if "bareBatch" in report:
         b = report["bareBatch"]
@@ -565,6 +674,8 @@ def main() -> None:
     parser.add_argument("--compiled-rounds", type=int, default=6)
     parser.add_argument("--baseline-src", default=None,
                         help="another python-workers/src for a third side of the paired phase (the 'baseline' stack)")
+    parser.add_argument("--inproc", action="store_true",
+                        help="a third side of the paired phase: the worker's generate function in this process")
     parser.add_argument("--stack-env", action="append", default=[], help="KEY=VALUE for the stack's worker (repeatable)")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
