@@ -139,8 +139,19 @@ def sd15_inpaint(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture(scope="session")
-def sdxl(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return _load(build_sdxl(tmp_path_factory.mktemp("sdxl")), diffusers.StableDiffusionXLPipeline)
+def sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_sdxl(tmp_path_factory.mktemp("sdxl"))
+
+
+@pytest.fixture(scope="session")
+def sdxl(sdxl_dir: Path) -> Any:
+    return _load(sdxl_dir, diffusers.StableDiffusionXLPipeline)
+
+
+@pytest.fixture
+def load_pipeline() -> Any:
+    """``load_pipeline(directory, pipeline_class)``: a fresh copy, for tests that change modules."""
+    return _load
 
 
 @pytest.fixture(scope="session")

@@ -495,6 +495,15 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
     return out
 
 
+def _vae_part(vae: dict[str, Any] | None) -> str:
+    """The compiled lane report's VAE part in words."""
+    if not vae:
+        return "-"
+    if vae.get("compiled"):
+        return f"{vae.get('compileS', '-')} s"
+    return f"eager ({vae.get('error') or vae.get('reason') or 'not compiled'})"
+
+
 # --------------------------------------------------------------------------------------------- #
 # Checkpoint, machine, report
 # --------------------------------------------------------------------------------------------- #
@@ -616,6 +625,8 @@ def markdown(report: dict[str, Any]) -> str:
             lane = load.get("lane") or {}
             lines.append(f"- {load['attempt']} load (LoadModel RPC, compile included): {load['loadModelS']} s; "
                          f"compile+warm-up {lane.get('compileS', '-')} s per shape {lane.get('warmUpS', '-')}"
+                         f"; UNet {(lane.get('unet') or {}).get('compileS', '-')} s, VAE decode "
+                         f"{_vae_part(lane.get('vae'))}; inductor {lane.get('inductor', '-')}"
                          + (f"; FAILED: {load['failed']}" if load.get("failed") else ""))
         if "batch1" in c:
             b1 = c["batch1"]

@@ -1,5 +1,7 @@
-"""The compiled lane's warm-up call: one short txt2img run per compile shape, through the same
-pipeline class and the same UNet call a request makes (compiled.UnetRouter records its inputs)."""
+"""The compiled lane's UNet warm-up call: one short txt2img run per compile shape, through the
+same pipeline class and the same UNet call a request makes (compiled.UnetRouter records its
+inputs). The VAE decode's warm-up is compiled.py's own: one decode of random latents of each
+shape's size, in the VAE's dtype, as decode.py calls it."""
 
 from __future__ import annotations
 

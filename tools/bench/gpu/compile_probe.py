@@ -1,0 +1,136 @@
+"""Compile-time and speed probe of the compiled lane's inductor settings, on one CUDA GPU.
+
+An SDXL-size UNet and VAE (random fp16 weights from the configs in
+python-workers/src/dops_worker/configs/sdxl-base) are put in channels_last and compiled the way
+dops_worker.inference.compiled does (fullgraph, static shapes), each ``--variant`` in its own
+process with its own inductor cache directory, so every compile is cold unless ``--warm`` reruns
+a variant on the cache it left. Per variant: UNet first-call seconds (compile), UNet ms per call
+at the CFG batch of ``--size``@``--batch``, VAE decode first-call seconds and ms per decode, and
+the same eager numbers. One JSON line per variant, to stdout and ``--out``.
+
+    python3 tools/bench/gpu/compile_probe.py --variants none,conv1x1,diffusers --out $OUT/probe.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = ROOT / "python-workers/src/dops_worker/configs/sdxl-base"
+
+
+def _child(args: argparse.Namespace) -> dict:
+    sys.path.insert(0, str(ROOT / "python-workers/src"))
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from dops_worker.inference.compiled import inductor_options
+
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(CONFIGS / "unet")).half().eval()
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(CONFIGS / "vae")).half().eval()
+    unet.to(memory_format=torch.channels_last)
+    vae.to(memory_format=torch.channels_last)
+    rows = 2 * args.batch
+    side = args.size // 8
+    sample = torch.randn(rows, 4, side, side, device="cuda", dtype=torch.float16)
+    timestep = torch.tensor(500.0, device="cuda")
+    hidden = torch.randn(rows, 77, 2048, device="cuda", dtype=torch.float16)
+    added = {"text_embeds": torch.randn(rows, 1280, device="cuda", dtype=torch.float16),
+             "time_ids": torch.randn(rows, 6, device="cuda", dtype=torch.float16)}
+    latents = torch.randn(args.batch, 4, side, side, device="cuda", dtype=torch.float16)
+
+    def unet_call(fn):
+        return fn(sample, timestep, hidden, added_cond_kwargs=added, return_dict=False)[0]
+
+    def decode_call(fn):
+        return fn(latents, return_dict=False)[0]
+
+    def timed(call, fn, repeats):
+        torch.cuda.synchronize()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            call(fn)
+        torch.cuda.synchronize()
+        return (time.perf_counter() - started) / repeats * 1000
+
+    result: dict = {"variant": args.variant, "mode": args.mode, "warm": args.warm, "gpu": torch.cuda.get_device_name()}
+    with torch.no_grad():
+        unet_call(unet)
+        decode_call(vae.decode)
+        result["eagerUnetMs"] = round(timed(unet_call, unet, args.repeats), 2)
+        result["eagerDecodeMs"] = round(timed(decode_call, vae.decode, 3), 2)
+        options = inductor_options(args.variant)
+        result["options"] = options
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(options):
+            compiled_unet = torch.compile(unet, mode=args.mode, fullgraph=True, dynamic=False)
+            started = time.perf_counter()
+            unet_call(compiled_unet)
+            torch.cuda.synchronize()
+            result["unetCompileS"] = round(time.perf_counter() - started, 1)
+            compiled_decode = torch.compile(vae.decode, mode=args.mode, fullgraph=True, dynamic=False)
+            started = time.perf_counter()
+            decode_call(compiled_decode)
+            torch.cuda.synchronize()
+            result["decodeCompileS"] = round(time.perf_counter() - started, 1)
+        unet_call(compiled_unet)
+        result["unetMs"] = round(timed(unet_call, compiled_unet, args.repeats), 2)
+        decode_call(compiled_decode)
+        result["decodeMs"] = round(timed(decode_call, compiled_decode, 3), 2)
+        eager_out = unet_call(unet).float()
+        compiled_out = unet_call(compiled_unet).float()
+        result["unetMaxAbsDiff"] = float((eager_out - compiled_out).abs().max())
+        result["unetRefMaxAbs"] = float(eager_out.abs().max())
+        eager_img = decode_call(vae.decode).float()
+        compiled_img = decode_call(compiled_decode).float()
+        result["decodeMaxAbsDiff"] = float((eager_img - compiled_img).abs().max())
+    from torch._dynamo.utils import counters
+
+    result["graphs"] = int(counters["stats"]["unique_graphs"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variants", default="none,conv1x1,diffusers")
+    parser.add_argument("--variant", default="")
+    parser.add_argument("--mode", default="default")
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warm", action="store_true", help="run each variant twice on one cache (cold, then warm)")
+    parser.add_argument("--cache-root", default=tempfile.mkdtemp(prefix="dops-probe-"))
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    if args.variant:  # the child
+        print("RESULT " + json.dumps(_child(args)), flush=True)
+        return
+    for variant in args.variants.split(","):
+        cache = os.path.join(args.cache_root, f"{variant}-{args.mode}")
+        for warm in ([False, True] if args.warm else [False]):
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+            command = [sys.executable, __file__, "--variant", variant, "--mode", args.mode, "--size", str(args.size),
+                       "--batch", str(args.batch), "--repeats", str(args.repeats)] + (["--warm"] if warm else [])
+            started = time.perf_counter()
+            done = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
+            line = next((row[7:] for row in done.stdout.splitlines() if row.startswith("RESULT ")), None)
+            result = json.loads(line) if line else {"variant": variant, "warm": warm, "error": done.stderr[-3000:]}
+            result["processS"] = round(time.perf_counter() - started, 1)
+            print(json.dumps(result), flush=True)
+            if args.out:
+                with open(args.out, "a", encoding="utf-8") as out:
+                    out.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
