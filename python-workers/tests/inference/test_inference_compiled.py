@@ -206,7 +206,7 @@ def _contiguous(module: torch.nn.Module) -> bool:
 
 
 def test_the_lane_puts_unet_and_vae_in_channels_last_and_again_after_a_ram_tier_round_trip(
-        pipe: Any, roots: tuple[Path, Path]) -> None:
+        dynamo: None, pipe: Any, roots: tuple[Path, Path]) -> None:
     assert _contiguous(pipe.unet) and _contiguous(pipe.vae) and _convolution_weights(pipe.unet)
     settings = CompileSettings((CompileShape(64, 64, 1),), cache_dir=str(roots[1]))
     report = prepare_compiled_lane(pipe, "cuda:0", settings, pipeline_warm_up(pipe), compile_fn=_aot_eager)
