@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,14 @@ def methods(sd15: Any, roots: tuple[Path, Path], node: Any) -> Any:
 def test_generate_through_the_registry(methods: Any, roots: tuple[Path, Path]) -> None:
     notes: list[tuple[str, Any]] = []
     handler = registry.get("inference.generate").handler
-    result = handler({"model": "tiny-sd15", "prompt": "x", "width": 64, "height": 48, "steps": 2, "seed": 5,
-                      "outputDir": "job-1", "_meta": {"traceparent": None}}, _context(notes))
+    deferred = handler({"model": "tiny-sd15", "prompt": "x", "width": 64, "height": 48, "steps": 2, "seed": 5,
+                        "outputDir": "job-1", "_meta": {"traceparent": None}}, _context(notes))
+    # The handler returns once only the writes remain, after saying so.
+    assert isinstance(deferred, Future)
+    result = deferred.result(timeout=30)
     assert result["seed"] == 5 and Path(result["images"][0]["path"]).parent == roots[1] / "job-1"
-    assert [params["step"] for name, params in notes if name == "$/progress"] == [1, 2]
+    assert [(params["step"], params["total"], params.get("phase")) for name, params in notes
+            if name == "$/progress"] == [(1, 2, None), (2, 2, None), (2, 2, "writing")]
     assert all(params["id"] == 7 for _, params in notes)
 
 

@@ -3,6 +3,8 @@
 import json
 import os
 import threading
+import time
+from concurrent.futures import Future
 
 import pytest
 from opentelemetry import trace
@@ -47,11 +49,29 @@ class Harness:
         return self.server.wait(5)
 
 
-def make_registry() -> MethodRegistry:
+def make_registry(deferred: dict[object, Future] | None = None, events: list[str] | None = None) -> MethodRegistry:
+    """``t.deferred`` returns ``deferred[params["key"]]`` (a future the test completes), after a
+    ``$/progress`` with phase writing; ``events`` records handler starts and ends."""
     registry = MethodRegistry()
+    deferred = deferred if deferred is not None else {}
+    events = events if events is not None else []
+
+    @registry.method("t.deferred", requires_init=False)
+    def deferred_handler(params, ctx):
+        events.append(f"start {ctx.request_id}")
+        ctx.progress(1, 1, phase="writing")
+        events.append(f"return {ctx.request_id}")
+        return deferred[params["key"]]
+
+    @registry.method("t.stop", requires_init=False, drains=True)
+    def stop(params, ctx):
+        events.append(f"start {ctx.request_id}")
+        ctx.exit_after_reply = 0
+        return {}
 
     @registry.method("t.echo", requires_init=False)
     def echo(params, ctx):
+        events.append(f"start {ctx.request_id}")
         return {"params": params}
 
     @registry.method("t.oom", requires_init=False)
@@ -249,3 +269,103 @@ def test_log_lines_inside_a_request_carry_its_trace_id_as_the_services_do():
         line = json.loads(JsonLineFormatter().format(record))
     assert line["trace_id"] == f"{span.get_span_context().trace_id:032x}"
     assert line["span_id"] == f"{span.get_span_context().span_id:016x}"
+
+
+# Deferred replies ---------------------------------------------------------------------------------
+
+
+def _eventually(check, seconds=5.0):
+    until = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > until:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_a_deferred_reply_frees_the_executor_and_each_request_replies_once():
+    futures, events = {"a": Future(), "b": Future()}, []
+    harness = Harness(make_registry(futures, events))
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.deferred", "params": {"key": "a"}})
+    harness.send({"jsonrpc": "2.0", "id": 2, "method": "t.echo", "params": {}})
+    harness.send({"jsonrpc": "2.0", "id": 3, "method": "t.deferred", "params": {"key": "b"}})
+    writing = harness.read()
+    assert writing == {"jsonrpc": "2.0", "method": "$/progress",
+                       "params": {"id": 1, "step": 1, "total": 1, "phase": "writing"}}
+    # The echo queued behind request 1 ran and replied while request 1's reply still waits.
+    echo = harness.read()
+    assert echo["id"] == 2 and "result" in echo
+    assert harness.read()["params"] == {"id": 3, "step": 1, "total": 1, "phase": "writing"}
+    assert _eventually(lambda: harness.server.status() == {"busy": False, "activeRequests": 2}), \
+        harness.server.status()
+    assert events == ["start 1", "return 1", "start 2", "start 3", "return 3"]
+    # A cancel now changes nothing: the writes end and the request replies with its result.
+    harness.send({"jsonrpc": "2.0", "method": "$/cancelRequest", "params": {"id": 3}})
+    futures["b"].set_result({"written": "b"})  # completes from this (a foreign) thread, out of order
+    assert harness.read() == {"jsonrpc": "2.0", "id": 3, "result": {"written": "b"}}
+    futures["a"].set_exception(RuntimeError("CUDA out of memory. Tried to allocate 2.00 MiB"))
+    failed = harness.read()
+    assert failed["id"] == 1 and failed["error"]["data"]["code"] == "OUT_OF_MEMORY"
+    assert harness.server.status() == {"busy": False, "activeRequests": 0}
+    assert harness.close() == 0
+    os.set_blocking(harness.from_server.fileno(), False)
+    assert harness.from_server.read() in (None, b"")  # nothing more: one reply each
+    spans = {s.attributes["rpc.jsonrpc.request_id"]: s for s in EXPORTER.get_finished_spans()[-3:]}
+    assert spans["1"].attributes["dops.error.code"] == "OUT_OF_MEMORY"
+    assert "dops.error.code" not in spans["3"].attributes
+
+
+def test_the_request_span_ends_when_the_deferred_reply_leaves():
+    futures = {"a": Future()}
+    harness = Harness(make_registry(futures))
+    before = len(EXPORTER.get_finished_spans())
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.deferred", "params": {"key": "a"}})
+    harness.read()
+    harness.send({"jsonrpc": "2.0", "id": 2, "method": "t.echo", "params": {}})
+    harness.read()
+    names = lambda: [s.name for s in EXPORTER.get_finished_spans()[before:]]  # noqa: E731
+    assert _eventually(lambda: names() == ["t.echo"]), names()
+    time.sleep(0.1)
+    assert names() == ["t.echo"]
+    futures["a"].set_result({})
+    harness.read()
+    assert _eventually(lambda: names() == ["t.echo", "t.deferred"]), names()
+    harness.close()
+
+
+def test_stdin_eof_and_exit_wait_for_a_deferred_reply():
+    futures = {"a": Future()}
+    harness = Harness(make_registry(futures))
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.deferred", "params": {"key": "a"}})
+    harness.read()
+    harness.to_server.close()
+    threading.Timer(0.3, lambda: futures["a"].set_result({"late": True})).start()
+    started = time.monotonic()
+    assert harness.server.wait(5) == 0
+    assert time.monotonic() - started >= 0.2
+    assert harness.read() == {"jsonrpc": "2.0", "id": 1, "result": {"late": True}}
+
+
+def test_request_exit_does_not_drop_a_deferred_reply():
+    futures = {"a": Future()}
+    harness = Harness(make_registry(futures))
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.deferred", "params": {"key": "a"}})
+    harness.read()
+    harness.server.request_exit(0, "parent process exited")
+    threading.Timer(0.3, lambda: futures["a"].set_result({"late": True})).start()
+    assert harness.server.wait(5) == 0
+    assert harness.read() == {"jsonrpc": "2.0", "id": 1, "result": {"late": True}}
+
+
+def test_shutdown_replies_after_every_deferred_reply_before_it():
+    futures, events = {"a": Future()}, []
+    harness = Harness(make_registry(futures, events))
+    harness.send({"jsonrpc": "2.0", "id": 1, "method": "t.deferred", "params": {"key": "a"}})
+    harness.send({"jsonrpc": "2.0", "id": 2, "method": "t.stop", "params": {}})
+    harness.read()
+    time.sleep(0.2)
+    assert events == ["start 1", "return 1"]  # the drain waits for request 1's reply
+    futures["a"].set_result({"first": True})
+    assert harness.read() == {"jsonrpc": "2.0", "id": 1, "result": {"first": True}}
+    assert harness.read() == {"jsonrpc": "2.0", "id": 2, "result": {}}
+    assert harness.server.wait(5) == 0

@@ -102,6 +102,20 @@ def test_memory_stats_is_answered_while_diagnostics_steps_runs(fresh_messages):
     assert fresh_messages.response(steps_id, timeout=5)["result"] == {"completed": 10}
 
 
+def test_a_deferred_reply_lets_the_next_request_run_first_and_busy_ends(fresh_messages):
+    worker = fresh_messages
+    writing_id = worker.request("diagnostics.steps", {"steps": 1, "stepMs": 0, "writeMs": 600})
+    writing = worker.wait_for(lambda m: m.get("method") == "$/progress" and m["params"].get("phase"))
+    assert writing["params"] == {"id": writing_id, "step": 1, "total": 1, "phase": "writing"}
+    next_id = worker.request("diagnostics.steps", {"steps": 2, "stepMs": 10})
+    first_reply = worker.wait_for(lambda m: "method" not in m, timeout=5)
+    assert first_reply["id"] == next_id, "the next request waited for the deferred reply"
+    ping = worker.call("worker.ping")
+    assert ping["busy"] is False and ping["activeRequests"] == 1  # only the writes remain
+    assert worker.response(writing_id, timeout=5)["result"] == {"completed": 1}
+    assert worker.call("worker.ping")["activeRequests"] == 0
+
+
 def test_cancel_mid_run_replies_cancelled_within_one_step(fresh_messages):
     steps_id = fresh_messages.request("diagnostics.steps", {"steps": 100, "stepMs": 200})
     fresh_messages.wait_for(lambda m: m.get("method") == "$/progress" and m["params"]["step"] == 2)
@@ -293,6 +307,27 @@ def test_stdin_eof_cancels_the_running_request_then_exits(spawn):
     worker.wait_for(lambda m: m.get("method") == "$/progress")
     worker.close_stdin()
     assert error_of(worker.response(running, timeout=3))["data"]["code"] == "CANCELLED"
+    assert worker.wait_exit(5) == 0
+
+
+def test_stdin_eof_waits_for_a_deferred_reply_then_exits(spawn):
+    worker = spawn()
+    worker.initialize()
+    running = worker.request("diagnostics.steps", {"steps": 1, "stepMs": 0, "writeMs": 500})
+    worker.wait_for(lambda m: m.get("method") == "$/progress" and m["params"].get("phase") == "writing")
+    worker.close_stdin()
+    assert worker.response(running, timeout=5)["result"] == {"completed": 1}
+    assert worker.wait_exit(5) == 0
+
+
+def test_shutdown_replies_after_a_deferred_reply(spawn):
+    worker = spawn()
+    worker.initialize()
+    running = worker.request("diagnostics.steps", {"steps": 1, "stepMs": 0, "writeMs": 300})
+    shutdown = worker.request("worker.shutdown")
+    replies = [worker.wait_for(lambda m: "method" not in m, timeout=5) for _ in range(2)]
+    assert [r["id"] for r in replies] == [running, shutdown]
+    assert replies[0]["result"] == {"completed": 1}
     assert worker.wait_exit(5) == 0
 
 

@@ -4,7 +4,7 @@ export type { RequestOptions } from './request-call';
 export { resolveSupervisorOptions } from './options';
 export type { ResolvedSupervisorOptions, WorkerSupervisorOptions } from './options';
 export { DEFAULT_MAX_FRAME_BYTES, LineSplitter, NdjsonDecoder } from './ndjson-decoder';
-export { CANCEL_METHOD, PROGRESS_METHOD, classifyJsonRpc } from './json-rpc';
+export { CANCEL_METHOD, PROGRESS_METHOD, WRITING_PHASE, classifyJsonRpc } from './json-rpc';
 export type {
   JsonRpcErrorObject,
   JsonRpcFailure,

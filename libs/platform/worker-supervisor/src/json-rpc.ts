@@ -47,7 +47,15 @@ export interface ProgressParams {
   step: number;
   total: number;
   preview?: { path: string; width: number; height: number };
+  /**
+   * `'writing'`: the request's device work ended and only its file writes remain (sent once, with
+   * `step === total`); the worker already runs the next request, and this one replies when they
+   * end. Absent on every other frame (and from workers that predate it).
+   */
+  phase?: typeof WRITING_PHASE;
 }
+
+export const WRITING_PHASE = 'writing';
 
 export const PROGRESS_METHOD = '$/progress';
 export const CANCEL_METHOD = '$/cancelRequest';

@@ -23,6 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -40,6 +41,7 @@ from dops_worker.inference.request import GenerateRequest
 from dops_worker.inference.schedulers import make_scheduler
 from dops_worker.models.hashes import file_hashes
 from dops_worker.protocol.errors import ErrorCode, WorkerError, is_out_of_memory
+from dops_worker.runtime.deferred import then
 
 _log = logging.getLogger("dops_worker.inference.generate")
 
@@ -73,6 +75,9 @@ class GenerateHooks:
     # leaves first (the runtime's after-reply queue); None = release before returning.
     defer: Callable[[Callable[[], None]], None] | None = None
     load_controlnet: Callable[[Path], Any] | None = None
+    # Called once when the last image is decoded and only its PNG writes remain, with the steps
+    # run (the last progress' total): the worker's ``$/progress {phase: "writing"}``.
+    writing: Callable[[int], None] | None = None
     clock: Callable[[], float] = time.monotonic
 
     @staticmethod
@@ -112,8 +117,27 @@ def generate(
     named), CANCELLED / DEADLINE_EXCEEDED (within one denoising step), OUT_OF_MEMORY after the plan
     vae_tiling → smaller_batch → model_cpu_offload is exhausted (``details.tried``; a smaller
     batch splits the members, each still its own image). The shared modules are left as found:
-    LoRAs unloaded, tiling and offload undone, attention processors restored.
+    LoRAs unloaded, tiling and offload undone, attention processors restored. Waits for the PNG
+    writes; ``generate_deferred`` returns before them.
     """
+    return generate_deferred(pipe, request, device=device, generator_device=generator_device, hooks=hooks,
+                             name_prefix=name_prefix).result()
+
+
+def generate_deferred(
+    pipe: Any,
+    request: GenerateRequest,
+    *,
+    device: Any,
+    generator_device: str = "cpu",
+    hooks: GenerateHooks | None = None,
+    name_prefix: str | None = None,
+) -> Future[dict[str, Any]]:
+    """``generate`` whose device work (encode, denoise, decode, the shared modules left as found)
+    runs now and whose PNG writes end later: returns, after ``hooks.writing``, a future of
+    generate's result, set on a writer thread once the last write ended (a failed write: its
+    exception; the bytes are the ones ``generate`` writes). A failure of the device work raises
+    here, after every write it started has ended."""
     hooks = hooks or GenerateHooks()
     check_cancel = hooks.raise_if_cancelled or (lambda: None)
     started = hooks.clock()
@@ -138,26 +162,31 @@ def generate(
             # Inside: LoRAs that patch the text encoders change the embeddings.
             runner.run(_encode(run_pipe, request, check_cancel))
         denoised = hooks.clock()
-        check_cancel()
-        artifacts = writes.results()
+        check_cancel()  # the last check: from here on a cancel changes nothing, the writes finish
         succeeded = True
     finally:
-        writes.wait()
+        if not succeeded:
+            writes.wait()  # no write of a failed run is still going when its reply leaves
         runner.restore()
         if not succeeded:
             if hooks.defer is not None:
                 hooks.defer(lambda: release_memory(hooks.release_memory))
             else:
                 release_memory(hooks.release_memory)
-    finished = hooks.clock()
     report_recompiles(pipe)
-    return {
-        "images": artifacts,
-        "seed": request.seed,
-        "seeds": request.seeds(),
-        "oomMitigations": list(state.tried),
-        "timings": {"generateS": round(denoised - started, 4), "writeS": round(finished - denoised, 4)},
-    }
+    if hooks.writing is not None:
+        hooks.writing(runner.steps_done)
+
+    def result(artifacts: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "images": artifacts,
+            "seed": request.seed,
+            "seeds": request.seeds(),
+            "oomMitigations": list(state.tried),
+            "timings": {"generateS": round(denoised - started, 4), "writeS": round(hooks.clock() - denoised, 4)},
+        }
+
+    return then(writes.finished(), result)
 
 
 def _encode(pipe: Any, request: GenerateRequest, check_cancel: Callable[[], None]) -> list[Conditioning]:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from dops_worker.inference.generate import GenerateHooks, generate
+from dops_worker.inference.generate import GenerateHooks, generate_deferred
 from dops_worker.inference.pipelines import capabilities, limits_for_pipeline
 from dops_worker.inference.request import parse_generate_request
 from dops_worker.protocol.errors import ErrorCode, WorkerError
@@ -88,8 +89,10 @@ def _model(params: Any) -> LoadedModel:
 
 
 @method("inference.generate")
-def generate_method(params: Any, ctx: RequestContext) -> dict[str, Any]:
-    """Validates everything before any work, then runs; see generate.generate for the result."""
+def generate_method(params: Any, ctx: RequestContext) -> Future[dict[str, Any]]:
+    """Validates everything before any work, then runs the device work; see generate.generate for
+    the result. Once only the PNG writes remain it sends ``$/progress {phase: "writing"}`` and
+    returns a deferred reply (the execution thread takes the next request while they run)."""
     loaded = _model(params)
     if not params.get("modelHashes") and loaded.hashes:  # absent or {} (proto3: the same)
         params = {**params, "modelHashes": loaded.hashes}
@@ -106,9 +109,10 @@ def generate_method(params: Any, ctx: RequestContext) -> dict[str, Any]:
         raise_if_cancelled=ctx.token.raise_if_cancelled,
         release_memory=backend.release_caches,
         defer=ctx.after_reply.append,  # a cancelled run answers at once, then frees its memory
+        writing=lambda steps: ctx.progress(steps, steps, phase="writing"),
     )
     generator_device = backend.device()["capabilities"].get("generatorDevice", "cpu")
-    return generate(loaded.pipeline, request, device=backend.torch_device, generator_device=generator_device,
+    return generate_deferred(loaded.pipeline, request, device=backend.torch_device, generator_device=generator_device,
                     hooks=hooks)
 
 

@@ -4,6 +4,8 @@ Pillow's zlib encoder and the file write + fsync release the GIL, so the images 
 encoded side by side, and each image's encoding starts as soon as it is decoded — while the next
 image (or the next chunk of an OOM-split batch) is still being decoded or denoised. The bytes are
 the ones ``artifacts.write_image`` writes alone: each image is written by the same function.
+``finished`` lets a run's reply wait for its writes off the execution thread (a deferred reply,
+runtime/deferred.py), so the next request's GPU work starts while they run.
 """
 
 from __future__ import annotations
@@ -43,6 +45,34 @@ class PngWrites:
     def results(self) -> list[dict[str, Any]]:
         self.wait()
         return [self._futures[index].result() for index in sorted(self._futures)]
+
+    def finished(self) -> Future[list[dict[str, Any]]]:
+        """A future of ``results()``, set on the thread of the write that ends last (at once when
+        there is none): the run's reply can wait on it without holding the execution thread."""
+        futures = list(self._futures.values())
+        out: Future[list[dict[str, Any]]] = Future()
+        remaining = len(futures)
+        lock = threading.Lock()
+
+        def settle() -> None:
+            try:
+                out.set_result(self.results())
+            except BaseException as exc:  # noqa: BLE001 - the first failed write is the run's error
+                out.set_exception(exc)
+
+        def one_ended(_: Future[dict[str, Any]]) -> None:
+            nonlocal remaining
+            with lock:
+                remaining -= 1
+                last = remaining == 0
+            if last:
+                settle()
+
+        if not futures:
+            settle()
+        for future in futures:
+            future.add_done_callback(one_ended)
+        return out
 
     def wait(self) -> None:
         """Waits for every submitted write; never raises."""

@@ -3,6 +3,14 @@
 The reader thread parses frames, answers control traffic inline (``$/cancelRequest``,
 ``worker.ping``) and queues everything else for the execution thread, which runs requests one
 at a time because GPU work is serial. A cancel therefore never waits behind a running request.
+
+A handler may return a deferred result (a ``concurrent.futures.Future``, runtime/deferred.py):
+the execution thread moves on to the next request at once, and the request's reply, span end and
+after-reply tasks happen on the thread that completes the future. Such a request stays active
+(``activeRequests``, cancel lookups: a cancel is then a no-op) until it replied, but no longer
+makes the worker ``busy``: busy means the execution thread runs a request. A ``drains`` request
+(worker.shutdown) runs only after every deferred reply left, and ``wait`` (the process's exit)
+waits for them too, so stdin EOF, a shutdown or a dying parent never loses one.
 """
 
 from __future__ import annotations
@@ -11,8 +19,11 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field
 from typing import IO, Any
+
+from opentelemetry.trace import INVALID_SPAN, Span
 
 from dops_worker.protocol.errors import ErrorCode, InvalidParams, WorkerError, classify_exception
 from dops_worker.protocol.framing import FrameReader, FrameTooLarge, FrameWriter
@@ -33,13 +44,15 @@ from dops_worker.runtime.context import RequestContext
 from dops_worker.runtime.params import parse_meta, refuse_node_settings
 from dops_worker.runtime.registry import MethodRegistry, MethodSpec
 from dops_worker.runtime.session import Session
-from dops_worker.runtime.telemetry import mark_span_error, request_span
+from dops_worker.runtime.telemetry import current_span, mark_span_error, start_request_span
 
 _log = logging.getLogger(__name__)
 
 CANCEL_METHOD = "$/cancelRequest"
 # After stdin EOF, how long cancelled requests get to reply before the process exits.
 EOF_GRACE_S = 2.0
+# How long the exit (and a worker.shutdown) waits for deferred replies (a batch's PNG writes).
+DEFERRED_GRACE_S = 30.0
 
 
 @dataclass
@@ -49,6 +62,8 @@ class _Pending:
     token: CancelToken
     traceparent: str | None
     ctx: RequestContext | None = None
+    span: Span = INVALID_SPAN
+    deferred: bool = False  # the handler returned; the reply waits on its future
     replied: bool = False
     received_at: float = field(default_factory=time.monotonic)
 
@@ -69,9 +84,11 @@ class WorkerServer:
         self._registry = registry
         self.session = session
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._active: dict[RequestId, _Pending] = {}  # queued and running, by id
+        self._active: dict[RequestId, _Pending] = {}  # queued, running and deferred, by id
         self._running: _Pending | None = None
         self._lock = threading.Lock()
+        self._deferred = 0  # deferred replies not yet written
+        self._no_deferred = threading.Condition(self._lock)
         self._exit_code: int | None = None
         self._stopped = threading.Event()
         self._executor = threading.Thread(target=self._execute_loop, name="executor", daemon=True)
@@ -84,8 +101,10 @@ class WorkerServer:
         self._reader_thread.start()
 
     def wait(self, timeout: float | None = None) -> int | None:
-        """Blocks until the server wants the process to exit; returns the exit code (None on timeout)."""
-        self._stopped.wait(timeout)
+        """Blocks until the server wants the process to exit and every deferred reply left (at
+        most DEFERRED_GRACE_S more); returns the exit code (None on timeout)."""
+        if self._stopped.wait(timeout):
+            self._wait_for_deferred("exit")
         return self._exit_code
 
     def request_exit(self, code: int, reason: str) -> None:
@@ -102,6 +121,8 @@ class WorkerServer:
         self._stopped.set()
 
     def status(self) -> dict[str, Any]:
+        """``busy``: the execution thread runs a request; ``activeRequests``: queued, running and
+        deferred (replied later) requests."""
         with self._lock:
             return {"busy": self._running is not None, "activeRequests": len(self._active)}
 
@@ -165,6 +186,10 @@ class WorkerServer:
             _log.debug("cancel for an unknown or finished request", extra={"id": target})
             return
         pending.token.cancel()
+        if pending.deferred:
+            _log.info("cancel of a request whose reply waits only on its writes: it still replies",
+                      extra={"id": target, "method": pending.request.method})
+            return
         _log.info("request cancelled", extra={"id": target, "method": pending.request.method})
 
     def _accept(self, request: Request) -> None:
@@ -212,23 +237,38 @@ class WorkerServer:
 
     def _execute_loop(self) -> None:
         while (pending := self._queue.get()) is not None:
+            if pending.spec.drains:
+                self._wait_for_deferred(pending.request.method)  # it replies after every earlier request
             with self._lock:
                 self._running = pending
-            self._execute(pending)
-            self._run_after_reply(pending)
-            if pending.ctx is not None and pending.ctx.exit_after_reply is not None:
-                self.request_exit(pending.ctx.exit_after_reply, f"{pending.request.method} replied")
+            if self._execute(pending):
+                continue  # deferred: its completion runs what follows the reply
+            if self._after_reply(pending):
                 return
 
-    @staticmethod
-    def _run_after_reply(pending: _Pending) -> None:
-        for task in pending.ctx.after_reply if pending.ctx is not None else ():
+    def _after_reply(self, pending: _Pending) -> bool:
+        """Runs the request's after-reply tasks; asks the process to exit when the handler said so
+        (returns True then)."""
+        ctx = pending.ctx
+        for task in ctx.after_reply if ctx is not None else ():
             try:
                 task()
             except Exception:  # noqa: BLE001 - the reply is out; a failed clean-up is logged, not fatal
                 _log.exception("after-reply task failed", extra={"id": pending.request.id})
+        if ctx is not None and ctx.exit_after_reply is not None:
+            self.request_exit(ctx.exit_after_reply, f"{pending.request.method} replied")
+            return True
+        return False
 
-    def _execute(self, pending: _Pending) -> None:
+    def _wait_for_deferred(self, what: str) -> None:
+        with self._no_deferred:
+            done = self._no_deferred.wait_for(lambda: self._deferred == 0, DEFERRED_GRACE_S)
+        if not done:
+            _log.warning("deferred replies still pending", extra={"waiter": what, "waitedS": DEFERRED_GRACE_S})
+
+    def _execute(self, pending: _Pending) -> bool:
+        """Runs the handler and replies; returns True when the result is deferred (the reply
+        leaves when its future completes, from that thread)."""
         request = pending.request
         ctx = RequestContext(
             request_id=request.id,
@@ -239,27 +279,69 @@ class WorkerServer:
             status=self.status,
         )
         pending.ctx = ctx
-        with request_span(request.method, request.id, pending.traceparent) as span:
+        pending.span = start_request_span(request.method, request.id, pending.traceparent)
+        with current_span(pending.span):
             try:
                 if pending.spec.requires_init and not self.session.initialized:
                     raise WorkerError(ErrorCode.FAILED_PRECONDITION, "initialize has not succeeded yet")
                 pending.token.raise_if_cancelled()
-                reply = result_response(request.id, pending.spec.handler(request.params, ctx))
+                result = pending.spec.handler(request.params, ctx)
             except BaseException as exc:  # noqa: BLE001 - every request gets exactly one reply
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    pending.span.end()
                     raise
-                error = classify_exception(exc)
-                mark_span_error(span, error.code.value, error.message)
-                if error.code is ErrorCode.INTERNAL:
-                    _log.error("request failed", exc_info=exc, extra={"id": request.id, "method": request.method})
-                reply = error_response(request.id, error)
-            # Not active any more before the reply leaves: a ping right after it must see idle.
-            with self._lock:
-                if self._active.get(request.id) is pending:
-                    del self._active[request.id]
-                if self._running is pending:
-                    self._running = None
+                self._finish(pending, self._error_reply(pending, exc))
+                return False
+        if not isinstance(result, Future):
+            self._finish(pending, result_response(request.id, result))
+            return False
+        with self._lock:
+            pending.deferred = True
+            self._deferred += 1
+            if self._running is pending:
+                self._running = None  # the execution thread is free for the next request
+        result.add_done_callback(lambda done: self._complete_deferred(pending, done))
+        return True
+
+    def _complete_deferred(self, pending: _Pending, done: Future[Any]) -> None:
+        """The reply of a deferred request, then its after-reply tasks; on the completing thread."""
+        try:
+            with current_span(pending.span):
+                try:
+                    reply = result_response(pending.request.id, done.result())
+                except CancelledError:
+                    reply = self._error_reply(pending, WorkerError(ErrorCode.CANCELLED, "the request was cancelled"))
+                except BaseException as exc:  # noqa: BLE001 - every request gets exactly one reply
+                    reply = self._error_reply(pending, exc)
+                self._finish(pending, reply)
+                self._after_reply(pending)
+        except Exception:  # noqa: BLE001 - a future's callback must not raise
+            _log.exception("completing a deferred reply failed", extra={"id": pending.request.id})
+        finally:
+            with self._no_deferred:
+                self._deferred -= 1
+                self._no_deferred.notify_all()
+
+    def _error_reply(self, pending: _Pending, exc: BaseException) -> dict[str, Any]:
+        request = pending.request
+        error = classify_exception(exc)
+        mark_span_error(pending.span, error.code.value, error.message)
+        if error.code is ErrorCode.INTERNAL:
+            _log.error("request failed", exc_info=exc, extra={"id": request.id, "method": request.method})
+        return error_response(request.id, error)
+
+    def _finish(self, pending: _Pending, reply: dict[str, Any]) -> None:
+        """Not active any more, then the reply, then the span's end."""
+        # Not active any more before the reply leaves: a ping right after it must see idle.
+        with self._lock:
+            if self._active.get(pending.request.id) is pending:
+                del self._active[pending.request.id]
+            if self._running is pending:
+                self._running = None
+        try:
             self._reply(pending, reply)
+        finally:
+            pending.span.end()
 
     # writing ------------------------------------------------------------------------------------
 

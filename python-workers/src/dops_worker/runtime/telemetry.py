@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import trace
@@ -79,26 +78,28 @@ def shutdown_tracing() -> None:
             _log.debug("tracer provider shutdown failed", exc_info=True)
 
 
-@contextmanager
-def request_span(method: str, request_id: object, traceparent: str | None) -> Iterator[Span]:
-    """A SERVER span for one request, current for the block; an invalid traceparent starts a new trace.
-
-    Heartbeats, and memory reads no traced call asked for, get the invalid (non-recording) span.
+def start_request_span(method: str, request_id: object, traceparent: str | None) -> Span:
+    """A started SERVER span for one request (not made current; the caller ends it when the reply
+    leaves, which for a deferred reply is after the handler returned); an invalid traceparent
+    starts a new trace. Heartbeats, and memory reads no traced call asked for, get the invalid
+    (non-recording) span.
     """
     if method in _NEVER_TRACED or (method in _TRACED_ONLY_WITH_PARENT and not traceparent):
-        yield INVALID_SPAN
-        return
+        return INVALID_SPAN
     parent = _propagator.extract({"traceparent": traceparent}) if traceparent else None
-    tracer = trace.get_tracer(_TRACER_NAME)
-    with tracer.start_as_current_span(
+    return trace.get_tracer(_TRACER_NAME).start_span(
         method,
         context=parent,
         kind=SpanKind.SERVER,
         attributes={"rpc.system": "jsonrpc", "rpc.method": method, "rpc.jsonrpc.request_id": str(request_id)},
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
-        yield span
+    )
+
+
+def current_span(span: Span) -> AbstractContextManager[Span]:
+    """``span`` as the current span for a block (log lines and step events go to it); never ends it."""
+    return trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False)
 
 
 def mark_span_error(span: Span, code: str, message: str) -> None:

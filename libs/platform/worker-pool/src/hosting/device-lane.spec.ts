@@ -1,18 +1,29 @@
-import type { WorkerSupervisor } from '@dops/worker-supervisor';
+import { DopsError } from '@dops/errors';
+import type { ProgressParams, RequestOptions, WorkerSupervisor } from '@dops/worker-supervisor';
 import { DeviceLane, type LaneBatching } from './device-lane';
 
-/** A supervisor double that records each request and lets the test answer it. */
+/** A supervisor double that records each request and lets the test answer it (and send its progress). */
 function recorder() {
   const calls: {
     method: string;
     params: Record<string, unknown>;
     signal?: AbortSignal;
+    progress: (p: Omit<ProgressParams, 'id'>) => void;
     answer: (result: unknown) => void;
     fail: (err: unknown) => void;
   }[] = [];
   const supervisor = {
-    request: (method: string, params: Record<string, unknown>, options: { signal?: AbortSignal }) =>
-      new Promise((answer, fail) => calls.push({ method, params, signal: options.signal, answer, fail })),
+    request: (method: string, params: Record<string, unknown>, options: RequestOptions) =>
+      new Promise((answer, fail) =>
+        calls.push({
+          method,
+          params,
+          signal: options.signal,
+          progress: (p) => options.onProgress?.({ id: calls.length, ...p }),
+          answer,
+          fail,
+        }),
+      ),
   } as unknown as WorkerSupervisor;
   return { calls, supervisor };
 }
@@ -182,5 +193,93 @@ describe('DeviceLane', () => {
     calls[0]!.answer({ images: [image(0, 1)], seed: 1, seeds: [1] });
     await job;
     expect(order).toEqual(['reload', 'generate']);
+  });
+
+  describe('a call that reports its writing phase releases the lane', () => {
+    const writing = { step: 2, total: 2, phase: 'writing' as const };
+    const answer = (seed: number) => ({ images: [image(0, seed)], seed, seeds: [seed] });
+
+    it('sends the next batch before the first reply, at most two outstanding; each resolves with its own answer', async () => {
+      const { calls, supervisor } = recorder();
+      const lane = new DeviceLane(() => supervisor, { maxBatch: 1, batchWaitMs: 0, maxRequestMs: 1_000 });
+      const seen: ProgressParams[] = [];
+      const replied: string[] = [];
+      const [a, b, c] = ['a', 'bb', 'ccc'].map((p) =>
+        generate(lane, req(p), { onProgress: (q: ProgressParams) => seen.push(q) }).then((r) => {
+          replied.push(p);
+          return r;
+        }),
+      );
+      await tick();
+      calls[0]!.progress({ step: 2, total: 2 });
+      await tick();
+      // In its device work: the lane holds the next one back.
+      expect(calls).toHaveLength(1);
+      calls[0]!.progress(writing);
+      await tick();
+      expect(calls.map((c) => c.params['prompt'])).toEqual(['a', 'bb']);
+      expect(replied).toEqual([]);
+      // The writing frame is the lane's signal, not the callers' progress.
+      expect(seen.map((q) => [q.step, q.total, q.phase])).toEqual([[2, 2, undefined]]);
+      // One writing, one computing: the third waits for the oldest reply even once the second writes.
+      calls[1]!.progress(writing);
+      await tick();
+      expect(calls).toHaveLength(2);
+      calls[0]!.answer(answer(1));
+      await tick();
+      expect(calls.map((c) => c.params['prompt'])).toEqual(['a', 'bb', 'ccc']);
+      calls[2]!.answer(answer(3));
+      calls[1]!.answer(answer(2));
+      expect([(await a!).seed, (await b!).seed, (await c!).seed]).toEqual([1, 2, 3]);
+      expect(replied).toEqual(['a', 'ccc', 'bb']);
+    });
+
+    it('exclusive work waits for every outstanding reply; requests behind it wait for it', async () => {
+      const { calls, supervisor } = recorder();
+      const lane = new DeviceLane(() => supervisor, { maxBatch: 1, batchWaitMs: 0, maxRequestMs: 1_000 });
+      const order: string[] = [];
+      const first = generate(lane, req('a')).then(() => order.push('a replied'));
+      await tick();
+      calls[0]!.progress(writing);
+      const second = generate(lane, req('bb')).then(() => order.push('bb replied'));
+      await tick();
+      expect(calls).toHaveLength(2);
+      const unload = lane.exclusive(async () => order.push('unload'));
+      const after = generate(lane, req('ccc')).then(() => order.push('ccc replied'));
+      calls[1]!.progress(writing);
+      await tick();
+      expect(order).toEqual([]);
+      calls[1]!.answer(answer(2));
+      await tick();
+      expect(order).toEqual(['bb replied']);
+      calls[0]!.answer(answer(1));
+      await unload;
+      await tick();
+      expect(order).toEqual(['bb replied', 'a replied', 'unload']);
+      expect(calls).toHaveLength(3);
+      calls[2]!.answer(answer(3));
+      await Promise.all([first, second, after]);
+      expect(order).toEqual(['bb replied', 'a replied', 'unload', 'ccc replied']);
+    });
+
+    it('a worker lost with both calls outstanding rejects both, and the lane goes on', async () => {
+      const { calls, supervisor } = recorder();
+      const lane = new DeviceLane(() => supervisor, { maxBatch: 1, batchWaitMs: 0, maxRequestMs: 1_000 });
+      const first = generate(lane, req('a'));
+      await tick();
+      calls[0]!.progress(writing);
+      const second = generate(lane, req('bb'));
+      await tick();
+      expect(calls).toHaveLength(2);
+      const lost = DopsError.unavailable('worker exited (signal SIGKILL)');
+      calls[1]!.fail(lost);
+      calls[0]!.fail(lost);
+      await expect(first).rejects.toBe(lost);
+      await expect(second).rejects.toBe(lost);
+      const next = generate(lane, req('ccc'));
+      await tick();
+      calls[2]!.answer(answer(3));
+      await expect(next).resolves.toMatchObject({ seed: 3 });
+    });
   });
 });

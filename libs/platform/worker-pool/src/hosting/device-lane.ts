@@ -1,5 +1,5 @@
 import { DopsError } from '@dops/errors';
-import type { ProgressParams, WorkerSupervisor } from '@dops/worker-supervisor';
+import { WRITING_PHASE, type ProgressParams, type WorkerSupervisor } from '@dops/worker-supervisor';
 import { processMetrics } from '@dops/metrics';
 
 export interface LaneOptions {
@@ -58,6 +58,9 @@ interface ExclusiveTask {
 
 type Task = RequestTask | ExclusiveTask;
 
+/** Worker calls at most outstanding at once: one writing its files, one in its device work. */
+const MAX_OUTSTANDING = 2;
+
 /**
  * The only sender of work to one device's worker (what inference and postprocessing embed per
  * device): requests wait here, not inside the worker, and go one at a time — requests with a
@@ -66,11 +69,21 @@ type Task = RequestTask | ExclusiveTask;
  * request cancelled while it waits is dropped without touching the worker; a member of a running
  * batch that is cancelled ends at once and its share is discarded, the others go on (the call
  * itself is cancelled when no member is left).
+ *
+ * "One at a time" is one call in its device work: a call that reports `$/progress {phase:
+ * "writing"}` (only its PNG writes remain; the worker's execution thread is free) releases the
+ * lane, and the next batch goes while its reply is still to come — at most two calls outstanding
+ * at the worker, one writing, one computing. That frame is the lane's signal, not the callers'
+ * progress (its step was already reported), so it is not passed on. Exclusive work waits until
+ * every outstanding call replied: a load or unload then never overlaps a call of any phase, which
+ * keeps "between generations" true for memory accounting and the worker alike.
  */
 export class DeviceLane {
   private readonly queue: Task[] = [];
   private busy = false;
   private wake?: () => void;
+  /** Calls sent and not yet replied (each promise settles with the reply, never rejects). */
+  private readonly outstanding = new Set<Promise<void>>();
 
   constructor(
     private readonly supervisor: () => WorkerSupervisor,
@@ -179,8 +192,17 @@ export class DeviceLane {
           continue;
         }
         if (task.kind === 'exclusive') {
+          if (this.outstanding.size > 0) {
+            // Still in the queue meanwhile, so its waitMs bound can drop it.
+            await Promise.all(this.outstanding);
+            continue;
+          }
           this.queue.shift();
           await task.run().then(task.resolve, task.reject);
+          continue;
+        }
+        if (this.outstanding.size >= MAX_OUTSTANDING) {
+          await Promise.race(this.outstanding);
           continue;
         }
         const batch = await this.collect(task);
@@ -220,8 +242,24 @@ export class DeviceLane {
     return batch.filter((t) => !t.settled);
   }
 
-  private async send(batch: RequestTask[]): Promise<void> {
-    if (batch.length === 0) return;
+  /**
+   * Sends `batch` as one worker call; resolves once the lane may send the next one: when the call
+   * reports its writing phase, or settles. The call's members settle when its reply arrives.
+   */
+  private send(batch: RequestTask[]): Promise<void> {
+    if (batch.length === 0) return Promise.resolve();
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const replied = this.call(batch, release)
+      .catch(() => undefined) // call() settles its members itself; this only keeps the set's promises fulfilled
+      .finally(release);
+    this.outstanding.add(replied);
+    void replied.finally(() => this.outstanding.delete(replied));
+    return released;
+  }
+
+  /** One worker call for `batch`, its answer shared out; `writing` when only its writes remain. Never rejects. */
+  private async call(batch: RequestTask[], writing: () => void): Promise<void> {
     const controller = new AbortController();
     const live = new Set(batch);
     const onCancel = (task: RequestTask) => () => {
@@ -250,6 +288,7 @@ export class DeviceLane {
         timeoutMs: Math.max(...batch.map((t) => t.call.timeoutMs ?? this.options.maxRequestMs)),
         traceparent: batch[0]!.call.traceparent,
         onProgress: (p) => {
+          if (p.phase === WRITING_PHASE) return writing();
           for (const t of live) t.call.onProgress?.(p);
         },
       });
