@@ -436,13 +436,15 @@ def _log_lines(path: Path, needle: str, start: int) -> list[dict[str, Any]]:
 
 
 def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bare: Bare, log_path: Path,
-                   workdir: Path, bare_rate: float | None) -> dict[str, Any]:
-    """The compiled lane: first compile at load, a restarted stack's load from the inductor cache,
-    then batch-1 rounds against bare eager and the concurrent load, counting recompiles."""
+                   workdir: Path, bare_rate: float | None, saved: Any = None) -> dict[str, Any]:
+    """The compiled lane: the first load (compiles every shape), batch-1 rounds of that stack
+    against bare eager, the concurrent load and the recompiles after warm-up; then a restarted
+    stack's load from the inductor cache on disk. ``saved(out)`` is called after each step, so a
+    run cut short keeps what it measured."""
     env = {**base_env, "DOPS_COMPILE_SHAPES": args.compile_shapes, "DOPS_COMPILE_CACHE_DIR": str(workdir / "inductor"),
            "DOPS_INFERENCE_MAX_BATCH": str(args.max_batch)}
-    out: dict[str, Any] = {"shapes": args.compile_shapes}
-    loads = []
+    out: dict[str, Any] = {"shapes": args.compile_shapes, "loads": []}
+    keep = saved or (lambda _out: None)
     for attempt in ("first", "cached"):
         start = log_path.stat().st_size if log_path.exists() else 0
         stack = Stack(args.node, args.bundle, env, log_path)
@@ -450,11 +452,11 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
             reply = stack.ask(load_cmd)
             ready = _log_lines(log_path, "compiled lane ready", start)
             failed = _log_lines(log_path, "compiling the UNet failed", start)
-            loads.append({"attempt": attempt, "loadModelS": round(reply["loadS"], 3), "lane": ready[-1] if ready else None,
-                          "failed": failed[-1] if failed else None})
+            out["loads"].append({"attempt": attempt, "loadModelS": round(reply["loadS"], 3),
+                                 "lane": ready[-1] if ready else None, "failed": failed[-1] if failed else None})
             log(f"compiled lane, {attempt} load: {reply['loadS']:.1f} s; {ready[-1] if ready else failed}")
-            if attempt == "first":
-                stack.close()
+            keep(out)
+            if attempt == "cached":
                 continue
             rounds = []
             for i in range(args.warmup):
@@ -473,6 +475,7 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
                              "ratioCompiledStackOverBareEager": round(median([r["ratio"] for r in rounds]), 4),
                              "stackS": summary([r["stack"]["wallS"] for r in rounds]),
                              "bareEagerS": summary([r["bare"]["wallS"] for r in rounds])}
+            keep(out)
             if args.requests > 0:
                 stack.ask({"cmd": "concurrent", "params": stack_params(args, 9000), "clients": args.clients,
                            "requests": args.clients})
@@ -489,9 +492,9 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
                     f"median {median(reply['perRequestS']):.2f} s")
             out["recompileWarnings"] = _log_lines(log_path, "the compiled lane recompiled", start)
             out["recompiles"] = max([w.get("recompiles", 0) for w in out["recompileWarnings"]], default=0)
+            keep(out)
         finally:
             stack.close()
-    out["loads"] = loads
     return out
 
 
@@ -746,6 +749,18 @@ def main() -> None:
         stack.close()
         if baseline is not None:
             baseline.close()
+    if "compiled" in phases:  # on CPU the worker keeps no lane: the phase then only checks itself
+        # Before the eager batch/load phases: on a short lease the compiled figures matter most.
+        def keep(partial: dict[str, Any]) -> None:
+            report["compiled"] = partial
+            save(report)
+
+        try:
+            report["compiled"] = phase_compiled(args, base_env, load_cmd, bare, log_path, workdir, None, keep)
+        except Exception as exc:  # noqa: BLE001 - keep what the other phases measured
+            log(f"compiled phase failed: {exc!r}")
+            report["compiledError"] = repr(exc)
+        save(report)
     if "batch" in phases and args.bare_batch > 0:
         report["bareBatch"] = phase_bare_batch(args, bare, seed0=5000)
         save(report)
@@ -757,13 +772,6 @@ def main() -> None:
             save(report)
         finally:
             stack.close()
-    if "compiled" in phases:  # on CPU the worker keeps no lane: the phase then only checks itself
-        bare_rate = report.get("load", {}).get("bareBatch1ImagesPerS")
-        try:
-            report["compiled"] = phase_compiled(args, base_env, load_cmd, bare, log_path, workdir, bare_rate)
-        except Exception as exc:  # noqa: BLE001 - keep what the other phases measured
-            log(f"compiled phase failed: {exc!r}")
-            report["compiledError"] = repr(exc)
     report["totalS"] = round(time.perf_counter() - started, 1)
     save(report)
     print(markdown(report))
