@@ -435,6 +435,49 @@ def _log_lines(path: Path, needle: str, start: int) -> list[dict[str, Any]]:
     return found
 
 
+def compile_bare(bare: Bare, args: argparse.Namespace) -> tuple[Any, float]:
+    """Plain diffusers + torch.compile with the lane's settings (channels_last UNet, fullgraph,
+    static shapes, ``conv_1x1_as_mm``), no router; compiled by one batch-1 call. Returns the eager
+    UNet (to put back) and the seconds of that first call."""
+    import torch
+
+    eager = bare.pipe.unet
+    eager.to(memory_format=torch.channels_last)
+    torch._inductor.config.conv_1x1_as_mm = True
+    bare.pipe.unet = torch.compile(eager, fullgraph=True, dynamic=False,
+                                   mode=os.environ.get("DOPS_COMPILE_MODE") or "default")
+    started = time.perf_counter()
+    bare.generate(gen_params(args, 60))
+    return eager, time.perf_counter() - started
+
+
+def compiled_vs_compiled(args, stack: Stack, bare: Bare) -> dict[str, Any]:
+    """Batch 1, the compiled stack against bare diffusers compiled the same way, interleaved."""
+    import torch
+
+    eager, first = compile_bare(bare, args)
+    log(f"bare compiled: first call (compile) {first:.1f} s")
+    try:
+        bare.generate(gen_params(args, 61))
+        stack.ask({"cmd": "gen", "params": stack_params(args, 61)})
+        rounds = []
+        for r in range(args.compiled_rounds):
+            row: dict[str, Any] = {}
+            for side in (("bare", "stack") if r % 2 == 0 else ("stack", "bare")):
+                row[side] = (bare.generate(gen_params(args, 800 + r)) if side == "bare"
+                             else stack.ask({"cmd": "gen", "params": stack_params(args, 800 + r)}))
+            row["ratio"] = row["bare"]["wallS"] / row["stack"]["wallS"]
+            rounds.append(row)
+            log(f"compiled vs compiled round {r}: bare {row['bare']['wallS']:.3f} s, stack {row['stack']['wallS']:.3f} s, "
+                f"ratio {row['ratio']:.3f}")
+    finally:
+        bare.pipe.unet = eager.to(memory_format=torch.contiguous_format)
+    return {"bareFirstCallS": round(first, 2), "rounds": rounds,
+            "ratioCompiledStackOverBareCompiled": round(median([r["ratio"] for r in rounds]), 4),
+            "stackS": summary([r["stack"]["wallS"] for r in rounds]),
+            "bareCompiledS": summary([r["bare"]["wallS"] for r in rounds])}
+
+
 def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bare: Bare, log_path: Path,
                    workdir: Path, bare_rate: float | None, saved: Any = None) -> dict[str, Any]:
     """The compiled lane: the first load (compiles every shape), batch-1 rounds of that stack
@@ -457,6 +500,9 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
             log(f"compiled lane, {attempt} load: {reply['loadS']:.1f} s; {ready[-1] if ready else failed}")
             keep(out)
             if attempt == "cached":
+                if args.bare_compiled:
+                    out["batch1BothCompiled"] = compiled_vs_compiled(args, stack, bare)
+                    keep(out)
                 continue
             rounds = []
             for i in range(args.warmup):
@@ -640,6 +686,11 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"- {ld['clients']} clients, max batch {ld['maxBatch']}: **{ld['stackImagesPerS']} images/s = "
                          f"{ld['ratioStackOverBareEagerBatch1']}×** bare eager batch 1; client wall per request median "
                          f"{ld['clientWallPerRequestS']['median']} s, wall per image {ld['wallPerImageS']} s")
+        if "batch1BothCompiled" in c:
+            bc = c["batch1BothCompiled"]
+            lines.append(f"- batch 1, both compiled: stack {bc['stackS']['median']} s vs bare compiled "
+                         f"{bc['bareCompiledS']['median']} s: **{bc['ratioCompiledStackOverBareCompiled']}×** (median of "
+                         f"{len(bc['rounds'])} paired rounds; bare's compile {bc['bareFirstCallS']} s)")
         lines += [f"- recompiles after warm-up: {c.get('recompiles', '-')}", ""]
     if "compiledError" in report:
         lines += [f"Compiled phase failed: `{report['compiledError']}`", ""]
@@ -688,6 +739,8 @@ def main() -> None:
     parser.add_argument("--compiled-rounds", type=int, default=6)
     parser.add_argument("--baseline-src", default=None,
                         help="another python-workers/src for a third side of the paired phase (the 'baseline' stack)")
+    parser.add_argument("--bare-compiled", action="store_true",
+                        help="compiled phase: also compile bare diffusers the same way and pair it with the cached-start stack")
     parser.add_argument("--inproc", action="store_true",
                         help="a third side of the paired phase: the worker's generate function in this process")
     parser.add_argument("--stack-env", action="append", default=[], help="KEY=VALUE for the stack's worker (repeatable)")
