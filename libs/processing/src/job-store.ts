@@ -1,4 +1,4 @@
-import type { Redis } from '@dops/queue';
+import type { Redis, Transactions } from '@dops/queue';
 import { DopsError } from '@dops/errors';
 import { TERMINAL, type JobEvent, type JobRecord } from './job-record';
 import type { Keys } from './keys';
@@ -18,13 +18,15 @@ export interface JobStoreOptions {
  * Jobs in Redis: one JSON record per job and one event stream per job (what WatchJob replays
  * from), updated together in one MULTI under WATCH, so a terminal state is never overwritten and
  * every state change has its event; the client's unfinished-job set (its quota) changes in the
- * same MULTI. Terminal jobs expire after `retentionMs`.
+ * same MULTI (through `transactions`, whose connection is theirs alone). Terminal jobs expire
+ * after `retentionMs`.
  */
 export class JobStore {
   constructor(
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly options: JobStoreOptions,
+    private readonly transactions: Transactions,
   ) {}
 
   /** Writes a new (unfinished) record and indexes it under its client, session and batch. */
@@ -74,21 +76,30 @@ export class JobStore {
     change: (r: JobRecord) => JobRecord | undefined,
     options: { event?: JobEvent; fromTerminal?: boolean } = {},
   ): Promise<JobRecord | undefined> {
+    return this.transactions.run((redis) => this.updateOn(redis, id, change, options));
+  }
+
+  private async updateOn(
+    redis: Redis,
+    id: string,
+    change: (r: JobRecord) => JobRecord | undefined,
+    options: { event?: JobEvent; fromTerminal?: boolean },
+  ): Promise<JobRecord | undefined> {
     const key = this.keys.job(id);
     for (let attempt = 0; attempt < 50; attempt++) {
-      await this.redis.watch(key);
-      const raw = await this.redis.get(key);
+      await redis.watch(key);
+      const raw = await redis.get(key);
       const before = raw ? (JSON.parse(raw) as JobRecord) : undefined;
       const after =
         before && (options.fromTerminal || !TERMINAL.has(before.state))
           ? change(structuredClone(before))
           : undefined;
       if (!before || !after) {
-        await this.redis.unwatch();
+        await redis.unwatch();
         return undefined;
       }
       after.updatedAt = Date.now();
-      const multi = this.redis.multi().set(key, JSON.stringify(after));
+      const multi = redis.multi().set(key, JSON.stringify(after));
       const events = this.keys.events(id);
       if (options.event)
         multi.xadd(events, 'MAXLEN', '~', MAX_EVENTS, '*', 'e', JSON.stringify(options.event));

@@ -7,6 +7,7 @@ import {
   createRedis,
   listNodes,
   nodeQueueName,
+  Transactions,
   type Redis,
   type WarnLogger,
 } from '@dops/queue';
@@ -96,6 +97,7 @@ export class Processing {
   readonly store: JobStore;
   readonly quotas: ClientQuotas;
   private readonly redis: Redis;
+  private readonly transactions: Transactions;
   private readonly sessions: SessionStore;
   private readonly idempotency: IdempotencyKeys;
   private readonly flows: Flows;
@@ -111,9 +113,11 @@ export class Processing {
     this.keys = new Keys(options.prefix);
     const errors = new ErrorThrottle(options.logger, 'redis connection error');
     this.redis = createRedis(options.redisUrl, { onError: (err) => errors.report(err) });
-    this.store = new JobStore(this.redis, this.keys, options);
+    // One connection for every WATCH/MULTI of this instance (jobs and sessions), never shared.
+    this.transactions = new Transactions(this.redis);
+    this.store = new JobStore(this.redis, this.keys, options, this.transactions);
     this.quotas = new ClientQuotas(this.redis, this.keys, options);
-    this.sessions = new SessionStore(this.redis, this.keys, options);
+    this.sessions = new SessionStore(this.redis, this.keys, options, this.transactions);
     this.idempotency = new IdempotencyKeys(this.redis, this.keys, options.idempotencyTtlMs);
     this.artifacts = new JobArtifacts(this.redis, this.keys, options.artifacts.store, options.artifacts);
     this.retention = new ArtifactRetention(options.artifacts.store, {
@@ -174,6 +178,7 @@ export class Processing {
     await this.retention.stop();
     await this.events.close();
     await this.flows.close();
+    await this.transactions.close();
     this.redis.disconnect();
     this.options.artifacts.store.close();
   }

@@ -1,6 +1,6 @@
 import { DopsError } from '@dops/errors';
 import type { processingV1 } from '@dops/proto';
-import type { Redis } from '@dops/queue';
+import type { Redis, Transactions } from '@dops/queue';
 import type { Keys } from './keys';
 import { notFound, ownedBy } from './ownership';
 
@@ -57,6 +57,7 @@ export class SessionStore {
     private readonly redis: Redis,
     private readonly keys: Keys,
     private readonly options: SessionStoreOptions,
+    private readonly transactions: Transactions,
   ) {}
 
   /** A new ACTIVE session of `clientId`; RESOURCE_EXHAUSTED (retry hint: the next expiry) at the quota. */
@@ -108,14 +109,23 @@ export class SessionStore {
    * NOT_FOUND as `require`; FAILED_PRECONDITION when it is already cancelled.
    */
   async setState(clientId: string, id: string, state: SessionStateName): Promise<SessionRecord> {
+    return this.transactions.run((redis) => this.setStateOn(redis, clientId, id, state));
+  }
+
+  private async setStateOn(
+    redis: Redis,
+    clientId: string,
+    id: string,
+    state: SessionStateName,
+  ): Promise<SessionRecord> {
     const key = this.keys.session(id);
     const ttl = this.options.sessionTtlMs;
     for (let attempt = 0; attempt < 50; attempt++) {
-      await this.redis.watch(key);
-      const raw = id ? await this.redis.get(key) : null;
+      await redis.watch(key);
+      const raw = id ? await redis.get(key) : null;
       const session = ownedBy(raw ? (JSON.parse(raw) as SessionRecord) : undefined, clientId);
       if (!session || session.state === 'CANCELLED') {
-        await this.redis.unwatch();
+        await redis.unwatch();
         if (!session) throw notFound('session', id);
         throw new DopsError('FAILED_PRECONDITION', `session_id: session '${id}' is cancelled`, {
           violations: [{ field: 'session_id', description: 'the session is cancelled' }],
@@ -123,7 +133,7 @@ export class SessionStore {
       }
       const next = { ...session, state };
       const open = this.keys.clientSessions(clientId);
-      const multi = this.redis
+      const multi = redis
         .multi()
         .set(key, JSON.stringify(next), 'PX', ttl)
         .pexpire(this.keys.sessionJobs(id), ttl);

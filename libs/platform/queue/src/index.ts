@@ -65,6 +65,7 @@ export { StageWorker } from './stage-worker';
 //                  ErrorThrottle — connection errors as one JSON line, at most one per interval
 export { queueTelemetry } from './queue-telemetry';
 export { QueueDepths } from './queue-depth';
+export { Transactions } from './transactions';
 export { ErrorThrottle, errorFields } from './error-throttle';
 export type { WarnLogger } from './error-throttle';
 export type { StageContext, StageProcessor, StageWorkerOptions } from './stage-worker';
