@@ -49,11 +49,7 @@ def applied_loras(pipe: Any, loras: Sequence[LoraSpec]) -> Iterator[list[str]]:
         return
     names: list[str] = []
     try:
-        for index, lora in enumerate(loras):
-            name = f"{ADAPTER_PREFIX}{index}"
-            _load_one(pipe, lora, name, index)
-            names.append(name)
-        pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+        _load_weighted(pipe, loras, names)
         yield names
     finally:
         if names or _has_adapters(pipe):
@@ -72,11 +68,7 @@ def _fused_into_unet(pipe: Any, router: UnetRouter, loras: Sequence[LoraSpec]) -
     # fused and removed, the pipeline holds the eager UNet itself.
     object.__setattr__(pipe, "unet", unet)
     try:
-        for index, lora in enumerate(loras):
-            name = f"{ADAPTER_PREFIX}{index}"
-            _load_one(pipe, lora, name, index)
-            names.append(name)
-        pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
+        _load_weighted(pipe, loras, names)
         saved = _save_wrapped_weights(unet)
         unet.fuse_lora(lora_scale=1.0, adapter_names=names)
         unet.unload_lora()
@@ -133,6 +125,16 @@ def _restore_weights(saved: Sequence[tuple[Any, Any, Any]]) -> None:
             data.copy_(copy)
             if parameter.data_ptr() != data.data_ptr():  # a merge that replaced it (PEFT's safe_merge)
                 parameter.data = data
+
+
+def _load_weighted(pipe: Any, loras: Sequence[LoraSpec], names: list[str]) -> None:
+    """Loads each LoRA as its own adapter (appending its name to ``names`` as soon as it is in, so
+    the caller's cleanup sees it) and gives each its weight."""
+    for index, lora in enumerate(loras):
+        name = f"{ADAPTER_PREFIX}{index}"
+        _load_one(pipe, lora, name, index)
+        names.append(name)
+    pipe.set_adapters(names, adapter_weights=[lora.weight for lora in loras])
 
 
 def remove_loras(pipe: Any) -> None:
