@@ -435,6 +435,21 @@ def _log_lines(path: Path, needle: str, start: int) -> list[dict[str, Any]]:
     return found
 
 
+def two_sided_rounds(args, stack: Stack, bare: Bare, seed0: int, label: str) -> list[dict[str, Any]]:
+    """``--compiled-rounds`` rounds of one bare and one stack image each, the order alternating."""
+    rounds = []
+    for r in range(args.compiled_rounds):
+        row: dict[str, Any] = {}
+        for side in (("bare", "stack") if r % 2 == 0 else ("stack", "bare")):
+            row[side] = (bare.generate(gen_params(args, seed0 + r)) if side == "bare"
+                         else stack.ask({"cmd": "gen", "params": stack_params(args, seed0 + r)}))
+        row["ratio"] = row["bare"]["wallS"] / row["stack"]["wallS"]
+        rounds.append(row)
+        log(f"{label} round {r}: bare {row['bare']['wallS']:.3f} s, stack {row['stack']['wallS']:.3f} s, "
+            f"ratio {row['ratio']:.3f}")
+    return rounds
+
+
 def compile_bare(bare: Bare, args: argparse.Namespace) -> tuple[Any, float]:
     """Plain diffusers + torch.compile with the lane's settings (channels_last UNet, fullgraph,
     static shapes, ``conv_1x1_as_mm``), no router; compiled by one batch-1 call. Returns the eager
@@ -460,16 +475,7 @@ def compiled_vs_compiled(args, stack: Stack, bare: Bare) -> dict[str, Any]:
     try:
         bare.generate(gen_params(args, 61))
         stack.ask({"cmd": "gen", "params": stack_params(args, 61)})
-        rounds = []
-        for r in range(args.compiled_rounds):
-            row: dict[str, Any] = {}
-            for side in (("bare", "stack") if r % 2 == 0 else ("stack", "bare")):
-                row[side] = (bare.generate(gen_params(args, 800 + r)) if side == "bare"
-                             else stack.ask({"cmd": "gen", "params": stack_params(args, 800 + r)}))
-            row["ratio"] = row["bare"]["wallS"] / row["stack"]["wallS"]
-            rounds.append(row)
-            log(f"compiled vs compiled round {r}: bare {row['bare']['wallS']:.3f} s, stack {row['stack']['wallS']:.3f} s, "
-                f"ratio {row['ratio']:.3f}")
+        rounds = two_sided_rounds(args, stack, bare, 800, "both compiled")
     finally:
         bare.pipe.unet = eager.to(memory_format=torch.contiguous_format)
     return {"bareFirstCallS": round(first, 2), "rounds": rounds,
@@ -504,19 +510,10 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
                     out["batch1BothCompiled"] = compiled_vs_compiled(args, stack, bare)
                     keep(out)
                 continue
-            rounds = []
             for i in range(args.warmup):
                 bare.generate(gen_params(args, 70 + i))
                 stack.ask({"cmd": "gen", "params": stack_params(args, 70 + i)})
-            for r in range(args.compiled_rounds):
-                row: dict[str, Any] = {}
-                for side in (("bare", "stack") if r % 2 == 0 else ("stack", "bare")):
-                    row[side] = (bare.generate(gen_params(args, 700 + r)) if side == "bare"
-                                 else stack.ask({"cmd": "gen", "params": stack_params(args, 700 + r)}))
-                row["ratio"] = row["bare"]["wallS"] / row["stack"]["wallS"]
-                rounds.append(row)
-                log(f"compiled round {r}: bare eager {row['bare']['wallS']:.3f} s, stack compiled "
-                    f"{row['stack']['wallS']:.3f} s, ratio {row['ratio']:.3f}")
+            rounds = two_sided_rounds(args, stack, bare, 700, "compiled stack vs bare eager")
             out["batch1"] = {"rounds": rounds,
                              "ratioCompiledStackOverBareEager": round(median([r["ratio"] for r in rounds]), 4),
                              "stackS": summary([r["stack"]["wallS"] for r in rounds]),
