@@ -229,6 +229,16 @@ def test_progress_steps_become_events_of_the_request_span():
         ("step", 1, 2), ("step", 2, 2)]
 
 
+def test_the_writing_signal_is_a_writing_event_not_another_step():
+    from dops_worker.runtime.telemetry import step_event
+
+    with trace.get_tracer("test").start_as_current_span("t.writing"):
+        step_event(2, 2)
+        step_event(2, 2, "writing")
+    span = [s for s in EXPORTER.get_finished_spans() if s.name == "t.writing"][-1]
+    assert [(e.name, e.attributes["dops.step"]) for e in span.events] == [("step", 2), ("writing", 2)]
+
+
 def test_heartbeats_are_not_traced():
     harness = Harness(make_registry())
     before = len(EXPORTER.get_finished_spans())

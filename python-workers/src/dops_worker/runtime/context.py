@@ -35,7 +35,7 @@ class RequestContext:
 
         ``phase="writing"``: the request's device work ended and only its file writes remain (its
         reply is deferred until they end); sent once, with ``step == total``."""
-        step_event(step, total)
+        step_event(step, total, phase)
         params: dict[str, Any] = {"id": self.request_id, "step": step, "total": total}
         if preview is not None:
             params["preview"] = preview

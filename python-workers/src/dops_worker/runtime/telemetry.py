@@ -107,8 +107,9 @@ def mark_span_error(span: Span, code: str, message: str) -> None:
     span.set_status(Status(StatusCode.ERROR, message))
 
 
-def step_event(step: int, total: int) -> None:
-    """Adds a ``step`` event (step, total) to the current request's span; a no-op outside one."""
+def step_event(step: int, total: int, phase: str | None = None) -> None:
+    """Adds a ``step`` event (step, total) to the current request's span, or a ``writing`` event
+    when the device work ended (``phase="writing"``); a no-op outside a span."""
     span = trace.get_current_span()
     if span.is_recording():
-        span.add_event("step", {"dops.step": step, "dops.total": total})
+        span.add_event(phase or "step", {"dops.step": step, "dops.total": total})
