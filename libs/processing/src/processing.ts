@@ -114,7 +114,7 @@ export class Processing {
     const errors = new ErrorThrottle(options.logger, 'redis connection error');
     this.redis = createRedis(options.redisUrl, { onError: (err) => errors.report(err) });
     // One connection for every WATCH/MULTI of this instance (jobs and sessions), never shared.
-    this.transactions = new Transactions(this.redis);
+    this.transactions = new Transactions(this.redis, (err) => errors.report(err));
     this.store = new JobStore(this.redis, this.keys, options, this.transactions);
     this.quotas = new ClientQuotas(this.redis, this.keys, options);
     this.sessions = new SessionStore(this.redis, this.keys, options, this.transactions);

@@ -42,7 +42,9 @@ function record(id: string): JobRecord {
 }
 
 async function storeWithJob(): Promise<{ store: JobStore; id: string; transactions: Transactions }> {
-  const transactions = new Transactions(redis);
+  const transactions = new Transactions(redis, (err) => {
+    throw err;
+  });
   const keys = new Keys(`js${process.pid}x${++n}`);
   const store = new JobStore(redis, keys, { retentionMs: 60_000, sessionTtlMs: 60_000 }, transactions);
   const id = `job${n}`;

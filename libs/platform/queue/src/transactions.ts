@@ -13,8 +13,13 @@ export class Transactions {
   private readonly connection: Redis;
   private tail: Promise<unknown> = Promise.resolve();
 
-  constructor(redis: Redis) {
+  /**
+   * `onError` receives the dedicated connection's errors (ioredis's duplicate() copies options,
+   * not listeners: without one, every reconnect attempt prints an "Unhandled error event").
+   */
+  constructor(redis: Redis, onError: (err: Error) => void) {
     this.connection = redis.duplicate();
+    this.connection.on('error', onError);
   }
 
   /**
