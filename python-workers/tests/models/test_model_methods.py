@@ -117,7 +117,7 @@ def test_the_sha256_given_to_model_load_is_stamped_into_the_images(methods: Any,
     params = {"model": "hashed", "prompt": "x", "width": 64, "height": 64, "steps": 1, "seed": 3, "outputDir": "j"}
 
     def metadata() -> tuple[str, dict[str, Any]]:
-        text = read_metadata(Path(generate(params, _generate_ctx())["images"][0]["path"]))
+        text = read_metadata(Path(generate(params, _generate_ctx()).result()["images"][0]["path"]))
         return text["parameters"], json.loads(text["dops"])
 
     parameters, dops = metadata()
@@ -129,7 +129,7 @@ def test_the_sha256_given_to_model_load_is_stamped_into_the_images(methods: Any,
     assert metadata()[1]["modelHashes"] == {"sha256": sha256, "autov2": "0123456789"}
     # ... and a model loaded without one has none (the file is not hashed on the load's path).
     methods.load({**base, "modelId": "unhashed", "tier": "vram"}, _ctx([]))
-    text = read_metadata(Path(generate({**params, "model": "unhashed"}, _generate_ctx())["images"][0]["path"]))
+    text = read_metadata(Path(generate({**params, "model": "unhashed"}, _generate_ctx()).result()["images"][0]["path"]))
     assert "Model hash" not in text["parameters"] and json.loads(text["dops"])["modelHashes"] == {}
 
 
