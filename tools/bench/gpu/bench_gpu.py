@@ -534,7 +534,9 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
                 log(f"compiled load: {rate:.3f} images/s = {rate / reference:.2f}× bare eager batch 1; client wall "
                     f"median {median(reply['perRequestS']):.2f} s")
             out["recompileWarnings"] = _log_lines(log_path, "the compiled lane recompiled", start)
-            out["recompiles"] = max([w.get("recompiles", 0) for w in out["recompileWarnings"]], default=0)
+            # Counted from the worker's log: with no "lane ready" line the log says nothing, not 0.
+            out["recompiles"] = (max([w.get("recompiles", 0) for w in out["recompileWarnings"]], default=0)
+                                 if out["loads"][-1]["lane"] is not None else None)
             keep(out)
         finally:
             stack.close()
@@ -688,7 +690,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"- batch 1, both compiled: stack {bc['stackS']['median']} s vs bare compiled "
                          f"{bc['bareCompiledS']['median']} s: **{bc['ratioCompiledStackOverBareCompiled']}×** (median of "
                          f"{len(bc['rounds'])} paired rounds; bare's compile {bc['bareFirstCallS']} s)")
-        lines += [f"- recompiles after warm-up: {c.get('recompiles', '-')}", ""]
+        lines += [f"- recompiles after warm-up: {c.get('recompiles') if c.get('recompiles') is not None else 'not seen (no worker log)'}", ""]
     if "compiledError" in report:
         lines += [f"Compiled phase failed: `{report['compiledError']}`", ""]
     lines += [f"Whole run {report['totalS']} s.", ""]
