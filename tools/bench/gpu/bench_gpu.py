@@ -240,13 +240,13 @@ class Bare:
         ).images
         denoised = time.perf_counter()
         launch_cpu = time.thread_time() - cpu_started
-        shas = []
+        written = []
         for i, image in enumerate(images):
             self.counter += 1
-            shas.append(write_image(image, request, request.seed + i, i, f"bare-{self.counter:05d}.png")["sha256"])
+            written.append(write_image(image, request, request.seed + i, i, f"bare-{self.counter:05d}.png"))
         finished = time.perf_counter()
         return {"wallS": finished - started, "generateS": denoised - started, "writeS": finished - denoised,
-                "sha256": shas, "pixels": [pixel_digest(image) for image in images],
+                "sha256": [w["sha256"] for w in written], "paths": [w["path"] for w in written],
                 "launchThreadCpuS": launch_cpu, "processCpuS": time.process_time() - proc_started}
 
 
@@ -263,19 +263,17 @@ class Bare:
         timings = result["timings"]
         return {"wallS": finished - started, "generateS": timings["generateS"], "writeS": timings["writeS"],
                 "sha256": [image["sha256"] for image in result["images"]],
-                "pixels": [pixel_digest(image["path"]) for image in result["images"]],
+                "paths": [image["path"] for image in result["images"]],
                 "launchThreadCpuS": time.thread_time() - cpu_started}
 
 
-def pixel_digest(image: Any) -> str:
-    """sha256 of an image's decoded RGB pixels (a PIL image or a PNG path): the two sides' files
-    differ in their metadata (request ids, timings), so equal pixels is what "the same image" means."""
+def pixel_digest(path: str) -> str:
+    """sha256 of a PNG's decoded RGB pixels: the two sides' files differ in their metadata
+    (request ids, timings), so equal pixels is what "the same image" means."""
     from PIL import Image
 
-    if not isinstance(image, Image.Image):
-        with Image.open(image) as opened:
-            return pixel_digest(opened.convert("RGB"))
-    return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
+    with Image.open(path) as image:
+        return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -360,9 +358,9 @@ def phase_paired(args, stack: Stack, bare: Bare, seed0: int, baseline: Stack | N
             row["ratioBaseline"] = row["bare"]["wallS"] / row["baseline"]["wallS"]
         if "inproc" in row:
             row["ratioInproc"] = row["bare"]["wallS"] / row["inproc"]["wallS"]
-        if "paths" in row["stack"]:
-            row["stack"]["pixels"] = [pixel_digest(path) for path in row["stack"]["paths"]]
-        row["sameImage"] = row["bare"]["pixels"] == row["stack"].get("pixels")
+        # Decoded after the round is timed, and only here (nothing else reads pixels).
+        row["sameImage"] = ([pixel_digest(p) for p in row["bare"]["paths"]]
+                            == [pixel_digest(p) for p in row["stack"]["paths"]])
         rounds.append(row)
         log(f"round {r}: bare {row['bare']['wallS']:.3f} s, stack {row['stack']['wallS']:.3f} s "
             f"(worker generate {row['stack']['generateS']:.3f} + write {row['stack']['writeS']:.3f}), "

@@ -57,9 +57,6 @@ async function main(): Promise<void> {
     backend,
     logger: stderrLogger,
     supervisor: {
-      // The worker's own log lines (compiled lane ready, recompiles) reach stack.log only through
-      // the supervisor's logger; the pool-level one alone leaves the supervisor silent.
-      logger: stderrLogger,
       command: python,
       args: ['-c', INFERENCE_WORKER_MAIN],
       cwd: workRoot,

@@ -27,7 +27,6 @@ export function workerPoolFromConfig(
       crashLoopLimit: worker.maxRestarts,
       crashLoopWindowMs: worker.restartWindowMs,
       shutdownTimeoutMs: worker.stopTimeoutMs,
-      logger,
     },
   });
 }

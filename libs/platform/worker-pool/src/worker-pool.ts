@@ -17,8 +17,10 @@ export interface WorkerPoolOptions {
   name: string;
   /** Passed to every worker's `initialize`. */
   backend: BackendChoice;
-  /** Supervisor options shared by every worker (command, timeouts, logger, ...). */
+  /** Supervisor options shared by every worker (command, timeouts, ...). */
   supervisor: WorkerSupervisorOptions;
+  /** Every worker's supervisor logs here (its own and the worker's log lines), unless
+   * `supervisor.logger` names another. */
   logger: SupervisorLogger;
 }
 
@@ -66,9 +68,10 @@ export class WorkerPool extends EventEmitter<WorkerPoolEvents> {
   }
 
   private createSupervisor(index: number): WorkerSupervisor {
-    const { supervisor, name, backend } = this.options;
+    const { supervisor, name, backend, logger } = this.options;
     return new WorkerSupervisor({
       ...supervisor,
+      logger: supervisor.logger ?? logger,
       name: `${name}-worker-${index}`,
       env: { ...(supervisor.env ?? process.env), DOPS_BACKEND: backend, DOPS_DEVICE_INDEX: String(index) },
       initializeParams: { ...supervisor.initializeParams, backend, deviceIndex: index },

@@ -48,6 +48,33 @@ describe('WorkerPool', () => {
     }
   }, 30_000);
 
+  it("logs every worker's supervisor through the pool's logger when the supervisor names none", async () => {
+    const messages: string[] = [];
+    const capture = {
+      debug: () => undefined,
+      info: (_fields: object, msg?: string) => void messages.push(msg ?? ''),
+      warn: () => undefined,
+      error: () => undefined,
+      child: () => capture,
+    };
+    const p = new WorkerPool({
+      name: 'pool-log-test',
+      backend: 'cpu',
+      logger: capture,
+      supervisor: {
+        command: resolvePythonExecutable(),
+        args: [FIXTURE],
+        env: { ...process.env, FIXTURE_DEVICES: '2' },
+      },
+    });
+    try {
+      await p.start();
+      expect(messages.filter((m) => m === 'worker ready')).toHaveLength(2);
+    } finally {
+      await p.stop();
+    }
+  }, 30_000);
+
   it('reports NOT_SERVING once a worker crash-loops, SERVING again after reset', async () => {
     const p = pool(1, { crashLoopLimit: 0 });
     const states: boolean[] = [];
