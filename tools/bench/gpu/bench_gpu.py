@@ -267,6 +267,20 @@ class Bare:
                 "launchThreadCpuS": time.thread_time() - cpu_started}
 
 
+def pixel_difference(a: str, b: str) -> dict[str, float]:
+    """How far two PNGs' decoded RGB pixels are apart (0–255 scale): the largest and the mean
+    absolute difference, and the share of pixels that differ by more than 8 levels in any channel."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(a) as left, Image.open(b) as right:
+        x = np.asarray(left.convert("RGB"), dtype=np.int16)
+        y = np.asarray(right.convert("RGB"), dtype=np.int16)
+    diff = np.abs(x - y)
+    return {"maxAbs": int(diff.max()), "meanAbs": round(float(diff.mean()), 4),
+            "shareOver8": round(float((diff.max(axis=-1) > 8).mean()), 6)}
+
+
 def pixel_digest(path: str) -> str:
     """sha256 of a PNG's decoded RGB pixels: the two sides' files differ in their metadata
     (request ids, timings), so equal pixels is what "the same image" means."""
@@ -458,10 +472,19 @@ def two_sided_rounds(args, stack: Stack, bare: Bare, seed0: int, label: str) -> 
             row[side] = (bare.generate(gen_params(args, seed0 + r)) if side == "bare"
                          else stack.ask({"cmd": "gen", "params": stack_params(args, seed0 + r)}))
         row["ratio"] = row["bare"]["wallS"] / row["stack"]["wallS"]
+        # Same seed on both sides: how far the compiled lane's pixels are from the other side's.
+        row["pixels"] = pixel_difference(row["bare"]["paths"][0], row["stack"]["paths"][0])
         rounds.append(row)
         log(f"{label} round {r}: bare {row['bare']['wallS']:.3f} s, stack {row['stack']['wallS']:.3f} s, "
-            f"ratio {row['ratio']:.3f}")
+            f"ratio {row['ratio']:.3f}; pixels {row['pixels']}")
     return rounds
+
+
+def pixels_summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The worst pixel differences over the rounds (see ``pixel_difference``)."""
+    diffs = [r["pixels"] for r in rounds]
+    return {"maxAbs": max(d["maxAbs"] for d in diffs), "meanAbsMax": max(d["meanAbs"] for d in diffs),
+            "shareOver8Max": max(d["shareOver8"] for d in diffs)} if diffs else {}
 
 
 def compile_bare(bare: Bare, args: argparse.Namespace) -> tuple[Any, float]:
@@ -494,6 +517,7 @@ def compiled_vs_compiled(args, stack: Stack, bare: Bare) -> dict[str, Any]:
         bare.pipe.unet = eager.to(memory_format=torch.contiguous_format)
     return {"bareFirstCallS": round(first, 2), "rounds": rounds,
             "ratioCompiledStackOverBareCompiled": round(median([r["ratio"] for r in rounds]), 4),
+            "pixelsVsBareCompiled": pixels_summary(rounds),
             "stackS": summary([r["stack"]["wallS"] for r in rounds]),
             "bareCompiledS": summary([r["bare"]["wallS"] for r in rounds])}
 
@@ -530,6 +554,7 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
             rounds = two_sided_rounds(args, stack, bare, 700, "compiled stack vs bare eager")
             out["batch1"] = {"rounds": rounds,
                              "ratioCompiledStackOverBareEager": round(median([r["ratio"] for r in rounds]), 4),
+                             "pixelsVsBareEager": pixels_summary(rounds),
                              "stackS": summary([r["stack"]["wallS"] for r in rounds]),
                              "bareEagerS": summary([r["bare"]["wallS"] for r in rounds])}
             keep(out)
@@ -555,6 +580,13 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
         finally:
             stack.close()
     return out
+
+
+def _pixels_part(pixels: dict[str, Any] | None) -> str:
+    if not pixels:
+        return "-"
+    return (f"largest difference {pixels['maxAbs']}, mean at most {pixels['meanAbsMax']}, at most "
+            f"{pixels['shareOver8Max'] * 100:.3f} % of pixels off by more than 8")
 
 
 def _vae_part(vae: dict[str, Any] | None) -> str:
@@ -693,7 +725,8 @@ def markdown(report: dict[str, Any]) -> str:
         if "batch1" in c:
             b1 = c["batch1"]
             lines.append(f"- batch 1: compiled stack {b1['stackS']['median']} s vs bare eager {b1['bareEagerS']['median']} s: "
-                         f"**{b1['ratioCompiledStackOverBareEager']}×** (median of {len(b1['rounds'])} paired rounds)")
+                         f"**{b1['ratioCompiledStackOverBareEager']}×** (median of {len(b1['rounds'])} paired rounds); "
+                         f"pixels vs eager, same seed (0–255): {_pixels_part(b1.get('pixelsVsBareEager'))}")
         if "load" in c:
             ld = c["load"]
             lines.append(f"- {ld['clients']} clients, max batch {ld['maxBatch']}: **{ld['stackImagesPerS']} images/s = "
@@ -703,7 +736,8 @@ def markdown(report: dict[str, Any]) -> str:
             bc = c["batch1BothCompiled"]
             lines.append(f"- batch 1, both compiled: stack {bc['stackS']['median']} s vs bare compiled "
                          f"{bc['bareCompiledS']['median']} s: **{bc['ratioCompiledStackOverBareCompiled']}×** (median of "
-                         f"{len(bc['rounds'])} paired rounds; bare's compile {bc['bareFirstCallS']} s)")
+                         f"{len(bc['rounds'])} paired rounds; bare's compile {bc['bareFirstCallS']} s); pixels vs bare compiled: "
+                         f"{_pixels_part(bc.get('pixelsVsBareCompiled'))}")
         lines += [f"- recompiles after warm-up: {c.get('recompiles') if c.get('recompiles') is not None else 'not seen (no worker log)'}", ""]
     if "compiledError" in report:
         lines += [f"Compiled phase failed: `{report['compiledError']}`", ""]
