@@ -186,8 +186,13 @@ class Stack:
 class Bare:
     def __init__(self, checkpoint: Path, config_dir: str | None, device: torch.device, dtype: torch.dtype,
                  out_dir: Path) -> None:
+        from dops_worker.backends.capabilities import generator_device
+
         self.checkpoint, self.config_dir, self.device, self.dtype = checkpoint, config_dir, device, dtype
         self.out_dir = out_dir
+        # The worker's choice (a CUDA generator on CUDA): with the same seed both sides start from
+        # the same noise, so their pixels can be compared (a CPU generator here drew other noise).
+        self.generator_device = generator_device(device)
         self.pipe: Any = None
         self.counter = 0
 
@@ -233,7 +238,8 @@ class Bare:
             negative_prompt=[request.negative_prompt] * batch,
             num_inference_steps=request.steps,
             guidance_scale=request.cfg_scale,
-            generator=[torch.Generator(device="cpu").manual_seed(request.seed + i) for i in range(batch)],
+            generator=[torch.Generator(device=self.generator_device).manual_seed(request.seed + i)
+                       for i in range(batch)],
             width=request.width,
             height=request.height,
             output_type="pil",
@@ -258,7 +264,7 @@ class Bare:
         request = self._request(params)
         cpu_started = time.thread_time()
         started = time.perf_counter()
-        result = generate(self.pipe, request, device=self.device, generator_device="cpu")
+        result = generate(self.pipe, request, device=self.device, generator_device=self.generator_device)
         finished = time.perf_counter()
         timings = result["timings"]
         return {"wallS": finished - started, "generateS": timings["generateS"], "writeS": timings["writeS"],
@@ -375,6 +381,8 @@ def phase_paired(args, stack: Stack, bare: Bare, seed0: int, baseline: Stack | N
         # Decoded after the round is timed, and only here (nothing else reads pixels).
         row["sameImage"] = ([pixel_digest(p) for p in row["bare"]["paths"]]
                             == [pixel_digest(p) for p in row["stack"]["paths"]])
+        # bare decodes SDXL in fp32 (diffusers' upcast), the worker in fp16 where the VAE allows it.
+        row["pixels"] = pixel_difference(row["bare"]["paths"][0], row["stack"]["paths"][0])
         rounds.append(row)
         log(f"round {r}: bare {row['bare']['wallS']:.3f} s, stack {row['stack']['wallS']:.3f} s "
             f"(worker generate {row['stack']['generateS']:.3f} + write {row['stack']['writeS']:.3f}), "
@@ -414,6 +422,7 @@ def phase_paired(args, stack: Stack, bare: Bare, seed0: int, baseline: Stack | N
         "stackOutsideWorkerS": summary([r["stack"]["wallS"] - r["stack"]["generateS"] - r["stack"]["writeS"]
                                         for r in rounds]),
         "sameImageRounds": sum(1 for r in rounds if r["sameImage"]),
+        "pixelsStackVsBare": pixels_summary(rounds),
     }
 
 
@@ -699,7 +708,8 @@ def markdown(report: dict[str, Any]) -> str:
                           f"{p['bareProcessCpuS']['median']} s); stack tree {cpu['totalMedianS']} s, of which Node "
                           f"{cpu['nodeMedianS']} s; busiest threads (median s): "
                           + ", ".join(f"`{k}` {v}" for k, v in cpu["perThreadMedianS"].items()) + "."]
-        lines += ["", f"Same pixels on both sides (same seed) in {p['sameImageRounds']} of {len(p['rounds'])} rounds.", ""]
+        lines += ["", f"Same pixels on both sides (same seed) in {p['sameImageRounds']} of {len(p['rounds'])} rounds; "
+                      f"stack vs bare (0–255): {_pixels_part(p.get('pixelsStackVsBare'))}.", ""]
     if "bareBatch" in report:
         b = report["bareBatch"]
         lines += [f"## Bare batch {b['batch']}", "",
