@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import json
 import os
 import platform
@@ -252,7 +251,7 @@ class Bare:
             written.append(write_image(image, request, request.seed + i, i, f"bare-{self.counter:05d}.png"))
         finished = time.perf_counter()
         return {"wallS": finished - started, "generateS": denoised - started, "writeS": finished - denoised,
-                "sha256": [w["sha256"] for w in written], "paths": [w["path"] for w in written],
+                "paths": [w["path"] for w in written],
                 "launchThreadCpuS": launch_cpu, "processCpuS": time.process_time() - proc_started}
 
 
@@ -268,7 +267,6 @@ class Bare:
         finished = time.perf_counter()
         timings = result["timings"]
         return {"wallS": finished - started, "generateS": timings["generateS"], "writeS": timings["writeS"],
-                "sha256": [image["sha256"] for image in result["images"]],
                 "paths": [image["path"] for image in result["images"]],
                 "launchThreadCpuS": time.thread_time() - cpu_started}
 
@@ -285,15 +283,6 @@ def pixel_difference(a: str, b: str) -> dict[str, float]:
     diff = np.abs(x - y)
     return {"maxAbs": int(diff.max()), "meanAbs": round(float(diff.mean()), 4),
             "shareOver8": round(float((diff.max(axis=-1) > 8).mean()), 6)}
-
-
-def pixel_digest(path: str) -> str:
-    """sha256 of a PNG's decoded RGB pixels: the two sides' files differ in their metadata
-    (request ids, timings), so equal pixels is what "the same image" means."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return hashlib.sha256(image.convert("RGB").tobytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------- #
@@ -378,11 +367,11 @@ def phase_paired(args, stack: Stack, bare: Bare, seed0: int, baseline: Stack | N
             row["ratioBaseline"] = row["bare"]["wallS"] / row["baseline"]["wallS"]
         if "inproc" in row:
             row["ratioInproc"] = row["bare"]["wallS"] / row["inproc"]["wallS"]
-        # Decoded after the round is timed, and only here (nothing else reads pixels).
-        row["sameImage"] = ([pixel_digest(p) for p in row["bare"]["paths"]]
-                            == [pixel_digest(p) for p in row["stack"]["paths"]])
-        # bare decodes SDXL in fp32 (diffusers' upcast), the worker in fp16 where the VAE allows it.
+        # Decoded once, after the round is timed. The files differ in their metadata (request ids,
+        # timings): equal decoded pixels is what "the same image" means. bare decodes SDXL in fp32
+        # (diffusers' upcast), the worker in fp16 where the VAE allows it.
         row["pixels"] = pixel_difference(row["bare"]["paths"][0], row["stack"]["paths"][0])
+        row["sameImage"] = row["pixels"]["maxAbs"] == 0
         rounds.append(row)
         log(f"round {r}: bare {row['bare']['wallS']:.3f} s, stack {row['stack']['wallS']:.3f} s "
             f"(worker generate {row['stack']['generateS']:.3f} + write {row['stack']['writeS']:.3f}), "

@@ -8,7 +8,7 @@
 //
 // Commands: {cmd:'load', modelId, path, configDir, tier?} → {loadS, source}
 //           {cmd:'unload', modelId, tier} → {unloadS}
-//           {cmd:'gen', params} → {wallS, generateS, writeS, sha256, paths}
+//           {cmd:'gen', params} → {wallS, generateS, writeS, paths}
 //           {cmd:'concurrent', params, clients, requests} → {wallS, perRequestS: [...], images}
 //           {cmd:'quit'}
 import * as path from 'node:path';
@@ -110,7 +110,6 @@ async function main(): Promise<void> {
       wallS: seconds(t0),
       generateS: result!.timings!.generateSeconds,
       writeS: result!.timings!.writeSeconds,
-      sha256: result!.images.map((i) => i.artifact!.sha256),
       paths: result!.images.map((i) => i.artifact!.path),
     };
   };
