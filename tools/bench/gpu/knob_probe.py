@@ -1,0 +1,169 @@
+"""Runtime knobs of the compiled lane, A/B on one CUDA GPU, interleaved round by round.
+
+An SDXL-size UNet (random fp16 weights from the configs in
+python-workers/src/dops_worker/configs/sdxl-base, channels_last) twice — as it is and with
+diffusers' fused QKV projections (``fuse_qkv_projections``, the same weights) — and its VAE, at
+the CFG batch of ``--size``@``--batch``. Each round measures, in turn, ms per UNet call and per VAE
+decode with ``torch.backends.cudnn.benchmark`` off and on (cuDNN's own algorithm search instead of
+its heuristics; the compiled graphs call aten's cuDNN convolutions), eager and then compiled the
+way the lane compiles (fullgraph, static shape, ``--inductor`` preset), and the eager UNet with
+SDPA on cuDNN's attention instead of the default backend. Reports medians over the rounds, ratios
+against the lane as it is (unfused, benchmark off), the largest output differences, and the
+graphs dynamo compiled (a toggle that recompiled would show here). One JSON document to stdout
+and ``--out``.
+
+    python3 tools/bench/gpu/knob_probe.py --batch 4 --out $OUT/knobs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = ROOT / "python-workers/src/dops_worker/configs/sdxl-base"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="UNet calls per measurement (decodes: half)")
+    parser.add_argument("--inductor", default="conv1x1")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--configs", default=str(CONFIGS), help="a folder with unet/ and vae/ configs")
+    parser.add_argument("--device", default="cuda", help="cpu (float32) only to try the script on a tiny config")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "python-workers/src"))
+    import torch
+    import torch._inductor.config as inductor_config
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from torch._dynamo.utils import counters
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from dops_worker.inference.compiled import inductor_options
+
+    device, dtype = args.device, torch.float16 if args.device.startswith("cuda") else torch.float32
+    configs = Path(args.configs)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")).to(dtype).eval()
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")).to(dtype).eval()
+    fused = copy.deepcopy(unet)
+    fused.fuse_qkv_projections()
+    for module in (unet, fused, vae):
+        module.to(memory_format=torch.channels_last)
+    rows, side = 2 * args.batch, args.size // 2 ** (len(vae.config.block_out_channels) - 1)
+    width = unet.config.cross_attention_dim
+    text_embeds = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
+    sample = torch.randn(rows, 4, side, side, device=device, dtype=dtype)
+    timestep = torch.tensor(500.0, device=device)
+    hidden = torch.randn(rows, 77, width, device=device, dtype=dtype)
+    added = {"text_embeds": torch.randn(rows, text_embeds, device=device, dtype=dtype),
+             "time_ids": torch.randn(rows, 6, device=device, dtype=dtype)}
+    latents = torch.randn(args.batch, 4, side, side, device=device, dtype=dtype)
+
+    def unet_call(fn):
+        return fn(sample, timestep, hidden, added_cond_kwargs=added, return_dict=False)[0]
+
+    def decode_call(fn):
+        return fn(latents, return_dict=False)[0]
+
+    def timed(call, fn, repeats, benchmark, backend=None):
+        torch.backends.cudnn.benchmark = benchmark
+        context = sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
+        with context:
+            call(fn)  # cuDNN's search (benchmark on) or a first call after the toggle: not timed
+            sync()
+            started = time.perf_counter()
+            for _ in range(repeats):
+                call(fn)
+            sync()
+        return (time.perf_counter() - started) / repeats * 1000
+
+    report: dict = {"gpu": torch.cuda.get_device_name() if device.startswith("cuda") else device, "torch": torch.__version__,
+                    "cudnn": torch.backends.cudnn.version(), "size": args.size, "batch": args.batch,
+                    "unetRows": rows, "rounds": args.rounds, "inductor": args.inductor}
+    cases: dict = {}
+    decode_repeats = max(1, args.repeats // 2)
+    with torch.no_grad():
+        eager = [
+            ("eager unet", lambda b: timed(unet_call, unet, args.repeats, b)),
+            ("eager unet-fusedQKV", lambda b: timed(unet_call, fused, args.repeats, b)),
+            ("eager decode", lambda b: timed(decode_call, vae.decode, decode_repeats, b)),
+        ]
+        if device.startswith("cuda"):
+            eager.append(("eager unet-cudnnSDPA", lambda b: timed(unet_call, unet, args.repeats, b,
+                                                                  SDPBackend.CUDNN_ATTENTION)))
+        _rounds(eager, args.rounds, cases)
+        if not args.no_compile:
+            graphs_before = int(counters["stats"]["unique_graphs"])
+            compile_s = {}
+            with inductor_config.patch(inductor_options(args.inductor)):
+                compiled = {}
+                for name, module, call in (("unet", unet, unet_call), ("unet-fusedQKV", fused, unet_call),
+                                           ("decode", vae.decode, decode_call)):
+                    torch.backends.cudnn.benchmark = False
+                    started = time.perf_counter()
+                    compiled[name] = torch.compile(module, fullgraph=True, dynamic=False)
+                    call(compiled[name])
+                    sync()
+                    compile_s[name] = round(time.perf_counter() - started, 1)
+            report["compileS"] = compile_s
+            report["graphsAfterCompiles"] = int(counters["stats"]["unique_graphs"]) - graphs_before
+            compiled_cases = [
+                ("compiled unet", lambda b: timed(unet_call, compiled["unet"], args.repeats, b)),
+                ("compiled unet-fusedQKV", lambda b: timed(unet_call, compiled["unet-fusedQKV"], args.repeats, b)),
+                ("compiled decode", lambda b: timed(decode_call, compiled["decode"], decode_repeats, b)),
+            ]
+            _rounds(compiled_cases, args.rounds, cases)
+            report["graphsWhileToggling"] = (int(counters["stats"]["unique_graphs"]) - graphs_before
+                                            - report["graphsAfterCompiles"])
+            torch.backends.cudnn.benchmark = False
+            reference = unet_call(compiled["unet"]).float()
+            report["maxAbsDiff"] = {
+                "compiled fusedQKV vs compiled": float((unet_call(compiled["unet-fusedQKV"]).float() - reference).abs().max()),
+                "compiled vs eager": float((unet_call(unet).float() - reference).abs().max()),
+                "unetRefMaxAbs": float(reference.abs().max()),
+            }
+    report["ms"] = {name: {"median": round(statistics.median(values), 2), "all": [round(v, 2) for v in values]}
+                    for name, values in cases.items()}
+    report["ratios"] = _ratios(report["ms"])
+    text = json.dumps(report, indent=1)
+    print(text, flush=True)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+
+
+def _rounds(measures, rounds, cases) -> None:
+    """``rounds`` rounds; in each, every measure with cudnn.benchmark off then on (order alternating)."""
+    for index in range(rounds):
+        for name, measure in measures:
+            for benchmark in ((False, True) if index % 2 == 0 else (True, False)):
+                key = f"{name} benchmark={'on' if benchmark else 'off'}"
+                cases.setdefault(key, []).append(measure(benchmark))
+                print(f"round {index} {key}: {cases[key][-1]:.1f} ms", flush=True)
+
+
+def _ratios(ms: dict) -> dict:
+    """Each case's speed ÷ the same part as the lane runs it now (benchmark off, unfused)."""
+    out = {}
+    for key, value in ms.items():
+        kind, part = key.split(" ")[:2]
+        base = ms.get(f"{kind} {part.split('-')[0]} benchmark=off")
+        if base:
+            out[key] = round(base["median"] / value["median"], 3)
+    return out
+
+
+if __name__ == "__main__":
+    main()
