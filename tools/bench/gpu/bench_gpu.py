@@ -532,6 +532,8 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
     keep = saved or (lambda _out: None)
     for attempt in ("first", "cached"):
         start = log_path.stat().st_size if log_path.exists() else 0
+        if attempt == "cached":  # --cached-env: the restart's settings (e.g. one knob off, an A/B on one cache)
+            env = {**env, **dict(item.partition("=")[::2] for item in args.cached_env)}
         stack = Stack(args.node, args.bundle, env, log_path)
         try:
             reply = stack.ask(load_cmd)
@@ -542,6 +544,10 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
             log(f"compiled lane, {attempt} load: {reply['loadS']:.1f} s; {ready[-1] if ready else failed}")
             keep(out)
             if attempt == "cached":
+                if args.cached_load and args.requests > 0 and "batch1" in out:
+                    out["loadCached"] = {**compiled_load(args, stack, 1 / out["batch1"]["bareEagerS"]["median"]),
+                                         "env": args.cached_env}
+                    keep(out)
                 if args.bare_compiled:
                     out["batch1BothCompiled"] = compiled_vs_compiled(args, stack, bare)
                     keep(out)
@@ -557,19 +563,7 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
                              "bareEagerS": summary([r["bare"]["wallS"] for r in rounds])}
             keep(out)
             if args.requests > 0:
-                stack.ask({"cmd": "concurrent", "params": stack_params(args, 9000), "clients": args.clients,
-                           "requests": args.clients})
-                reply = stack.ask({"cmd": "concurrent", "params": stack_params(args, 9500), "clients": args.clients,
-                                   "requests": args.requests})
-                rate = reply["images"] / reply["wallS"]
-                reference = bare_rate or 1 / out["batch1"]["bareEagerS"]["median"]
-                out["load"] = {"clients": args.clients, "maxBatch": args.max_batch, "requests": reply["images"],
-                               "wallS": round(reply["wallS"], 3), "stackImagesPerS": round(rate, 4),
-                               "ratioStackOverBareEagerBatch1": round(rate / reference, 3),
-                               "clientWallPerRequestS": summary(reply["perRequestS"]),
-                               "wallPerImageS": round(reply["wallS"] / reply["images"], 4)}
-                log(f"compiled load: {rate:.3f} images/s = {rate / reference:.2f}× bare eager batch 1; client wall "
-                    f"median {median(reply['perRequestS']):.2f} s")
+                out["load"] = compiled_load(args, stack, bare_rate or 1 / out["batch1"]["bareEagerS"]["median"])
             out["recompileWarnings"] = _log_lines(log_path, "the compiled lane recompiled", start)
             # Counted from the worker's log: with no "lane ready" line the log says nothing, not 0.
             out["recompiles"] = (max([w.get("recompiles", 0) for w in out["recompileWarnings"]], default=0)
@@ -578,6 +572,23 @@ def phase_compiled(args, base_env: dict[str, str], load_cmd: dict[str, Any], bar
         finally:
             stack.close()
     return out
+
+
+def compiled_load(args, stack: Stack, bare_eager_rate: float) -> dict[str, Any]:
+    """``--clients`` concurrent clients on the compiled stack (a warm-up round, then ``--requests``):
+    images/s against bare eager batch 1 (``bare_eager_rate``, images/s), client and per-image wall."""
+    stack.ask({"cmd": "concurrent", "params": stack_params(args, 9000), "clients": args.clients,
+               "requests": args.clients})
+    reply = stack.ask({"cmd": "concurrent", "params": stack_params(args, 9500), "clients": args.clients,
+                       "requests": args.requests})
+    rate = reply["images"] / reply["wallS"]
+    log(f"compiled load: {rate:.3f} images/s = {rate / bare_eager_rate:.2f}× bare eager batch 1; client wall "
+        f"median {median(reply['perRequestS']):.2f} s")
+    return {"clients": args.clients, "maxBatch": args.max_batch, "requests": reply["images"],
+            "wallS": round(reply["wallS"], 3), "stackImagesPerS": round(rate, 4),
+            "ratioStackOverBareEagerBatch1": round(rate / bare_eager_rate, 3),
+            "clientWallPerRequestS": summary(reply["perRequestS"]),
+            "wallPerImageS": round(reply["wallS"] / reply["images"], 4)}
 
 
 def _pixels_part(pixels: dict[str, Any] | None) -> str:
@@ -719,18 +730,22 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"- {load['attempt']} load (LoadModel RPC, compile included): {load['loadModelS']} s; "
                          f"compile+warm-up {lane.get('compileS', '-')} s per shape {lane.get('warmUpS', '-')}"
                          f"; UNet {(lane.get('unet') or {}).get('compileS', '-')} s, VAE decode "
-                         f"{_vae_part(lane.get('vae'))}; inductor {lane.get('inductor', '-')}"
+                         f"{_vae_part(lane.get('vae'))}; inductor {lane.get('inductor', '-')}, cuDNN benchmark "
+                         f"{lane.get('cudnnBenchmark', '-')}"
                          + (f"; FAILED: {load['failed']}" if load.get("failed") else ""))
         if "batch1" in c:
             b1 = c["batch1"]
             lines.append(f"- batch 1: compiled stack {b1['stackS']['median']} s vs bare eager {b1['bareEagerS']['median']} s: "
                          f"**{b1['ratioCompiledStackOverBareEager']}×** (median of {len(b1['rounds'])} paired rounds); "
                          f"pixels vs eager, same seed (0–255): {_pixels_part(b1.get('pixelsVsBareEager'))}")
-        if "load" in c:
-            ld = c["load"]
-            lines.append(f"- {ld['clients']} clients, max batch {ld['maxBatch']}: **{ld['stackImagesPerS']} images/s = "
-                         f"{ld['ratioStackOverBareEagerBatch1']}×** bare eager batch 1; client wall per request median "
-                         f"{ld['clientWallPerRequestS']['median']} s, wall per image {ld['wallPerImageS']} s")
+        for key, label in (("load", ""), ("loadCached", "restarted stack")):
+            if key in c:
+                ld = c[key]
+                env = f" with {', '.join(ld['env'])}" if ld.get("env") else ""
+                lines.append(f"- {label + env + ', ' if label else ''}{ld['clients']} clients, max batch "
+                             f"{ld['maxBatch']}: **{ld['stackImagesPerS']} images/s = "
+                             f"{ld['ratioStackOverBareEagerBatch1']}×** bare eager batch 1; client wall per request "
+                             f"median {ld['clientWallPerRequestS']['median']} s, wall per image {ld['wallPerImageS']} s")
         if "batch1BothCompiled" in c:
             bc = c["batch1BothCompiled"]
             lines.append(f"- batch 1, both compiled: stack {bc['stackS']['median']} s vs bare compiled "
@@ -790,6 +805,10 @@ def main() -> None:
     parser.add_argument("--inproc", action="store_true",
                         help="a third side of the paired phase: the worker's generate function in this process")
     parser.add_argument("--stack-env", action="append", default=[], help="KEY=VALUE for the stack's worker (repeatable)")
+    parser.add_argument("--cached-env", action="append", default=[],
+                        help="KEY=VALUE for the compiled phase's restarted stack only (repeatable)")
+    parser.add_argument("--cached-load", action="store_true",
+                        help="the compiled phase's restarted stack runs the --clients load too")
     args = parser.parse_args()
     phases = set(args.phases.split(","))
 
@@ -818,7 +837,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv), "machine": info,
         "settings": {"checkpoint": checkpoint.name, "dtype": str(dtype).removeprefix("torch."), "sizePx": args.size_px,
                      "steps": args.steps, "cfg": args.cfg, "rounds": args.rounds, "warmup": args.warmup,
-                     "stackEnv": args.stack_env}}
+                     "stackEnv": args.stack_env, "cachedEnv": args.cached_env}}
 
     default_name = "gpu-" + (info.get("gpu", "cpu").lower().replace("nvidia ", "").split()[0] if device.type == "cuda" else "cpu")
     _out = Path(args.out) if args.out else (Path(os.environ["OUT"]) / default_name if os.environ.get("OUT")
