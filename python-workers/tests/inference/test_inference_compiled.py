@@ -67,30 +67,6 @@ def test_settings_from_the_environment() -> None:
         compile_settings({"DOPS_COMPILE_INDUCTOR": "fast"})
     with pytest.raises(ValueError, match="DOPS_COMPILE_VAE"):
         compile_settings({"DOPS_COMPILE_VAE": "yes"})
-    assert defaults.cudnn_benchmark is True
-    assert compile_settings({"DOPS_CUDNN_BENCHMARK": "0"}).cudnn_benchmark is False
-    with pytest.raises(ValueError, match="DOPS_CUDNN_BENCHMARK: must be 0 or 1"):
-        compile_settings({"DOPS_CUDNN_BENCHMARK": "on"})
-
-
-@pytest.mark.parametrize(("value", "expected"), [("1", True), ("0", False)])
-def test_the_lane_turns_on_cudnn_benchmark_before_its_warm_ups(value: str, expected: bool, pipe: Any,
-                                                               roots: tuple[Path, Path]) -> None:
-    import torch
-
-    seen: list[bool] = []
-    settings = compile_settings({"DOPS_COMPILE_SHAPES": "64x64@1", "DOPS_CUDNN_BENCHMARK": value,
-                                 "DOPS_COMPILE_CACHE_DIR": str(roots[1])})
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = False
-    try:
-        report = prepare_compiled_lane(pipe, "cuda:0", settings,
-                                       lambda _router, _shape: seen.append(torch.backends.cudnn.benchmark),
-                                       compile_fn=lambda module, **_: _Counting(module))
-        assert seen == [expected] and report["cudnnBenchmark"] is expected
-        assert torch.backends.cudnn.benchmark is expected  # kept while serving
-    finally:
-        torch.backends.cudnn.benchmark = before
 
 
 def test_off_on_cpu_and_without_shapes(sdxl: Any) -> None:

@@ -13,12 +13,6 @@ Settings (environment of the worker, read at each model load):
   ``coordinate_descent_check_all_directions``, ``epilogue_fusion=False``: the set diffusers'
   "Accelerate inference" page gives for SDXL; longer compiles) or ``none`` (inductor's defaults).
 - ``DOPS_COMPILE_VAE``: ``1`` (default) also compiles ``vae.decode``; ``0`` leaves it eager.
-- ``DOPS_CUDNN_BENCHMARK``: ``1`` (default) turns on ``torch.backends.cudnn.benchmark`` in the worker
-  when its lane is prepared: cuDNN times its convolution algorithms for each new input shape and
-  keeps the fastest (the compiled graphs call aten's cuDNN convolutions; the UNet's 3×3 and the VAE
-  decode's convolutions are most of the lane's time). The compile shapes are timed in the warm-ups,
-  at load; a request of another size pays the search once per new shape. ``0`` leaves cuDNN's
-  heuristics (the process's setting as it was).
 - ``DOPS_COMPILE_CACHE_DIR``: inductor's on-disk cache (``TORCHINDUCTOR_CACHE_DIR``), so a restarted
   worker loads the compiled kernels instead of compiling again; default ``<tmp>/dops-inductor-cache``.
 
@@ -60,7 +54,6 @@ MODE_ENV = "DOPS_COMPILE_MODE"
 CACHE_ENV = "DOPS_COMPILE_CACHE_DIR"
 INDUCTOR_ENV = "DOPS_COMPILE_INDUCTOR"
 VAE_ENV = "DOPS_COMPILE_VAE"
-CUDNN_BENCHMARK_ENV = "DOPS_CUDNN_BENCHMARK"
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 # torch._inductor.config values patched in while the lane compiles (the warm-up calls).
 INDUCTOR_PRESETS: dict[str, dict[str, Any]] = {
@@ -97,7 +90,6 @@ class CompileSettings:
     cache_dir: str = ""
     inductor: str = DEFAULT_INDUCTOR
     vae: bool = True
-    cudnn_benchmark: bool = True
 
 
 def parse_shapes(text: str) -> tuple[CompileShape, ...]:
@@ -129,18 +121,11 @@ def compile_settings(env: Mapping[str, str] = os.environ) -> CompileSettings:
     inductor = env.get(INDUCTOR_ENV, "").strip() or DEFAULT_INDUCTOR
     if inductor not in INDUCTOR_PRESETS:
         raise ValueError(f"{INDUCTOR_ENV}: must be one of {', '.join(INDUCTOR_PRESETS)}, not {inductor!r}")
-    vae = _switch(env, VAE_ENV)
-    cudnn_benchmark = _switch(env, CUDNN_BENCHMARK_ENV)
+    vae = env.get(VAE_ENV, "").strip() or "1"
+    if vae not in ("0", "1"):
+        raise ValueError(f"{VAE_ENV}: must be 0 or 1, not {vae!r}")
     cache_dir = env.get(CACHE_ENV, "").strip() or os.path.join(tempfile.gettempdir(), "dops-inductor-cache")
-    return CompileSettings(parse_shapes(env.get(SHAPES_ENV, "")), mode, cache_dir, inductor, vae, cudnn_benchmark)
-
-
-def _switch(env: Mapping[str, str], name: str) -> bool:
-    """``name``'s ``0``/``1`` value (unset or empty: 1); ValueError naming it for anything else."""
-    value = env.get(name, "").strip() or "1"
-    if value not in ("0", "1"):
-        raise ValueError(f"{name}: must be 0 or 1, not {value!r}")
-    return value == "1"
+    return CompileSettings(parse_shapes(env.get(SHAPES_ENV, "")), mode, cache_dir, inductor, vae == "1")
 
 
 def inductor_options(preset: str) -> dict[str, Any]:
@@ -311,7 +296,7 @@ def prepare_compiled_lane(pipe: Any, device: str, settings: CompileSettings,
     a request would), then compiles ``pipe.vae.decode`` and runs ``decode_warm_up`` per shape;
     attaches the routers to ``pipe`` and its VAE. Called again after the model came back to the
     device, it warms up again (the guards see the new weights; the compiled code is reused).
-    Returns ``{compiled, shapes, mode, inductor, cudnnBenchmark, compileS, warmUpS, unet: {compileS, warmUpS},
+    Returns ``{compiled, shapes, mode, inductor, compileS, warmUpS, unet: {compileS, warmUpS},
     vae: {compiled, compileS, warmUpS} | {compiled: False, error|reason}, …}``, or
     ``{compiled: False, error}``; never raises: on failure the model stays eager (as it was, in
     its own memory format). Off CUDA or without shapes: ``{compiled: False, reason}``."""
@@ -322,8 +307,6 @@ def prepare_compiled_lane(pipe: Any, device: str, settings: CompileSettings,
 
     os.makedirs(settings.cache_dir, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = settings.cache_dir  # read when inductor first compiles
-    if settings.cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True  # before the warm-ups, so they time the compile shapes
     existing = router_of(pipe)
     eager = existing.eager if existing is not None else pipe.unet
     if existing is not None:
@@ -361,7 +344,6 @@ def prepare_compiled_lane(pipe: Any, device: str, settings: CompileSettings,
     setattr(pipe, LANE_ATTR, router)
     report = {"compiled": True, "shapes": [str(s) for s in settings.shapes], "mode": settings.mode,
               "inductor": settings.inductor, "channelsLast": True,
-              "cudnnBenchmark": bool(torch.backends.cudnn.benchmark),
               "compileS": round(time.perf_counter() - started, 3), "warmUpS": per_shape,
               "unet": {"compileS": unet_s, "warmUpS": per_shape}, "vae": vae_report,
               "signatures": len(router.signatures), "cacheDir": settings.cache_dir}
