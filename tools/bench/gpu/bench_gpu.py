@@ -730,8 +730,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"- {load['attempt']} load (LoadModel RPC, compile included): {load['loadModelS']} s; "
                          f"compile+warm-up {lane.get('compileS', '-')} s per shape {lane.get('warmUpS', '-')}"
                          f"; UNet {(lane.get('unet') or {}).get('compileS', '-')} s, VAE decode "
-                         f"{_vae_part(lane.get('vae'))}; inductor {lane.get('inductor', '-')}, cuDNN benchmark "
-                         f"{lane.get('cudnnBenchmark', '-')}"
+                         f"{_vae_part(lane.get('vae'))}; inductor {lane.get('inductor', '-')}"
                          + (f"; FAILED: {load['failed']}" if load.get("failed") else ""))
         if "batch1" in c:
             b1 = c["batch1"]

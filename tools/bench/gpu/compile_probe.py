@@ -20,39 +20,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-CONFIGS = ROOT / "python-workers/src/dops_worker/configs/sdxl-base"
+from sdxl_parts import ROOT, build, inputs
 
 
 def _child(args: argparse.Namespace) -> dict:
     sys.path.insert(0, str(ROOT / "python-workers/src"))
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from dops_worker.inference.compiled import inductor_options
 
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(CONFIGS / "unet")).half().eval()
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(CONFIGS / "vae")).half().eval()
+    unet, vae = build("cuda", torch.float16)
     unet.to(memory_format=torch.channels_last)
     vae.to(memory_format=torch.channels_last)
-    rows = 2 * args.batch
-    side = args.size // 8
-    sample = torch.randn(rows, 4, side, side, device="cuda", dtype=torch.float16)
-    timestep = torch.tensor(500.0, device="cuda")
-    hidden = torch.randn(rows, 77, 2048, device="cuda", dtype=torch.float16)
-    added = {"text_embeds": torch.randn(rows, 1280, device="cuda", dtype=torch.float16),
-             "time_ids": torch.randn(rows, 6, device="cuda", dtype=torch.float16)}
-    latents = torch.randn(args.batch, 4, side, side, device="cuda", dtype=torch.float16)
-
-    def unet_call(fn):
-        return fn(sample, timestep, hidden, added_cond_kwargs=added, return_dict=False)[0]
-
-    def decode_call(fn):
-        return fn(latents, return_dict=False)[0]
+    batch_inputs = inputs(unet, vae, args.size, args.batch, "cuda", torch.float16)
+    unet_call, decode_call = batch_inputs.unet_call, batch_inputs.decode_call
 
     def timed(call, fn, repeats):
         torch.cuda.synchronize()

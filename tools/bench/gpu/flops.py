@@ -8,7 +8,8 @@ device (no weights, no memory) and counts one UNet call at the CFG batch and one
 adds the sustained TFLOP/s and, with ``--peak-tflops P`` (the card's dense fp16 tensor peak, e.g.
 989 for an H100 or H200 SXM), the share of that peak, and the time per image at 100 % of it.
 
-    python3 tools/bench/gpu/flops.py --seconds-per-image 1.013 --peak-tflops 989 --out results/sdxl-flops.json
+    python3 tools/bench/gpu/flops.py --seconds-per-image 1.0129 --peak-tflops 989 \
+        --out tools/bench/results/sdxl-flops-h100.json
 """
 
 from __future__ import annotations
@@ -16,37 +17,28 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-ROOT = Path(__file__).resolve().parents[3]
-CONFIGS = ROOT / "python-workers/src/dops_worker/configs/sdxl-base"
+from sdxl_parts import build, inputs
 
 
-def count(size: int, batch: int) -> dict[str, float]:
+def count(size: int, batch: int) -> dict[str, Any]:
     """FLOPs of one UNet call (``2 × batch`` rows, the CFG batch) and one decode of ``batch`` latents."""
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
     from torch.utils.flop_counter import FlopCounterMode
 
-    rows, side = 2 * batch, size // 8
-    with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(CONFIGS / "unet")).half().eval()
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(CONFIGS / "vae")).half().eval()
-        sample = torch.empty(rows, 4, side, side, dtype=torch.float16)
-        hidden = torch.empty(rows, 77, 2048, dtype=torch.float16)
-        added = {"text_embeds": torch.empty(rows, 1280, dtype=torch.float16),
-                 "time_ids": torch.empty(rows, 6, dtype=torch.float16)}
-        latents = torch.empty(batch, 4, side, side, dtype=torch.float16)
-        timestep = torch.tensor(500.0)
-    out: dict[str, float] = {}
+    unet, vae = build("meta", torch.float16)
+    batch_inputs = inputs(unet, vae, size, batch, "meta", torch.float16)
+    out: dict[str, Any] = {}
     with torch.no_grad():
         counter = FlopCounterMode(display=False)
         with counter:
-            unet(sample, timestep, hidden, added_cond_kwargs=added, return_dict=False)
+            batch_inputs.unet_call(unet)
         out["unetCall"] = counter.get_total_flops()
         out["unetByOp"] = {str(op): flops for op, flops in counter.get_flop_counts()["Global"].items()}
         counter = FlopCounterMode(display=False)
         with counter:
-            vae.decode(latents, return_dict=False)
+            batch_inputs.decode_call(vae.decode)
         out["decode"] = counter.get_total_flops()
     return out
 

@@ -26,8 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-CONFIGS = ROOT / "python-workers/src/dops_worker/configs/sdxl-base"
+from sdxl_parts import CONFIGS, ROOT, build, inputs
 
 
 def main() -> None:
@@ -45,7 +44,6 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "python-workers/src"))
     import torch
     import torch._inductor.config as inductor_config
-    from diffusers import AutoencoderKL, UNet2DConditionModel
     from torch._dynamo.utils import counters
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -55,28 +53,14 @@ def main() -> None:
     configs = Path(args.configs)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     torch.manual_seed(0)
-    with torch.device(device):
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")).to(dtype).eval()
-        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")).to(dtype).eval()
+    unet, vae = build(device, dtype, configs)
     fused = copy.deepcopy(unet)
     fused.fuse_qkv_projections()
     for module in (unet, fused, vae):
         module.to(memory_format=torch.channels_last)
-    rows, side = 2 * args.batch, args.size // 2 ** (len(vae.config.block_out_channels) - 1)
-    width = unet.config.cross_attention_dim
-    text_embeds = unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim
-    sample = torch.randn(rows, 4, side, side, device=device, dtype=dtype)
-    timestep = torch.tensor(500.0, device=device)
-    hidden = torch.randn(rows, 77, width, device=device, dtype=dtype)
-    added = {"text_embeds": torch.randn(rows, text_embeds, device=device, dtype=dtype),
-             "time_ids": torch.randn(rows, 6, device=device, dtype=dtype)}
-    latents = torch.randn(args.batch, 4, side, side, device=device, dtype=dtype)
-
-    def unet_call(fn):
-        return fn(sample, timestep, hidden, added_cond_kwargs=added, return_dict=False)[0]
-
-    def decode_call(fn):
-        return fn(latents, return_dict=False)[0]
+    batch_inputs = inputs(unet, vae, args.size, args.batch, device, dtype)
+    rows = batch_inputs.sample.shape[0]
+    unet_call, decode_call = batch_inputs.unet_call, batch_inputs.decode_call
 
     def timed(call, fn, repeats, benchmark, backend=None):
         torch.backends.cudnn.benchmark = benchmark
@@ -90,7 +74,8 @@ def main() -> None:
             sync()
         return (time.perf_counter() - started) / repeats * 1000
 
-    report: dict = {"gpu": torch.cuda.get_device_name() if device.startswith("cuda") else device, "torch": torch.__version__,
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else device
+    report: dict = {"gpu": gpu, "torch": torch.__version__,
                     "cudnn": torch.backends.cudnn.version(), "size": args.size, "batch": args.batch,
                     "unetRows": rows, "rounds": args.rounds, "inductor": args.inductor}
     cases: dict = {}
@@ -131,7 +116,8 @@ def main() -> None:
             torch.backends.cudnn.benchmark = False
             reference = unet_call(compiled["unet"]).float()
             report["maxAbsDiff"] = {
-                "compiled fusedQKV vs compiled": float((unet_call(compiled["unet-fusedQKV"]).float() - reference).abs().max()),
+                "compiled fusedQKV vs compiled":
+                    float((unet_call(compiled["unet-fusedQKV"]).float() - reference).abs().max()),
                 "compiled vs eager": float((unet_call(unet).float() - reference).abs().max()),
                 "unetRefMaxAbs": float(reference.abs().max()),
             }

@@ -1,0 +1,62 @@
+"""An SDXL-size UNet and VAE without a checkpoint, and the inputs of one UNet call and one decode:
+what the GPU probes (compile_probe.py, knob_probe.py) time and flops.py counts.
+
+The modules are built from the configs in python-workers/src/dops_worker/configs/sdxl-base (or
+another folder with ``unet/`` and ``vae/``) with random weights, on ``device`` (``meta``: no
+weights, no memory). The inputs are those of a ``batch``-image request at ``size``² with CFG:
+``2 × batch`` UNet rows, the text and added-condition widths read from the UNet's config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIGS = ROOT / "python-workers/src/dops_worker/configs/sdxl-base"
+
+
+def build(device: str, dtype: Any, configs: Path = CONFIGS) -> tuple[Any, Any]:
+    """``(unet, vae)`` in eval mode, random weights (seeded by the caller), on ``device`` in ``dtype``."""
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(configs / "unet")).to(dtype).eval()
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(configs / "vae")).to(dtype).eval()
+    return unet, vae
+
+
+@dataclass
+class Inputs:
+    sample: Any
+    timestep: Any
+    hidden: Any
+    added: dict[str, Any]
+    latents: Any
+
+    def unet_call(self, fn: Any) -> Any:
+        """``fn`` (the UNet, eager or compiled) on the CFG batch; its sample output."""
+        return fn(self.sample, self.timestep, self.hidden, added_cond_kwargs=self.added, return_dict=False)[0]
+
+    def decode_call(self, fn: Any) -> Any:
+        """``fn`` (``vae.decode``, eager or compiled) on the batch's latents; its images."""
+        return fn(self.latents, return_dict=False)[0]
+
+
+def inputs(unet: Any, vae: Any, size: int, batch: int, device: str, dtype: Any) -> Inputs:
+    """Random inputs of one UNet call (``2 × batch`` rows) and one decode (``batch`` latents) at ``size``²."""
+    import torch
+
+    rows, side = 2 * batch, size // 2 ** (len(vae.config.block_out_channels) - 1)
+    config = unet.config
+    text_embeds = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    return Inputs(
+        sample=torch.randn(rows, config.in_channels, side, side, device=device, dtype=dtype),
+        timestep=torch.tensor(500.0, device=device),
+        hidden=torch.randn(rows, 77, config.cross_attention_dim, device=device, dtype=dtype),
+        added={"text_embeds": torch.randn(rows, text_embeds, device=device, dtype=dtype),
+               "time_ids": torch.randn(rows, 6, device=device, dtype=dtype)},
+        latents=torch.randn(batch, vae.config.latent_channels, side, side, device=device, dtype=dtype),
+    )
