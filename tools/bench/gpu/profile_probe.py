@@ -1,0 +1,135 @@
+"""Where one UNet call and one VAE decode spend their GPU time, on one CUDA GPU.
+
+An SDXL-size UNet and VAE (random fp16 weights from the configs in
+python-workers/src/dops_worker/configs/sdxl-base, channels_last, as the lane holds them) at the
+CFG batch of ``--size``@``--batch``, eager and then compiled the way the lane compiles (fullgraph,
+static shape, ``--inductor`` preset). Each part runs ``--calls`` times under ``torch.profiler``;
+the GPU kernels are summed by name and by kind (matmul, convolution, attention, inductor's
+Triton kernels, the rest), per call, with each kind's share of the kernel time, the wall time per
+call and the gap between them (GPU idle). One JSON document to stdout and ``--out``.
+
+    python3 tools/bench/gpu/profile_probe.py --batch 4 --out $OUT/profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from sdxl_parts import CONFIGS, ROOT, build, inputs
+
+# Kernel name → kind; the first pattern that matches wins.
+KINDS = (
+    ("attention", re.compile(r"flash|fmha|attention|sdpa|softmax", re.I)),
+    ("convolution", re.compile(r"conv|fprop|dgrad|implicit|winograd|cudnn", re.I)),
+    ("matmul", re.compile(r"gemm|nvjet|xmma|cutlass|matmul|sm90_|sm80_|ampere_|cublas", re.I)),
+    ("triton", re.compile(r"^triton", re.I)),
+    ("groupnorm", re.compile(r"group_?norm|layer_?norm", re.I)),
+    ("copy/layout", re.compile(r"copy|contiguous|transpose|permute|cat", re.I)),
+)
+
+
+def kind_of(name: str) -> str:
+    return next((kind for kind, pattern in KINDS if pattern.search(name)), "other")
+
+
+def profile(call, fn, calls: int, sync, cuda: bool) -> dict:
+    """``calls`` calls of ``call(fn)`` under the profiler: wall ms per call and kernel time by kind and
+    name (on CPU, for a smoke run: the ops' own CPU time)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    call(fn)
+    sync()
+    with torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        started = time.perf_counter()
+        for _ in range(calls):
+            call(fn)
+        sync()
+        wall = (time.perf_counter() - started) / calls * 1000
+    by_name: dict = defaultdict(lambda: [0.0, 0])
+    for event in prof.events():
+        if event.device_type.name != ("CUDA" if cuda else "CPU"):
+            continue
+        entry = by_name[event.name]
+        entry[0] += (event.device_time_total if cuda else event.self_cpu_time_total) / 1000 / calls
+        entry[1] += 1
+    kernel_ms = sum(ms for ms, _ in by_name.values())
+    by_kind: dict = defaultdict(float)
+    for name, (ms, _) in by_name.items():
+        by_kind[kind_of(name)] += ms
+    top = sorted(by_name.items(), key=lambda item: -item[1][0])[:25]
+    return {
+        "wallMs": round(wall, 2),
+        "kernelMs": round(kernel_ms, 2),
+        "idleShare": round(max(0.0, 1 - kernel_ms / wall), 3) if wall else None,
+        "kinds": {kind: {"ms": round(ms, 2), "share": round(ms / kernel_ms, 3)}
+                  for kind, ms in sorted(by_kind.items(), key=lambda item: -item[1])},
+        "top": [{"name": name[:160], "kind": kind_of(name), "ms": round(ms, 3), "launches": count // calls}
+                for name, (ms, count) in top],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--calls", type=int, default=3)
+    parser.add_argument("--inductor", default="conv1x1")
+    parser.add_argument("--mode", default="default")
+    parser.add_argument("--parts", default="unet,decode")
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--configs", default=str(CONFIGS), help="a folder with unet/ and vae/ configs")
+    parser.add_argument("--device", default="cuda", help="cpu (float32) only to try the script on a tiny config")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "python-workers/src"))
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from dops_worker.inference.compiled import inductor_options
+
+    device, dtype = args.device, torch.float16 if args.device.startswith("cuda") else torch.float32
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    torch.manual_seed(0)
+    unet, vae = build(device, dtype, Path(args.configs))
+    unet.to(memory_format=torch.channels_last)
+    vae.to(memory_format=torch.channels_last)
+    batch_inputs = inputs(unet, vae, args.size, args.batch, device, dtype)
+    parts = {"unet": (batch_inputs.unet_call, unet), "decode": (batch_inputs.decode_call, vae.decode)}
+    report: dict = {"gpu": torch.cuda.get_device_name() if device.startswith("cuda") else device,
+                    "torch": torch.__version__, "size": args.size, "batch": args.batch,
+                    "unetRows": batch_inputs.sample.shape[0], "calls": args.calls,
+                    "inductor": args.inductor, "mode": args.mode, "profiles": {}, "compileS": {}}
+    with torch.no_grad():
+        for part in args.parts.split(","):
+            call, fn = parts[part]
+            report["profiles"][f"eager {part}"] = profile(call, fn, args.calls, sync, device.startswith("cuda"))
+            _save(report, args.out, f"eager {part}")
+            if args.no_compile:
+                continue
+            with inductor_config.patch(inductor_options(args.inductor)):
+                started = time.perf_counter()
+                compiled = torch.compile(fn, mode=args.mode, fullgraph=True, dynamic=False)
+                call(compiled)
+                sync()
+                report["compileS"][part] = round(time.perf_counter() - started, 1)
+            report["profiles"][f"compiled {part}"] = profile(call, compiled, args.calls, sync, device.startswith("cuda"))
+            _save(report, args.out, f"compiled {part}")
+    print(json.dumps(report, indent=1), flush=True)
+
+
+def _save(report: dict, out: str, case: str) -> None:
+    """After each profile: a line of progress, and the report so far to ``out`` (a run cut short keeps it)."""
+    print(f"{case}: {report['profiles'][case]['wallMs']} ms per call", flush=True)
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
