@@ -566,3 +566,17 @@ def test_inductor_settings_hold_while_compiling_only(preset: str, expected: dict
     report = prepare_compiled_lane(pipe, "cuda:0", settings, warm_up, compile_fn=lambda module, **_: _Counting(module))
     assert report["inductor"] == preset and seen == expected
     assert {name: getattr(inductor_config, name) for name in expected} == defaults
+
+
+@pytest.mark.parametrize(("mode", "calls"), [("default", 1), ("max-autotune-no-cudagraphs", 1),
+                                             ("reduce-overhead", 2), ("max-autotune", 2)])
+def test_cuda_graph_modes_warm_the_decode_up_twice_so_recording_happens_at_load(
+        mode: str, calls: int, pipe: Any, roots: tuple[Path, Path]) -> None:
+    seen: list[CompileShape] = []
+    settings = compile_settings({"DOPS_COMPILE_SHAPES": "64x64@1,64x64@2", "DOPS_COMPILE_MODE": mode,
+                                 "DOPS_COMPILE_CACHE_DIR": str(roots[1])})
+    report = prepare_compiled_lane(pipe, "cuda:0", settings, lambda _router, _shape: None,
+                                   compile_fn=lambda module, **_: _Counting(module),
+                                   decode_warm_up=lambda _router, shape: seen.append(shape))
+    assert report["vae"]["compiled"] is True and report["mode"] == mode
+    assert seen == [CompileShape(64, 64, 1)] * calls + [CompileShape(64, 64, 2)] * calls
