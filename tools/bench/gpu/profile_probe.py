@@ -25,10 +25,10 @@ from sdxl_parts import CONFIGS, ROOT, build, inputs
 
 # Kernel name → kind; the first pattern that matches wins.
 KINDS = (
+    ("triton", re.compile(r"^triton", re.I)),  # first: inductor names fusions after their inputs ("…convolution…")
     ("attention", re.compile(r"flash|fmha|attention|sdpa|softmax", re.I)),
     ("convolution", re.compile(r"conv|fprop|dgrad|implicit|winograd|cudnn", re.I)),
     ("matmul", re.compile(r"gemm|nvjet|xmma|cutlass|matmul|sm90_|sm80_|ampere_|cublas", re.I)),
-    ("triton", re.compile(r"^triton", re.I)),
     ("groupnorm", re.compile(r"group_?norm|layer_?norm", re.I)),
     ("copy/layout", re.compile(r"copy|contiguous|transpose|permute|cat", re.I)),
 )
