@@ -22,26 +22,21 @@ import contextlib
 import copy
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from sdxl_parts import CONFIGS, ROOT, build, inputs
+from sdxl_parts import add_arguments, inputs, setup
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", type=int, default=1024)
+    add_arguments(parser)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=5, help="UNet calls per measurement (decodes: half)")
-    parser.add_argument("--inductor", default="conv1x1")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--configs", default=str(CONFIGS), help="a folder with unet/ and vae/ configs")
-    parser.add_argument("--device", default="cuda", help="cpu (float32) only to try the script on a tiny config")
-    parser.add_argument("--out", default="")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "python-workers/src"))
+    probe = setup(args)
     import torch
     import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
@@ -49,15 +44,10 @@ def main() -> None:
 
     from dops_worker.inference.compiled import inductor_options
 
-    device, dtype = args.device, torch.float16 if args.device.startswith("cuda") else torch.float32
-    configs = Path(args.configs)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    torch.manual_seed(0)
-    unet, vae = build(device, dtype, configs)
+    device, dtype, sync, unet, vae = probe.device, probe.dtype, probe.sync, probe.unet, probe.vae
     fused = copy.deepcopy(unet)
     fused.fuse_qkv_projections()
-    for module in (unet, fused, vae):
-        module.to(memory_format=torch.channels_last)
+    fused.to(memory_format=torch.channels_last)
     batch_inputs = inputs(unet, vae, args.size, args.batch, device, dtype)
     rows = batch_inputs.sample.shape[0]
     unet_call, decode_call = batch_inputs.unet_call, batch_inputs.decode_call
@@ -74,8 +64,7 @@ def main() -> None:
             sync()
         return (time.perf_counter() - started) / repeats * 1000
 
-    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else device
-    report: dict = {"gpu": gpu, "torch": torch.__version__,
+    report: dict = {"gpu": probe.gpu, "torch": torch.__version__,
                     "cudnn": torch.backends.cudnn.version(), "size": args.size, "batch": args.batch,
                     "unetRows": rows, "rounds": args.rounds, "inductor": args.inductor}
     cases: dict = {}

@@ -16,38 +16,29 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
-from sdxl_parts import CONFIGS, ROOT, build, inputs
+from sdxl_parts import add_arguments, inputs, setup
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", type=int, default=1024)
+    add_arguments(parser)
     parser.add_argument("--batches", default="1,4")
     parser.add_argument("--modes", default="default,reduce-overhead")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=10, help="UNet calls per measurement")
-    parser.add_argument("--inductor", default="conv1x1")
-    parser.add_argument("--configs", default=str(CONFIGS), help="a folder with unet/ and vae/ configs")
-    parser.add_argument("--device", default="cuda", help="cpu (float32) only to try the script on a tiny config")
-    parser.add_argument("--out", default="")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "python-workers/src"))
+    probe = setup(args)
     import torch
     import torch._inductor.config as inductor_config
 
     from dops_worker.inference.compiled import inductor_options
 
-    device, dtype = args.device, torch.float16 if args.device.startswith("cuda") else torch.float32
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    torch.manual_seed(0)
-    unet, vae = build(device, dtype, Path(args.configs))
-    unet.to(memory_format=torch.channels_last)
+    device, dtype, sync, unet, vae = probe.device, probe.dtype, probe.sync, probe.unet, probe.vae
     modes = args.modes.split(",")
-    report: dict = {"gpu": torch.cuda.get_device_name() if device.startswith("cuda") else device,
+    report: dict = {"gpu": probe.gpu,
                     "torch": torch.__version__, "size": args.size, "modes": modes, "rounds": args.rounds,
                     "repeats": args.repeats, "inductor": args.inductor, "compileS": {}, "batches": {}}
 

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from sdxl_parts import CONFIGS, ROOT, build, inputs
+from sdxl_parts import add_arguments, inputs, setup
 
 # Kernel name → kind; the first pattern that matches wins.
 KINDS = (
@@ -77,32 +76,23 @@ def profile(call, fn, calls: int, sync, cuda: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--size", type=int, default=1024)
+    add_arguments(parser)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--calls", type=int, default=3)
-    parser.add_argument("--inductor", default="conv1x1")
     parser.add_argument("--mode", default="default")
     parser.add_argument("--parts", default="unet,decode")
     parser.add_argument("--no-compile", action="store_true")
-    parser.add_argument("--configs", default=str(CONFIGS), help="a folder with unet/ and vae/ configs")
-    parser.add_argument("--device", default="cuda", help="cpu (float32) only to try the script on a tiny config")
-    parser.add_argument("--out", default="")
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "python-workers/src"))
+    probe = setup(args)
     import torch
     import torch._inductor.config as inductor_config
 
     from dops_worker.inference.compiled import inductor_options
 
-    device, dtype = args.device, torch.float16 if args.device.startswith("cuda") else torch.float32
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    torch.manual_seed(0)
-    unet, vae = build(device, dtype, Path(args.configs))
-    unet.to(memory_format=torch.channels_last)
-    vae.to(memory_format=torch.channels_last)
+    device, dtype, sync, unet, vae = probe.device, probe.dtype, probe.sync, probe.unet, probe.vae
     batch_inputs = inputs(unet, vae, args.size, args.batch, device, dtype)
     parts = {"unet": (batch_inputs.unet_call, unet), "decode": (batch_inputs.decode_call, vae.decode)}
-    report: dict = {"gpu": torch.cuda.get_device_name() if device.startswith("cuda") else device,
+    report: dict = {"gpu": probe.gpu,
                     "torch": torch.__version__, "size": args.size, "batch": args.batch,
                     "unetRows": batch_inputs.sample.shape[0], "calls": args.calls,
                     "inductor": args.inductor, "mode": args.mode, "profiles": {}, "compileS": {}}

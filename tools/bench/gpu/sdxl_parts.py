@@ -1,6 +1,8 @@
 """An SDXL-size UNet and VAE without a checkpoint, and the inputs of one UNet call and one decode:
 what the GPU probes (compile_probe.py, knob_probe.py) time and flops.py counts.
 
+``add_arguments`` and ``setup`` are the options and the start every probe shares.
+
 The modules are built from the configs in python-workers/src/dops_worker/configs/sdxl-base (or
 another folder with ``unet/`` and ``vae/``) with random weights, on ``device`` (``meta``: no
 weights, no memory). The inputs are those of a ``batch``-image request at ``size``² with CFG:
@@ -9,6 +11,9 @@ weights, no memory). The inputs are those of a ``batch``-image request at ``size
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,3 +65,39 @@ def inputs(unet: Any, vae: Any, size: int, batch: int, device: str, dtype: Any) 
                "time_ids": torch.randn(rows, 6, device=device, dtype=dtype)},
         latents=torch.randn(batch, vae.config.latent_channels, side, side, device=device, dtype=dtype),
     )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every probe takes: ``--size``, ``--inductor``, ``--configs``, ``--device``, ``--out``."""
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--inductor", default="conv1x1")
+    parser.add_argument("--configs", default=str(CONFIGS), help="a folder with unet/ and vae/ configs")
+    parser.add_argument("--device", default="cuda", help="cpu (float32) only to try the script on a tiny config")
+    parser.add_argument("--out", default="")
+
+
+@dataclass
+class Probe:
+    device: str
+    dtype: Any
+    gpu: str
+    unet: Any
+    vae: Any
+    sync: Callable[[], None]
+
+
+def setup(args: argparse.Namespace) -> Probe:
+    """The worker's sources on the path, and the UNet and VAE of ``args`` (seed 0; fp16 on CUDA,
+    float32 on CPU) in channels_last, as the lane holds them."""
+    sys.path.insert(0, str(ROOT / "python-workers/src"))
+    import torch
+
+    device = args.device
+    cuda = device.startswith("cuda")
+    dtype = torch.float16 if cuda else torch.float32
+    torch.manual_seed(0)
+    unet, vae = build(device, dtype, Path(args.configs))
+    for module in (unet, vae):
+        module.to(memory_format=torch.channels_last)
+    return Probe(device, dtype, torch.cuda.get_device_name() if cuda else device, unet, vae,
+                 torch.cuda.synchronize if cuda else (lambda: None))
