@@ -21,55 +21,33 @@ import sys
 import tempfile
 import time
 
-from sdxl_parts import ROOT, build, inputs
+from sdxl_parts import compile_as_lane, inputs, ms_per_call, setup
 
 
 def _child(args: argparse.Namespace) -> dict:
-    sys.path.insert(0, str(ROOT / "python-workers/src"))
+    probe = setup("cuda")
     import torch
 
     from dops_worker.inference.compiled import inductor_options
 
-    torch.manual_seed(0)
-    unet, vae = build("cuda", torch.float16)
-    unet.to(memory_format=torch.channels_last)
-    vae.to(memory_format=torch.channels_last)
+    unet, vae, sync = probe.unet, probe.vae, probe.sync
     batch_inputs = inputs(unet, vae, args.size, args.batch, "cuda", torch.float16)
     unet_call, decode_call = batch_inputs.unet_call, batch_inputs.decode_call
 
-    def timed(call, fn, repeats):
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        for _ in range(repeats):
-            call(fn)
-        torch.cuda.synchronize()
-        return (time.perf_counter() - started) / repeats * 1000
-
-    result: dict = {"variant": args.variant, "mode": args.mode, "warm": args.warm, "gpu": torch.cuda.get_device_name()}
+    result: dict = {"variant": args.variant, "mode": args.mode, "warm": args.warm, "gpu": probe.gpu}
     with torch.no_grad():
         unet_call(unet)
         decode_call(vae.decode)
-        result["eagerUnetMs"] = round(timed(unet_call, unet, args.repeats), 2)
-        result["eagerDecodeMs"] = round(timed(decode_call, vae.decode, 3), 2)
-        options = inductor_options(args.variant)
-        result["options"] = options
-        import torch._inductor.config as inductor_config
-
-        with inductor_config.patch(options):
-            compiled_unet = torch.compile(unet, mode=args.mode, fullgraph=True, dynamic=False)
-            started = time.perf_counter()
-            unet_call(compiled_unet)
-            torch.cuda.synchronize()
-            result["unetCompileS"] = round(time.perf_counter() - started, 1)
-            compiled_decode = torch.compile(vae.decode, mode=args.mode, fullgraph=True, dynamic=False)
-            started = time.perf_counter()
-            decode_call(compiled_decode)
-            torch.cuda.synchronize()
-            result["decodeCompileS"] = round(time.perf_counter() - started, 1)
+        result["eagerUnetMs"] = round(ms_per_call(unet_call, unet, args.repeats, sync), 2)
+        result["eagerDecodeMs"] = round(ms_per_call(decode_call, vae.decode, 3, sync), 2)
+        result["options"] = inductor_options(args.variant)
+        compiled_unet, result["unetCompileS"] = compile_as_lane(unet, unet_call, args.variant, args.mode, sync)
+        compiled_decode, result["decodeCompileS"] = compile_as_lane(vae.decode, decode_call, args.variant,
+                                                                    args.mode, sync)
         unet_call(compiled_unet)
-        result["unetMs"] = round(timed(unet_call, compiled_unet, args.repeats), 2)
+        result["unetMs"] = round(ms_per_call(unet_call, compiled_unet, args.repeats, sync), 2)
         decode_call(compiled_decode)
-        result["decodeMs"] = round(timed(decode_call, compiled_decode, 3), 2)
+        result["decodeMs"] = round(ms_per_call(decode_call, compiled_decode, 3, sync), 2)
         eager_out = unet_call(unet).float()
         compiled_out = unet_call(compiled_unet).float()
         result["unetMaxAbsDiff"] = float((eager_out - compiled_out).abs().max())

@@ -22,10 +22,8 @@ import contextlib
 import copy
 import json
 import statistics
-import time
-from pathlib import Path
 
-from sdxl_parts import add_arguments, inputs, setup
+from sdxl_parts import add_arguments, compile_as_lane, inputs, ms_per_call, setup, write_report
 
 
 def main() -> None:
@@ -36,13 +34,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="UNet calls per measurement (decodes: half)")
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
-    probe = setup(args)
+    probe = setup(args.device, args.configs)
     import torch
-    import torch._inductor.config as inductor_config
     from torch._dynamo.utils import counters
     from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    from dops_worker.inference.compiled import inductor_options
 
     device, dtype, sync, unet, vae = probe.device, probe.dtype, probe.sync, probe.unet, probe.vae
     fused = copy.deepcopy(unet)
@@ -57,12 +52,7 @@ def main() -> None:
         context = sdpa_kernel([backend]) if backend is not None else contextlib.nullcontext()
         with context:
             call(fn)  # cuDNN's search (benchmark on) or a first call after the toggle: not timed
-            sync()
-            started = time.perf_counter()
-            for _ in range(repeats):
-                call(fn)
-            sync()
-        return (time.perf_counter() - started) / repeats * 1000
+            return ms_per_call(call, fn, repeats, sync)
 
     report: dict = {"gpu": probe.gpu, "torch": torch.__version__,
                     "cudnn": torch.backends.cudnn.version(), "size": args.size, "batch": args.batch,
@@ -75,23 +65,17 @@ def main() -> None:
             ("eager unet-fusedQKV", lambda b: timed(unet_call, fused, args.repeats, b)),
             ("eager decode", lambda b: timed(decode_call, vae.decode, decode_repeats, b)),
         ]
-        if device.startswith("cuda"):
+        if probe.cuda:
             eager.append(("eager unet-cudnnSDPA", lambda b: timed(unet_call, unet, args.repeats, b,
                                                                   SDPBackend.CUDNN_ATTENTION)))
         _rounds(eager, args.rounds, cases)
         if not args.no_compile:
             graphs_before = int(counters["stats"]["unique_graphs"])
-            compile_s = {}
-            with inductor_config.patch(inductor_options(args.inductor)):
-                compiled = {}
-                for name, module, call in (("unet", unet, unet_call), ("unet-fusedQKV", fused, unet_call),
-                                           ("decode", vae.decode, decode_call)):
-                    torch.backends.cudnn.benchmark = False
-                    started = time.perf_counter()
-                    compiled[name] = torch.compile(module, fullgraph=True, dynamic=False)
-                    call(compiled[name])
-                    sync()
-                    compile_s[name] = round(time.perf_counter() - started, 1)
+            compiled, compile_s = {}, {}
+            for name, module, call in (("unet", unet, unet_call), ("unet-fusedQKV", fused, unet_call),
+                                       ("decode", vae.decode, decode_call)):
+                torch.backends.cudnn.benchmark = False
+                compiled[name], compile_s[name] = compile_as_lane(module, call, args.inductor, "default", sync)
             report["compileS"] = compile_s
             report["graphsAfterCompiles"] = int(counters["stats"]["unique_graphs"]) - graphs_before
             compiled_cases = [
@@ -113,10 +97,8 @@ def main() -> None:
     report["ms"] = {name: {"median": round(statistics.median(values), 2), "all": [round(v, 2) for v in values]}
                     for name, values in cases.items()}
     report["ratios"] = _ratios(report["ms"])
-    text = json.dumps(report, indent=1)
-    print(text, flush=True)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(json.dumps(report, indent=1), flush=True)
+    write_report(report, args.out)
 
 
 def _rounds(measures, rounds, cases) -> None:

@@ -3,8 +3,8 @@
 timed per call at each ``--batches`` entry's CFG batch, the modes interleaved round by round.
 
 The UNet (random fp16 weights from the configs in python-workers/src/dops_worker/configs/sdxl-base,
-channels_last) is one module; each mode is its own torch.compile of it, warmed up (and recorded)
-per batch before the rounds. Reports per batch and mode the median ms per call, the ratio against
+channels_last) is one module; each mode and batch is its own torch.compile of it, warmed up (and
+recorded) as the lane warms up before the rounds. Reports per batch and mode the median ms per call, the ratio against
 the first mode, the largest output difference against it, and the compile seconds. One JSON
 document to stdout and ``--out``, rewritten after each step.
 
@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from pathlib import Path
 
-from sdxl_parts import add_arguments, inputs, setup
+from sdxl_parts import add_arguments, compile_as_lane, inputs, ms_per_call, setup, write_report
 
 
 def main() -> None:
@@ -30,11 +28,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=10, help="UNet calls per measurement")
     args = parser.parse_args()
-    probe = setup(args)
+    probe = setup(args.device, args.configs)
     import torch
-    import torch._inductor.config as inductor_config
-
-    from dops_worker.inference.compiled import inductor_options
 
     device, dtype, sync, unet, vae = probe.device, probe.dtype, probe.sync, probe.unet, probe.vae
     modes = args.modes.split(",")
@@ -42,33 +37,20 @@ def main() -> None:
                     "torch": torch.__version__, "size": args.size, "modes": modes, "rounds": args.rounds,
                     "repeats": args.repeats, "inductor": args.inductor, "compileS": {}, "batches": {}}
 
-    def save() -> None:
-        if args.out:
-            Path(args.out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-
-    compiled = {mode: torch.compile(unet, mode=mode, fullgraph=True, dynamic=False) for mode in modes}
+    compiled: dict = {}
     with torch.no_grad():
         for batch in (int(b) for b in args.batches.split(",")):
             call = inputs(unet, vae, args.size, batch, device, dtype).unet_call
             outputs = {}
             for mode in modes:
-                with inductor_config.patch(inductor_options(args.inductor)):
-                    started = time.perf_counter()
-                    for _ in range(3):  # compile; CUDA graphs: warm-up run, then recording
-                        call(compiled[mode])
-                    sync()
-                report["compileS"][f"{mode}@{batch}"] = round(time.perf_counter() - started, 1)
-                outputs[mode] = call(compiled[mode]).float().clone()
-                save()
+                compiled[mode], report["compileS"][f"{mode}@{batch}"] = compile_as_lane(
+                    unet, call, args.inductor, mode, sync)
+                outputs[mode] = call(compiled[mode]).float().clone()  # a CUDA graph's output is overwritten
+                write_report(report, args.out)
             ms: dict = {mode: [] for mode in modes}
             for index in range(args.rounds):
                 for mode in (modes if index % 2 == 0 else modes[::-1]):
-                    sync()
-                    started = time.perf_counter()
-                    for _ in range(args.repeats):
-                        call(compiled[mode])
-                    sync()
-                    ms[mode].append((time.perf_counter() - started) / args.repeats * 1000)
+                    ms[mode].append(ms_per_call(call, compiled[mode], args.repeats, sync))
                     print(f"batch {batch} round {index} {mode}: {ms[mode][-1]:.2f} ms", flush=True)
             base = statistics.median(ms[modes[0]])
             report["batches"][str(batch)] = {
@@ -79,7 +61,7 @@ def main() -> None:
                 "maxAbsDiffVsFirstMode": {mode: float((outputs[mode] - outputs[modes[0]]).abs().max())
                                           for mode in modes},
             }
-            save()
+            write_report(report, args.out)
     print(json.dumps(report, indent=1), flush=True)
 
 

@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import time
 from collections import defaultdict
-from pathlib import Path
 
-from sdxl_parts import add_arguments, inputs, setup
+from sdxl_parts import add_arguments, compile_as_lane, inputs, ms_per_call, setup, write_report
 
 # Kernel name → kind; the first pattern that matches wins.
 KINDS = (
@@ -46,11 +44,7 @@ def profile(call, fn, calls: int, sync, cuda: bool) -> dict:
     call(fn)
     sync()
     with torch_profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
-        started = time.perf_counter()
-        for _ in range(calls):
-            call(fn)
-        sync()
-        wall = (time.perf_counter() - started) / calls * 1000
+        wall = ms_per_call(call, fn, calls, sync)
     by_name: dict = defaultdict(lambda: [0.0, 0])
     for event in prof.events():
         if event.device_type.name != ("CUDA" if cuda else "CPU"):
@@ -83,11 +77,8 @@ def main() -> None:
     parser.add_argument("--parts", default="unet,decode")
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
-    probe = setup(args)
+    probe = setup(args.device, args.configs)
     import torch
-    import torch._inductor.config as inductor_config
-
-    from dops_worker.inference.compiled import inductor_options
 
     device, dtype, sync, unet, vae = probe.device, probe.dtype, probe.sync, probe.unet, probe.vae
     batch_inputs = inputs(unet, vae, args.size, args.batch, device, dtype)
@@ -99,17 +90,12 @@ def main() -> None:
     with torch.no_grad():
         for part in args.parts.split(","):
             call, fn = parts[part]
-            report["profiles"][f"eager {part}"] = profile(call, fn, args.calls, sync, device.startswith("cuda"))
+            report["profiles"][f"eager {part}"] = profile(call, fn, args.calls, sync, probe.cuda)
             _save(report, args.out, f"eager {part}")
             if args.no_compile:
                 continue
-            with inductor_config.patch(inductor_options(args.inductor)):
-                started = time.perf_counter()
-                compiled = torch.compile(fn, mode=args.mode, fullgraph=True, dynamic=False)
-                call(compiled)
-                sync()
-                report["compileS"][part] = round(time.perf_counter() - started, 1)
-            report["profiles"][f"compiled {part}"] = profile(call, compiled, args.calls, sync, device.startswith("cuda"))
+            compiled, report["compileS"][part] = compile_as_lane(fn, call, args.inductor, args.mode, sync)
+            report["profiles"][f"compiled {part}"] = profile(call, compiled, args.calls, sync, probe.cuda)
             _save(report, args.out, f"compiled {part}")
     print(json.dumps(report, indent=1), flush=True)
 
@@ -117,8 +103,7 @@ def main() -> None:
 def _save(report: dict, out: str, case: str) -> None:
     """After each profile: a line of progress, and the report so far to ``out`` (a run cut short keeps it)."""
     print(f"{case}: {report['profiles'][case]['wallMs']} ms per call", flush=True)
-    if out:
-        Path(out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_report(report, out)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """An SDXL-size UNet and VAE without a checkpoint, and the inputs of one UNet call and one decode:
 what the GPU probes (compile_probe.py, knob_probe.py) time and flops.py counts.
 
-``add_arguments`` and ``setup`` are the options and the start every probe shares.
+``add_arguments``, ``setup``, ``compile_as_lane``, ``ms_per_call`` and ``write_report`` are the
+options, the start, the compile, the timing and the output every probe shares.
 
 The modules are built from the configs in python-workers/src/dops_worker/configs/sdxl-base (or
 another folder with ``unet/`` and ``vae/``) with random weights, on ``device`` (``meta``: no
@@ -12,7 +13,9 @@ weights, no memory). The inputs are those of a ``batch``-image request at ``size
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,19 +88,57 @@ class Probe:
     vae: Any
     sync: Callable[[], None]
 
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
 
-def setup(args: argparse.Namespace) -> Probe:
-    """The worker's sources on the path, and the UNet and VAE of ``args`` (seed 0; fp16 on CUDA,
-    float32 on CPU) in channels_last, as the lane holds them."""
+
+def setup(device: str = "cuda", configs: Path | str = CONFIGS) -> Probe:
+    """The worker's sources on the path, and the UNet and VAE of ``configs`` (seed 0; fp16 on CUDA,
+    float32 on CPU) on ``device`` in channels_last, as the lane holds them."""
     sys.path.insert(0, str(ROOT / "python-workers/src"))
     import torch
 
-    device = args.device
     cuda = device.startswith("cuda")
     dtype = torch.float16 if cuda else torch.float32
     torch.manual_seed(0)
-    unet, vae = build(device, dtype, Path(args.configs))
+    unet, vae = build(device, dtype, Path(configs))
     for module in (unet, vae):
         module.to(memory_format=torch.channels_last)
     return Probe(device, dtype, torch.cuda.get_device_name() if cuda else device, unet, vae,
                  torch.cuda.synchronize if cuda else (lambda: None))
+
+
+def compile_as_lane(fn: Any, call: Callable[[Any], Any], preset: str, mode: str,
+                    sync: Callable[[], None]) -> tuple[Any, float]:
+    """``fn`` compiled as dops_worker.inference.compiled compiles it (fullgraph, static shapes,
+    inductor ``preset`` patched in, ``mode``) and warmed up with ``call`` as many times as the lane
+    warms a decode up (CUDA-graph modes: run, then record); the compiled function and the seconds."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    from dops_worker.inference.compiled import inductor_options, warm_up_calls
+
+    with inductor_config.patch(inductor_options(preset)):
+        started = time.perf_counter()
+        compiled = torch.compile(fn, mode=mode, fullgraph=True, dynamic=False)
+        for _ in range(warm_up_calls(mode)):
+            call(compiled)
+        sync()
+    return compiled, round(time.perf_counter() - started, 1)
+
+
+def ms_per_call(call: Callable[[Any], Any], fn: Any, repeats: int, sync: Callable[[], None]) -> float:
+    """Wall milliseconds per ``call(fn)``, over ``repeats`` calls between two syncs."""
+    sync()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        call(fn)
+    sync()
+    return (time.perf_counter() - started) / repeats * 1000
+
+
+def write_report(report: dict[str, Any], out: str) -> None:
+    """``report`` as indented JSON to ``out`` (nothing when empty); probes rewrite it after each step."""
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
