@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
-from sdxl_parts import build, inputs
+from sdxl_parts import build, inputs, write_report
 
 
 def count(size: int, batch: int) -> dict[str, Any]:
@@ -68,10 +67,8 @@ def main() -> None:
         report["secondsPerImageAtPeak"] = round(per_image / (args.peak_tflops * 1e12), 3)
         if args.seconds_per_image:
             report["shareOfPeak"] = round(report["sustainedTflops"] / args.peak_tflops, 3)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(json.dumps(report, indent=1))
+    write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,8 @@ import argparse
 import contextlib
 import copy
 import json
-import statistics
 
-from sdxl_parts import add_arguments, compile_as_lane, inputs, ms_per_call, setup, write_report
+from sdxl_parts import add_arguments, compile_as_lane, in_turn, inputs, ms_per_call, ms_summary, setup, write_report
 
 
 def main() -> None:
@@ -94,8 +93,7 @@ def main() -> None:
                 "compiled vs eager": float((unet_call(unet).float() - reference).abs().max()),
                 "unetRefMaxAbs": float(reference.abs().max()),
             }
-    report["ms"] = {name: {"median": round(statistics.median(values), 2), "all": [round(v, 2) for v in values]}
-                    for name, values in cases.items()}
+    report["ms"] = ms_summary(cases)
     report["ratios"] = _ratios(report["ms"])
     print(json.dumps(report, indent=1), flush=True)
     write_report(report, args.out)
@@ -105,7 +103,7 @@ def _rounds(measures, rounds, cases) -> None:
     """``rounds`` rounds; in each, every measure with cudnn.benchmark off then on (order alternating)."""
     for index in range(rounds):
         for name, measure in measures:
-            for benchmark in ((False, True) if index % 2 == 0 else (True, False)):
+            for benchmark in in_turn((False, True), index):
                 key = f"{name} benchmark={'on' if benchmark else 'off'}"
                 cases.setdefault(key, []).append(measure(benchmark))
                 print(f"round {index} {key}: {cases[key][-1]:.1f} ms", flush=True)

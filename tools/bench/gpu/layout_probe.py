@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
-from sdxl_parts import add_arguments, inputs, ms_per_call, setup, write_report
+from sdxl_parts import add_arguments, in_turn, inputs, ms_per_call, ms_summary, setup, speed_over, write_report
 
 LAYOUTS = ("channels_last", "contiguous")
 
@@ -36,18 +35,15 @@ def main() -> None:
     outputs: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for index in range(args.rounds):
-            for layout in (LAYOUTS if index % 2 == 0 else LAYOUTS[::-1]):
+            for layout in in_turn(LAYOUTS, index):
                 vae.to(memory_format=formats[layout])
                 if layout not in outputs:
                     outputs[layout] = call(vae.decode).float().cpu()  # also the warm-up
                 ms[layout].append(ms_per_call(call, vae.decode, args.repeats, probe.sync))
                 print(f"round {index} {layout}: {ms[layout][-1]:.1f} ms", flush=True)
-    base = statistics.median(ms[LAYOUTS[0]])
     report = {"gpu": probe.gpu, "torch": torch.__version__, "size": args.size, "batch": args.batch,
               "rounds": args.rounds, "repeats": args.repeats,
-              "msPerDecode": {k: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
-                              for k, v in ms.items()},
-              "ratioOverChannelsLast": {k: round(base / statistics.median(v), 3) for k, v in ms.items()},
+              "msPerDecode": ms_summary(ms), "ratioOverChannelsLast": speed_over(ms, LAYOUTS[0]),
               "maxAbsDifference": float((outputs[LAYOUTS[0]] - outputs[LAYOUTS[1]]).abs().max())}
     write_report(report, args.out)
     print(json.dumps(report, indent=1))

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 
-from sdxl_parts import add_arguments, compile_as_lane, inputs, ms_per_call, setup, write_report
+from sdxl_parts import (add_arguments, compile_as_lane, in_turn, inputs, ms_per_call, ms_summary, setup,
+                        speed_over, write_report)
 
 
 def main() -> None:
@@ -49,15 +49,13 @@ def main() -> None:
                 write_report(report, args.out)
             ms: dict = {mode: [] for mode in modes}
             for index in range(args.rounds):
-                for mode in (modes if index % 2 == 0 else modes[::-1]):
+                for mode in in_turn(modes, index):
                     ms[mode].append(ms_per_call(call, compiled[mode], args.repeats, sync))
                     print(f"batch {batch} round {index} {mode}: {ms[mode][-1]:.2f} ms", flush=True)
-            base = statistics.median(ms[modes[0]])
             report["batches"][str(batch)] = {
                 "unetRows": 2 * batch,
-                "ms": {mode: {"median": round(statistics.median(v), 2), "all": [round(x, 2) for x in v]}
-                       for mode, v in ms.items()},
-                "ratioOverFirstMode": {mode: round(base / statistics.median(v), 3) for mode, v in ms.items()},
+                "ms": ms_summary(ms),
+                "ratioOverFirstMode": speed_over(ms, modes[0]),
                 "maxAbsDiffVsFirstMode": {mode: float((outputs[mode] - outputs[modes[0]]).abs().max())
                                           for mode in modes},
             }

@@ -1,8 +1,9 @@
 """An SDXL-size UNet and VAE without a checkpoint, and the inputs of one UNet call and one decode:
 what the GPU probes (compile_probe.py, knob_probe.py) time and flops.py counts.
 
-``add_arguments``, ``setup``, ``compile_as_lane``, ``ms_per_call`` and ``write_report`` are the
-options, the start, the compile, the timing and the output every probe shares.
+``add_arguments``, ``setup``, ``compile_as_lane``, ``ms_per_call``, ``in_turn``, ``ms_summary``,
+``speed_over`` and ``write_report`` are the options, the start, the compile, the timing, the
+interleaving, the summaries and the output every probe shares.
 
 The modules are built from the configs in python-workers/src/dops_worker/configs/sdxl-base (or
 another folder with ``unet/`` and ``vae/``) with random weights, on ``device`` (``meta``: no
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[3]
 CONFIGS = ROOT / "python-workers/src/dops_worker/configs/sdxl-base"
@@ -136,6 +140,24 @@ def ms_per_call(call: Callable[[Any], Any], fn: Any, repeats: int, sync: Callabl
         call(fn)
     sync()
     return (time.perf_counter() - started) / repeats * 1000
+
+
+def in_turn(items: Sequence[T], index: int) -> Sequence[T]:
+    """``items`` in round ``index``'s order: as given in even rounds, reversed in odd ones, so no side
+    always runs first."""
+    return items if index % 2 == 0 else items[::-1]
+
+
+def ms_summary(ms: Mapping[str, list[float]]) -> dict[str, dict[str, Any]]:
+    """Per case its median and every measurement (ms)."""
+    return {name: {"median": round(statistics.median(values), 2), "all": [round(v, 2) for v in values]}
+            for name, values in ms.items()}
+
+
+def speed_over(ms: Mapping[str, list[float]], base: str) -> dict[str, float]:
+    """Per case ``base``'s median ms ÷ the case's: its speed against ``base``."""
+    reference = statistics.median(ms[base])
+    return {name: round(reference / statistics.median(values), 3) for name, values in ms.items()}
 
 
 def write_report(report: dict[str, Any], out: str) -> None:
